@@ -1,0 +1,44 @@
+# lakebed developer commands. Every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LAKEBED_HOME ?= $(CURDIR)/.lakebed
+export DAGSTER_HOME ?= $(LAKEBED_HOME)/dagster
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := 1
+
+.PHONY: install demo test test-all bench lint ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/lakebed demo
+
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -m lakebed.assets.definitions
+
+# pytest exits 5 when it collects nothing; that is not a failure.
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+test-all: install
+	$(BIN)/python -m pytest -q; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy lakebed pipelines schemas quality lineage assets
+
+clean:
+	rm -rf $(VENV) .lakebed bench/out

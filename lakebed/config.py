@@ -1,0 +1,159 @@
+"""The one typed configuration object.
+
+Resolution order (first wins): keyword arguments, ``LAKEBED_*`` environment variables, ``lakebed.toml``
+(``$LAKEBED_CONFIG`` or the current directory), defaults. Defaults run everything embedded under
+``./.lakebed/``. Object-store credentials come from the usual ``AWS_*`` variables. Secrets are
+:class:`pydantic.SecretStr` and are redacted whenever the config is shown or recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REDACTED = "**********"
+
+
+class S3Settings(BaseSettings):
+    """Object-store (S3 API) credentials, read from the standard ``AWS_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="AWS_", extra="ignore")
+
+    endpoint_url: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    region: str = "us-east-1"
+    allow_http: bool = False
+
+    def to_storage_options(self) -> dict[str, str]:
+        """Options for delta-rs / object_store (``storage_options=``)."""
+        options: dict[str, str] = {"AWS_REGION": self.region}
+        if self.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.endpoint_url
+        if self.allow_http or (self.endpoint_url or "").startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+        if self.access_key_id:
+            options["AWS_ACCESS_KEY_ID"] = self.access_key_id.get_secret_value()
+        if self.secret_access_key:
+            options["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key.get_secret_value()
+        if self.session_token:
+            options["AWS_SESSION_TOKEN"] = self.session_token.get_secret_value()
+        # Safe concurrent commits on S3 without a lock table.
+        options["aws_conditional_put"] = "etag"
+        return options
+
+    def to_boto3_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``boto3.client("s3", ...)``."""
+        kwargs: dict[str, Any] = {"region_name": self.region}
+        if self.endpoint_url:
+            kwargs["endpoint_url"] = self.endpoint_url
+        if self.access_key_id:
+            kwargs["aws_access_key_id"] = self.access_key_id.get_secret_value()
+        if self.secret_access_key:
+            kwargs["aws_secret_access_key"] = self.secret_access_key.get_secret_value()
+        if self.session_token:
+            kwargs["aws_session_token"] = self.session_token.get_secret_value()
+        return kwargs
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("LAKEBED_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / "lakebed.toml"
+    return local if local.exists() else None
+
+
+class LakebedConfig(BaseSettings):
+    """lakebed settings. Every field can be set as ``LAKEBED_<FIELD>`` or in lakebed.toml."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKEBED_", extra="forbid", validate_default=True)
+
+    home: Path = Field(default=Path(".lakebed"), description="Root of all embedded state.")
+    hot_root: Path | None = Field(default=None, description="Local path of the hot tier (default: HOME/tables).")
+    cold_root: str | None = Field(default=None, description="Cold tier root: file:// path or s3://bucket/prefix.")
+    landing_dir: Path | None = Field(default=None, description="Folder the landing sensor watches.")
+    kafka_bootstrap: str | None = Field(default=None, description="Kafka cluster; unset starts the embedded broker.")
+    lineage_namespace: str = Field(default="lakebed", description="OpenLineage job namespace.")
+    lineage_api_token: SecretStr | None = Field(default=None, description="Bearer token of the lineage API.")
+    code_version: str | None = Field(default=None, description="Code version recorded on every commit.")
+    batch_rows: int = Field(default=131_072, gt=0, description="Rows per Arrow batch when streaming input.")
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Unstructured files above this are rejected.")
+    inline_content_bytes: int = Field(
+        default=1024 * 1024, ge=0, description="Unstructured content up to this size is stored inline."
+    )
+    s3: S3Settings = Field(default_factory=S3Settings, exclude=False)
+
+    @field_validator("home", "hot_root", "landing_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _config_file()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    # Derived locations -------------------------------------------------------------------------
+    @property
+    def tables_root(self) -> Path:
+        return self.hot_root or self.home / "tables"
+
+    @property
+    def system_root(self) -> Path:
+        """Where lakebed keeps its own tables (catalog, manifests)."""
+        return self.home / "system"
+
+    @property
+    def landing_root(self) -> Path:
+        return self.landing_dir or self.home / "landing"
+
+    @property
+    def cold_uri(self) -> str:
+        return self.cold_root or (self.home / "cold").as_uri()
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with every secret replaced: safe to print, log or record."""
+        return self.model_dump(mode="json")
+
+
+@functools.cache
+def get_config() -> LakebedConfig:
+    """The process-wide config, read once. Call :func:`reset_config` after changing the environment."""
+    from lakebed.errors import ConfigError
+
+    try:
+        return LakebedConfig()
+    except Exception as exc:  # pydantic's ValidationError names the field
+        source = _config_file()
+        where = f" ({source})" if source else ""
+        raise ConfigError(f"invalid lakebed configuration{where}: {exc}") from exc
+
+
+def reset_config() -> None:
+    get_config.cache_clear()

@@ -1,0 +1,81 @@
+"""The lakebed error hierarchy.
+
+Every error lakebed raises on purpose derives from :class:`LakebedError`. Errors about input carry the
+location they came from (file, line, column, offset) so a user can go straight to the bad record.
+"""
+
+from __future__ import annotations
+
+
+class LakebedError(Exception):
+    """Root of every error lakebed raises on purpose."""
+
+
+class ConfigError(LakebedError):
+    """The configuration (lakebed.toml or LAKEBED_* environment) is invalid."""
+
+
+class InvalidTableNameError(LakebedError):
+    """A table name does not follow the naming rule."""
+
+
+class TableNotFoundError(LakebedError):
+    """No lakebed table of that name (or no such version of it) exists."""
+
+
+class SchemaDriftError(LakebedError):
+    """Incoming data does not fit the table's schema under its drift policy."""
+
+    def __init__(self, message: str, *, table: str, columns: list[str]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.columns = columns
+
+
+class ContractError(LakebedError):
+    """A table contract is invalid (names the contract and field)."""
+
+
+class InputError(LakebedError):
+    """Bad input data: carries the location of the problem."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        where = ", ".join(
+            part
+            for part in (
+                path,
+                f"line {line}" if line is not None else None,
+                f"column {column!r}" if column is not None else None,
+                f"offset {offset}" if offset is not None else None,
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.line = line
+        self.column = column
+        self.offset = offset
+
+
+class SourceNotFoundError(InputError):
+    """A file, glob or folder to ingest does not exist or matches nothing."""
+
+
+class UnknownFormatError(InputError):
+    """A file's format cannot be determined or is not supported."""
+
+
+class MalformedRecordError(InputError):
+    """A record (CSV/JSON row) cannot be parsed or converted."""
+
+
+class CommitError(LakebedError):
+    """A Delta commit failed; nothing of it is visible to readers."""

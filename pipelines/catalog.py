@@ -1,0 +1,157 @@
+"""The catalog of lakebed tables: name → URI, kind and contract.
+
+The catalog is itself a small Delta table under the lakebed home. It is written directly with
+deltalake (it is lakebed's own bookkeeping, not user data), so registering a table never recurses into
+the write path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.schemas.contract import TableContract
+from lakebed.schemas.naming import validate_table_name
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import TableNotFoundError
+
+_CATALOG_SCHEMA = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("contract", pa.string()),
+        pa.field("registered_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+TABLE_KINDS = ("table", "rejects", "system")
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """One catalog entry."""
+
+    name: str
+    uri: str
+    kind: str
+    contract: TableContract | None
+    registered_at: dt.datetime
+
+
+class Catalog:
+    """Where every lakebed table lives. Thread-safe; cheap to construct."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, config: LakebedConfig | None = None) -> None:
+        self.config = config or get_config()
+        self.uri = str(self.config.system_root / "catalog")
+
+    def default_uri(self, name: str, *, kind: str = "table") -> str:
+        root = self.config.system_root if kind == "system" else self.config.tables_root
+        return str(Path(root) / validate_table_name(name))
+
+    def _load(self) -> dict[str, TableEntry]:
+        try:
+            rows = DeltaTable(self.uri).to_pyarrow_table().to_pylist()
+        except DeltaTableNotFoundError:
+            return {}
+        return {
+            row["name"]: TableEntry(
+                name=row["name"],
+                uri=row["uri"],
+                kind=row["kind"],
+                contract=TableContract.model_validate_json(row["contract"]) if row["contract"] else None,
+                registered_at=row["registered_at"],
+            )
+            for row in rows
+        }
+
+    def list(self, *, kind: str | None = None) -> list[TableEntry]:
+        entries = sorted(self._load().values(), key=lambda e: e.name)
+        return [e for e in entries if kind is None or e.kind == kind]
+
+    def get(self, name: str) -> TableEntry:
+        validate_table_name(name)
+        entry = self._load().get(name)
+        if entry is None:
+            known = ", ".join(e.name for e in self.list()) or "none yet"
+            raise TableNotFoundError(f"no lakebed table named {name!r} (known tables: {known})")
+        return entry
+
+    def find(self, name: str) -> TableEntry | None:
+        return self._load().get(validate_table_name(name))
+
+    def register(
+        self,
+        name: str,
+        *,
+        uri: str | None = None,
+        kind: str = "table",
+        contract: TableContract | None = None,
+    ) -> TableEntry:
+        """Add a table (or update its contract). Idempotent; safe against concurrent registrations."""
+        validate_table_name(name)
+        if kind not in TABLE_KINDS:
+            raise ValueError(f"kind must be one of {TABLE_KINDS}, not {kind!r}")
+        existing = self.find(name)
+        if existing is not None and (contract is None or existing.contract == contract):
+            return existing
+        entry = TableEntry(
+            name=name,
+            uri=uri or (existing.uri if existing else self.default_uri(name, kind=kind)),
+            kind=existing.kind if existing else kind,
+            contract=contract if contract is not None else (existing.contract if existing else None),
+            registered_at=existing.registered_at if existing else dt.datetime.now(dt.UTC),
+        )
+        with self._lock:
+            self._upsert(entry)
+        return entry
+
+    @retry(
+        retry=retry_if_exception_type(CommitFailedError),
+        stop=stop_after_attempt(8),
+        wait=wait_random_exponential(multiplier=0.05, max=1),
+        reraise=True,
+    )
+    def _upsert(self, entry: TableEntry) -> None:
+        row = pa.Table.from_pylist(
+            [
+                {
+                    "name": entry.name,
+                    "uri": entry.uri,
+                    "kind": entry.kind,
+                    "contract": entry.contract.model_dump_json() if entry.contract else None,
+                    "registered_at": entry.registered_at,
+                }
+            ],
+            schema=_CATALOG_SCHEMA,
+        )
+        try:
+            table = DeltaTable(self.uri)
+        except DeltaTableNotFoundError:
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            write_deltalake(self.uri, row, mode="append", name="lakebed_catalog")
+            return
+        (
+            table.merge(row, predicate='t."name" = s."name"', source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    def drop(self, name: str) -> None:
+        """Forget a table (its data stays where it is)."""
+        self.get(name)
+        DeltaTable(self.uri).delete(f"name = '{name}'")
+
+

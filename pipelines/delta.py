@@ -1,0 +1,369 @@
+"""The one write path into Delta tables.
+
+Every write of table data in lakebed goes through :func:`commit`. It takes Arrow data (a ``pa.Table``, a
+``RecordBatchReader`` for large inputs, or anything exporting the Arrow C stream), aligns it to the table's
+schema under the drift policy, and writes it in one Delta commit whose metadata points back to the run
+that made it (``lakebed.run_id``, ``lakebed.job``, ``lakebed.code_version``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.pipelines.catalog import Catalog, TableEntry
+from lakebed.schemas.contract import DriftPolicy, TableContract
+from lakebed.schemas.types import delta_schema, widens_to
+
+from lakebed import __version__
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import CommitError, SchemaDriftError
+
+WriteMode = Literal["append", "overwrite", "merge"]
+ArrowData = pa.Table | pa.RecordBatchReader | pa.RecordBatch
+
+
+@functools.cache
+def default_code_version() -> str:
+    """The code version recorded on commits: the git commit of the source tree, else the package version."""
+    configured = get_config().code_version
+    if configured:
+        return configured
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        return f"{__version__}+g{sha}" if sha else __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """Who is writing: the run id and job name recorded on every commit (and, later, in lineage)."""
+
+    job: str = "lakebed"
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    code_version: str = field(default_factory=default_code_version)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def commit_metadata(self) -> dict[str, str]:
+        metadata = {
+            "lakebed.run_id": self.run_id,
+            "lakebed.job": self.job,
+            "lakebed.code_version": self.code_version,
+        }
+        metadata.update({f"lakebed.tag.{k}": v for k, v in self.tags.items()})
+        return metadata
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What a commit did: the new Delta version (None when there was nothing to write)."""
+
+    table: str
+    uri: str
+    version: int | None
+    mode: WriteMode
+    rows: int
+    schema: pa.Schema
+    added_columns: tuple[str, ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+def commit(
+    table: str,
+    data: ArrowData,
+    *,
+    mode: WriteMode = "append",
+    keys: Sequence[str] | None = None,
+    partition_by: Sequence[str] | None = None,
+    drift: DriftPolicy | None = None,
+    contract: TableContract | None = None,
+    run: RunContext | None = None,
+    kind: str = "table",
+    metadata: Mapping[str, str] | None = None,
+    app_transactions: Sequence[Transaction] = (),
+    overwrite_predicate: str | None = None,
+    catalog: Catalog | None = None,
+    config: LakebedConfig | None = None,
+) -> CommitResult:
+    """Write ``data`` into lakebed table ``table`` in one Delta commit.
+
+    Parameters
+    ----------
+    mode:
+        ``append``, ``overwrite`` (replaces the table, or the rows matching ``overwrite_predicate``), or
+        ``merge``: upsert by ``keys`` (the last row per key in ``data`` wins).
+    drift:
+        ``evolve`` (default) adds new columns as nullable; ``strict`` rejects columns the table lacks.
+        A column whose type changes is always an error naming the column; lossless widenings
+        (int32 → int64, int → float64, null → anything) are applied silently.
+    contract:
+        The table's contract; registered in the catalog on first write and used for keys, partitioning
+        and drift policy when those are not given.
+    metadata:
+        Extra ``lakebed.*`` commit metadata (e.g. the source files of an ingest).
+    app_transactions:
+        Delta application transactions committed atomically with the data (exactly-once bookkeeping).
+    """
+    config = config or get_config()
+    catalog = catalog or Catalog(config)
+    run = run or RunContext()
+    entry = catalog.find(table)
+    if contract is not None and (entry is None or entry.contract != contract):
+        entry = catalog.register(table, contract=contract, kind=kind)
+    elif entry is None:
+        entry = catalog.register(table, kind=kind)
+    contract = contract or entry.contract
+    if contract is not None:
+        keys = keys if keys is not None else (contract.keys or None)
+        partition_by = partition_by if partition_by is not None else (contract.partition_by or None)
+        drift = drift or contract.drift
+    drift = drift or "evolve"
+    if mode == "merge" and not keys:
+        raise ValueError(f"merge into {table!r} needs key columns (keys=...)")
+
+    reader = _as_reader(data)
+    existing = _open(entry.uri)
+    current_schema = pa.schema(existing.schema().to_arrow()) if existing is not None else None
+    if current_schema is None and contract is not None and contract.columns:
+        current_schema = contract.arrow_schema()
+    if current_schema is not None:
+        plan = _align(table, reader.schema, current_schema, drift=drift)
+    else:
+        plan = _Plan(target=delta_schema(reader.schema), added=())
+    batches = _nonempty(reader)
+    first = next(batches, None)
+    if first is None and existing is not None and mode in ("append", "merge"):
+        # Nothing to write: no empty commit.
+        return CommitResult(table=table, uri=entry.uri, version=None, mode=mode, rows=0, schema=plan.target)
+    if first is not None:
+        batches = itertools.chain([first], batches)
+
+    commit_id = str(uuid.uuid4())
+    commit_metadata = {**run.commit_metadata(), "lakebed.commit_id": commit_id, **(metadata or {})}
+    properties = CommitProperties(custom_metadata=commit_metadata, app_transactions=list(app_transactions) or None)
+    counted = _Counter()
+    aligned = pa.RecordBatchReader.from_batches(plan.target, counted.wrap(plan.apply(b) for b in batches))
+
+    try:
+        if mode == "merge":
+            metrics = _merge(entry, existing, aligned, keys=list(keys or ()), partition_by=partition_by,
+                             evolve=bool(plan.added), properties=properties)
+        else:
+            _ensure_parent(entry.uri)
+            write_deltalake(
+                entry.uri,
+                aligned,
+                mode=mode,
+                partition_by=list(partition_by) if partition_by and existing is None else None,
+                schema_mode="merge" if plan.added and existing is not None else None,
+                predicate=overwrite_predicate,
+                name=table if existing is None else None,
+                commit_properties=properties,
+            )
+            metrics = {}
+    except CommitFailedError:
+        raise  # callers with exactly-once bookkeeping re-read their transaction and retry
+    except DeltaError as exc:
+        raise CommitError(f"commit to table {table!r} failed: {exc}") from exc
+
+    version = _find_version(entry.uri, commit_id)
+    return CommitResult(
+        table=table,
+        uri=entry.uri,
+        version=version,
+        mode=mode,
+        rows=counted.rows,
+        schema=plan.target,
+        added_columns=plan.added,
+        metrics=metrics,
+    )
+
+
+def _merge(
+    entry: TableEntry,
+    existing: DeltaTable | None,
+    source: pa.RecordBatchReader,
+    *,
+    keys: list[str],
+    partition_by: Sequence[str] | None,
+    evolve: bool,
+    properties: CommitProperties,
+) -> dict[str, Any]:
+    import polars as pl
+
+    # Delta refuses a merge where two source rows match one target row: keep the last row per key.
+    frame = pl.from_arrow(source.read_all())
+    assert isinstance(frame, pl.DataFrame)
+    missing = [k for k in keys if k not in frame.columns]
+    if missing:
+        raise SchemaDriftError(
+            f"merge into {entry.name!r}: key columns {missing} are not in the data", table=entry.name, columns=missing
+        )
+    table = frame.unique(subset=keys, keep="last", maintain_order=True).to_arrow()
+    table = table.cast(source.schema) if table.schema != source.schema else table
+    if existing is None:
+        _ensure_parent(entry.uri)
+        write_deltalake(
+            entry.uri, table, mode="append", name=entry.name,
+            partition_by=list(partition_by) if partition_by else None, commit_properties=properties,
+        )
+        return {"num_target_rows_inserted": table.num_rows}
+    predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+    merger = existing.merge(
+        table, predicate=predicate, source_alias="s", target_alias="t", merge_schema=evolve,
+        commit_properties=properties,
+    )
+    return dict(merger.when_matched_update_all().when_not_matched_insert_all().execute())
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to turn incoming batches into the table's schema."""
+
+    target: pa.Schema
+    added: tuple[str, ...]
+
+    def apply(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if batch.schema == self.target:
+            return batch
+        columns = []
+        for target_field in self.target:
+            index = batch.schema.get_field_index(target_field.name)
+            if index < 0:
+                columns.append(pa.nulls(batch.num_rows, target_field.type))
+                continue
+            column = batch.column(index)
+            if column.type != target_field.type:
+                column = column.cast(target_field.type)
+            columns.append(column)
+        return pa.RecordBatch.from_arrays(columns, schema=self.target)
+
+
+def _align(table: str, incoming: pa.Schema, current: pa.Schema, *, drift: DriftPolicy) -> _Plan:
+    """Plan the conversion of ``incoming`` into ``current`` under ``drift``; raise on conflicts."""
+    incoming = delta_schema(incoming)
+    conflicts = []
+    for f in incoming:
+        index = current.get_field_index(f.name)
+        if index >= 0 and not widens_to(f.type, current.field(index).type):
+            conflicts.append(f"{f.name!r} is {current.field(index).type} in the table but {f.type} in the data")
+    if conflicts:
+        names = [c.split("'")[1] for c in conflicts]
+        raise SchemaDriftError(
+            f"schema conflict writing table {table!r}: column " + "; column ".join(conflicts),
+            table=table,
+            columns=names,
+        )
+    new = [f for f in incoming if current.get_field_index(f.name) < 0]
+    if new and drift == "strict":
+        raise SchemaDriftError(
+            f"table {table!r} is strict and has no column(s) {[f.name for f in new]}",
+            table=table,
+            columns=[f.name for f in new],
+        )
+    missing_required = [
+        f.name for f in current if not f.nullable and incoming.get_field_index(f.name) < 0
+    ]
+    if missing_required:
+        raise SchemaDriftError(
+            f"data for table {table!r} lacks required (non-nullable) column(s) {missing_required}",
+            table=table,
+            columns=missing_required,
+        )
+    target = pa.schema(list(current) + [f.with_nullable(True) for f in new])
+    return _Plan(target=target, added=tuple(f.name for f in new))
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def wrap(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            self.rows += batch.num_rows
+            yield batch
+
+
+def _nonempty(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    return (batch for batch in reader if batch.num_rows)
+
+
+def _as_reader(data: Any) -> pa.RecordBatchReader:
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, pa.Table):
+        return data.to_reader()
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data]).to_reader()
+    if hasattr(data, "to_arrow"):  # polars DataFrame
+        return _as_reader(data.to_arrow())
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data)
+    raise TypeError(f"cannot write {type(data).__name__}: pass a pyarrow Table or RecordBatchReader")
+
+
+def _open(uri: str) -> DeltaTable | None:
+    try:
+        return DeltaTable(uri)
+    except DeltaTableNotFoundError:
+        return None
+
+
+def _ensure_parent(uri: str) -> None:
+    if "://" not in uri:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _find_version(uri: str, commit_id: str) -> int | None:
+    """The version our commit landed at (found by its commit id, robust to concurrent writers)."""
+    try:
+        history = DeltaTable(uri).history(50)
+    except DeltaTableNotFoundError:
+        return None
+    for entry in history:
+        if entry.get("lakebed.commit_id") == commit_id:
+            return int(entry["version"])
+    return None
+
+
+def table_history(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Commit history, newest first, with lakebed's metadata lifted to plain keys."""
+    rows = []
+    for entry in DeltaTable(uri).history(limit):
+        rows.append(
+            {
+                "version": entry.get("version"),
+                "timestamp": dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC),
+                "operation": entry.get("operation"),
+                "run_id": entry.get("lakebed.run_id"),
+                "job": entry.get("lakebed.job"),
+                "code_version": entry.get("lakebed.code_version"),
+                "rows_added": (entry.get("operationMetrics") or {}).get("num_added_rows")
+                or (entry.get("operationMetrics") or {}).get("num_target_rows_inserted"),
+                "metadata": json.dumps({k: v for k, v in entry.items() if k.startswith("lakebed.")}),
+            }
+        )
+    return rows
+
+
+__all__ = ["CommitResult", "RunContext", "WriteMode", "commit", "table_history"]

@@ -1,0 +1,120 @@
+"""Reads by table name: Arrow tables, Polars lazy scans and DuckDB SQL over every lakebed table.
+
+All reads resolve a name through the catalog and open the Delta table here, at one place, so time travel
+(``version=`` or ``as_of=``) means the same thing for every reader.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import TableNotFoundError
+from lakebed.pipelines.catalog import Catalog
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+AsOf = dt.datetime | str
+
+
+def open_table(
+    name: str,
+    *,
+    version: int | None = None,
+    as_of: AsOf | None = None,
+    config: LakebedConfig | None = None,
+) -> DeltaTable:
+    """The Delta table behind ``name``, loaded at ``version`` or as of a time (ISO string or datetime)."""
+    if version is not None and as_of is not None:
+        raise ValueError("pass either version= or as_of=, not both")
+    entry = Catalog(config or get_config()).get(name)
+    try:
+        table = DeltaTable(entry.uri)
+        if version is not None:
+            table.load_as_version(version)
+        elif as_of is not None:
+            table.load_as_version(_as_datetime(as_of))
+    except DeltaError as exc:
+        at = f" version {version}" if version is not None else (f" as of {as_of}" if as_of is not None else "")
+        raise TableNotFoundError(f"table {name!r}{at} cannot be read: {exc}") from exc
+    return table
+
+
+def dataset(
+    name: str, *, version: int | None = None, as_of: AsOf | None = None, config: LakebedConfig | None = None
+) -> ds.Dataset:
+    """A lazily scanned pyarrow dataset of ``name`` (filters and projections push down)."""
+    return open_table(name, version=version, as_of=as_of, config=config).to_pyarrow_dataset()
+
+
+def read_table(
+    name: str,
+    version: int | None = None,
+    as_of: AsOf | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    filter: ds.Expression | None = None,  # noqa: A002 - the pyarrow name
+    config: LakebedConfig | None = None,
+) -> pa.Table:
+    """Read a lakebed table (optionally at a version or as of a time) into an Arrow table."""
+    return dataset(name, version=version, as_of=as_of, config=config).to_table(
+        columns=list(columns) if columns is not None else None, filter=filter
+    )
+
+
+def scan_table(
+    name: str, version: int | None = None, as_of: AsOf | None = None, *, config: LakebedConfig | None = None
+) -> pl.LazyFrame:
+    """A Polars LazyFrame over a lakebed table (predicates and projections push down)."""
+    import polars as pl
+
+    return pl.scan_pyarrow_dataset(dataset(name, version=version, as_of=as_of, config=config))
+
+
+def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every lakebed table registered as a view under its name."""
+    import duckdb
+
+    config = config or get_config()
+    connection = duckdb.connect()
+    for entry in Catalog(config).list():
+        try:
+            connection.register(entry.name, DeltaTable(entry.uri).to_pyarrow_dataset())
+        except DeltaError:
+            continue  # registered but never written: nothing to query yet
+    return connection
+
+
+def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:
+    """Run DuckDB SQL over all lakebed tables by name; returns Arrow."""
+    connection = connect(config=config)
+    try:
+        result = connection.execute(query)
+        # DuckDB 2 renamed fetch_arrow_table to to_arrow_table.
+        fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+        return fetch()
+    finally:
+        connection.close()
+
+
+def _as_datetime(value: AsOf) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"as_of must be an ISO-8601 time, got {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+__all__ = ["connect", "dataset", "open_table", "read_table", "scan_table", "sql"]
