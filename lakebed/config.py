@@ -81,15 +81,23 @@ class LakebedConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAKEBED_", extra="forbid", validate_default=True)
 
     home: Path = Field(default=Path(".lakebed"), description="Root of all embedded state.")
-    hot_root: Path | None = Field(default=None, description="Local path of the hot tier (default: HOME/tables).")
-    cold_root: str | None = Field(default=None, description="Cold tier root: file:// path or s3://bucket/prefix.")
+    hot_root: Path | None = Field(
+        default=None, description="Local path of the hot tier (default: HOME/tables)."
+    )
+    cold_root: str | None = Field(
+        default=None, description="Cold tier root: file:// path or s3://bucket/prefix."
+    )
     landing_dir: Path | None = Field(default=None, description="Folder the landing sensor watches.")
-    kafka_bootstrap: str | None = Field(default=None, description="Kafka cluster; unset starts the embedded broker.")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka cluster; unset starts the embedded broker."
+    )
     lineage_namespace: str = Field(default="lakebed", description="OpenLineage job namespace.")
     lineage_api_token: SecretStr | None = Field(default=None, description="Bearer token of the lineage API.")
     code_version: str | None = Field(default=None, description="Code version recorded on every commit.")
     batch_rows: int = Field(default=131_072, gt=0, description="Rows per Arrow batch when streaming input.")
-    max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="Unstructured files above this are rejected.")
+    max_file_bytes: int = Field(
+        default=100 * 1024 * 1024, gt=0, description="Unstructured files above this are rejected."
+    )
     inline_content_bytes: int = Field(
         default=1024 * 1024, ge=0, description="Unstructured content up to this size is stored inline."
     )

@@ -153,5 +153,3 @@ class Catalog:
         """Forget a table (its data stays where it is)."""
         self.get(name)
         DeltaTable(self.uri).delete(f"name = '{name}'")
-
-

@@ -160,14 +160,23 @@ def commit(
 
     commit_id = str(uuid.uuid4())
     commit_metadata = {**run.commit_metadata(), "lakebed.commit_id": commit_id, **(metadata or {})}
-    properties = CommitProperties(custom_metadata=commit_metadata, app_transactions=list(app_transactions) or None)
+    properties = CommitProperties(
+        custom_metadata=commit_metadata, app_transactions=list(app_transactions) or None
+    )
     counted = _Counter()
     aligned = pa.RecordBatchReader.from_batches(plan.target, counted.wrap(plan.apply(b) for b in batches))
 
     try:
         if mode == "merge":
-            metrics = _merge(entry, existing, aligned, keys=list(keys or ()), partition_by=partition_by,
-                             evolve=bool(plan.added), properties=properties)
+            metrics = _merge(
+                entry,
+                existing,
+                aligned,
+                keys=list(keys or ()),
+                partition_by=partition_by,
+                evolve=bool(plan.added),
+                properties=properties,
+            )
         else:
             _ensure_parent(entry.uri)
             write_deltalake(
@@ -183,7 +192,11 @@ def commit(
             metrics = {}
     except CommitFailedError:
         raise  # callers with exactly-once bookkeeping re-read their transaction and retry
-    except DeltaError as exc:
+    except Exception as exc:
+        if counted.error is not None:
+            raise counted.error from None
+        if not isinstance(exc, DeltaError):
+            raise
         raise CommitError(f"commit to table {table!r} failed: {exc}") from exc
 
     version = _find_version(entry.uri, commit_id)
@@ -217,20 +230,30 @@ def _merge(
     missing = [k for k in keys if k not in frame.columns]
     if missing:
         raise SchemaDriftError(
-            f"merge into {entry.name!r}: key columns {missing} are not in the data", table=entry.name, columns=missing
+            f"merge into {entry.name!r}: key columns {missing} are not in the data",
+            table=entry.name,
+            columns=missing,
         )
     table = frame.unique(subset=keys, keep="last", maintain_order=True).to_arrow()
     table = table.cast(source.schema) if table.schema != source.schema else table
     if existing is None:
         _ensure_parent(entry.uri)
         write_deltalake(
-            entry.uri, table, mode="append", name=entry.name,
-            partition_by=list(partition_by) if partition_by else None, commit_properties=properties,
+            entry.uri,
+            table,
+            mode="append",
+            name=entry.name,
+            partition_by=list(partition_by) if partition_by else None,
+            commit_properties=properties,
         )
         return {"num_target_rows_inserted": table.num_rows}
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     merger = existing.merge(
-        table, predicate=predicate, source_alias="s", target_alias="t", merge_schema=evolve,
+        table,
+        predicate=predicate,
+        source_alias="s",
+        target_alias="t",
+        merge_schema=evolve,
         commit_properties=properties,
     )
     return dict(merger.when_matched_update_all().when_not_matched_insert_all().execute())
@@ -266,7 +289,9 @@ def _align(table: str, incoming: pa.Schema, current: pa.Schema, *, drift: DriftP
     for f in incoming:
         index = current.get_field_index(f.name)
         if index >= 0 and not widens_to(f.type, current.field(index).type):
-            conflicts.append(f"{f.name!r} is {current.field(index).type} in the table but {f.type} in the data")
+            conflicts.append(
+                f"{f.name!r} is {current.field(index).type} in the table but {f.type} in the data"
+            )
     if conflicts:
         names = [c.split("'")[1] for c in conflicts]
         raise SchemaDriftError(
@@ -281,9 +306,7 @@ def _align(table: str, incoming: pa.Schema, current: pa.Schema, *, drift: DriftP
             table=table,
             columns=[f.name for f in new],
         )
-    missing_required = [
-        f.name for f in current if not f.nullable and incoming.get_field_index(f.name) < 0
-    ]
+    missing_required = [f.name for f in current if not f.nullable and incoming.get_field_index(f.name) < 0]
     if missing_required:
         raise SchemaDriftError(
             f"data for table {table!r} lacks required (non-nullable) column(s) {missing_required}",
@@ -295,13 +318,21 @@ def _align(table: str, incoming: pa.Schema, current: pa.Schema, *, drift: DriftP
 
 
 class _Counter:
+    """Counts rows streamed into a write and keeps the exception that stopped the stream, if any, so
+    the caller sees the original error (e.g. a bad record's location), not delta-rs's wrapper."""
+
     def __init__(self) -> None:
         self.rows = 0
+        self.error: BaseException | None = None
 
     def wrap(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            self.rows += batch.num_rows
-            yield batch
+        try:
+            for batch in batches:
+                self.rows += batch.num_rows
+                yield batch
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 def _nonempty(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

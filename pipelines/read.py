@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
+from lakebed.pipelines.catalog import Catalog
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TableNotFoundError
-from lakebed.pipelines.catalog import Catalog
 
 if TYPE_CHECKING:
     import duckdb
@@ -44,7 +44,9 @@ def open_table(
         elif as_of is not None:
             table.load_as_version(_as_datetime(as_of))
     except DeltaError as exc:
-        at = f" version {version}" if version is not None else (f" as of {as_of}" if as_of is not None else "")
+        at = (
+            f" version {version}" if version is not None else (f" as of {as_of}" if as_of is not None else "")
+        )
         raise TableNotFoundError(f"table {name!r}{at} cannot be read: {exc}") from exc
     return table
 
@@ -98,12 +100,18 @@ def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:
     """Run DuckDB SQL over all lakebed tables by name; returns Arrow."""
     connection = connect(config=config)
     try:
-        result = connection.execute(query)
-        # DuckDB 2 renamed fetch_arrow_table to to_arrow_table.
-        fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
-        return fetch()
+        return fetch_arrow(connection.sql(query))
     finally:
         connection.close()
+
+
+def fetch_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:
+    """A DuckDB relation's rows as Arrow (empty for statements without a result)."""
+    if relation is None:
+        return pa.table({})
+    # DuckDB 2 names it to_arrow_table; DuckDB 1 calls it arrow.
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
 
 
 def _as_datetime(value: AsOf) -> dt.datetime:
@@ -117,4 +125,4 @@ def _as_datetime(value: AsOf) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-__all__ = ["connect", "dataset", "open_table", "read_table", "scan_table", "sql"]
+__all__ = ["connect", "dataset", "fetch_arrow", "open_table", "read_table", "scan_table", "sql"]

@@ -61,7 +61,11 @@ def delta_type(dtype: pa.DataType) -> pa.DataType:
     no large/view variants)."""
     if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
         return pa.string()
-    if pa.types.is_large_binary(dtype) or pa.types.is_binary_view(dtype) or pa.types.is_fixed_size_binary(dtype):
+    if (
+        pa.types.is_large_binary(dtype)
+        or pa.types.is_binary_view(dtype)
+        or pa.types.is_fixed_size_binary(dtype)
+    ):
         return pa.binary()
     if pa.types.is_dictionary(dtype):
         return delta_type(dtype.value_type)

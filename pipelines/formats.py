@@ -1,0 +1,338 @@
+"""Readers that stream CSV, JSON lines and Parquet files as Arrow record batches.
+
+The fast path hands whole blocks to pyarrow's multi-threaded parsers. When a file holds a bad record the
+reader switches, for that file only, to a line-chunked path that bisects failing chunks down to the bad
+lines, so every bad record is reported with its file and line (and column, where known) and good records
+around it are kept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from lakebed.errors import InputError, MalformedRecordError, UnknownFormatError
+
+Format = Literal["csv", "tsv", "json", "parquet"]
+BadRowPolicy = Literal["error", "reject"]
+
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
+_BLOCK_BYTES = 16 << 20
+_SLOW_CHUNK_LINES = 20_000
+
+
+def detect_format(path: Path, explicit: str | None = None) -> Format:
+    """The format of ``path``: ``explicit`` if given, else by extension (``.csv.gz`` etc. included)."""
+    if explicit:
+        if explicit not in ("csv", "tsv", "json", "parquet"):
+            raise UnknownFormatError(
+                f"unknown format {explicit!r}; use csv, tsv, json or parquet", path=str(path)
+            )
+        return explicit  # type: ignore[return-value]
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSED:
+        suffixes = suffixes[:-1]
+    fmt = _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise UnknownFormatError(
+            "cannot tell the format of this file from its name; pass format= one of csv, tsv, json, parquet",
+            path=str(path),
+        )
+    return fmt
+
+
+def supported(path: Path) -> bool:
+    try:
+        detect_format(path)
+    except UnknownFormatError:
+        return False
+    return True
+
+
+@dataclass
+class BadRecord:
+    """A record that could not be read: where it is and why."""
+
+    path: str
+    line: int | None
+    column: str | None
+    reason: str
+    raw: str
+
+
+@dataclass
+class FileStream:
+    """An open file: its Arrow schema and a one-shot iterator of batches. Bad records found while
+    iterating (under the ``reject`` policy) are appended to ``bad``."""
+
+    path: Path
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    bad: list[BadRecord] = field(default_factory=list)
+
+
+def open_file(
+    path: Path,
+    fmt: Format,
+    *,
+    column_types: dict[str, pa.DataType] | None = None,
+    on_bad_rows: BadRowPolicy = "error",
+    batch_rows: int = 131_072,
+) -> FileStream:
+    """Open ``path`` for streaming. ``column_types`` fixes the types of the columns it names (from a
+    contract or the existing table); other columns are inferred from the first block."""
+    try:
+        if fmt == "parquet":
+            return _open_parquet(path, column_types, batch_rows)
+        if fmt == "json":
+            return _LineReader(path, "json", column_types or {}, on_bad_rows).open()
+        return _open_csv(path, fmt, column_types or {}, on_bad_rows)
+    except FileNotFoundError as exc:
+        raise InputError("file not found", path=str(path)) from exc
+
+
+def _open_parquet(path: Path, column_types: dict[str, pa.DataType] | None, batch_rows: int) -> FileStream:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MalformedRecordError(f"not a readable Parquet file: {exc}", path=str(path)) from exc
+    schema = parquet.schema_arrow
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                yield _cast_named(batch, column_types, path)
+        finally:
+            parquet.close()
+
+    target = pa.schema(
+        [f.with_type(column_types[f.name]) if column_types and f.name in column_types else f for f in schema]
+    )
+    return FileStream(path=path, schema=target, batches=batches())
+
+
+def _cast_named(
+    batch: pa.RecordBatch, column_types: dict[str, pa.DataType] | None, path: Path
+) -> pa.RecordBatch:
+    if not column_types:
+        return batch
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        target = column_types.get(name)
+        if target is not None and column.type != target:
+            try:
+                column = column.cast(target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise MalformedRecordError(
+                    f"cannot convert to {target}: {exc}", path=str(path), column=name
+                ) from exc
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _csv_options(fmt: Format) -> pacsv.ParseOptions:
+    return pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
+
+
+def _open_csv(
+    path: Path, fmt: Format, column_types: dict[str, pa.DataType], on_bad_rows: BadRowPolicy
+) -> FileStream:
+    """Fast path: pyarrow's streaming CSV reader; on the first bad record, switch to the line path."""
+    convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False)
+    read = pacsv.ReadOptions(block_size=_BLOCK_BYTES)
+    try:
+        reader = pacsv.open_csv(
+            pa.input_stream(str(path)),
+            read_options=read,
+            parse_options=_csv_options(fmt),
+            convert_options=convert,
+        )
+    except pa.ArrowInvalid:
+        return _LineReader(path, fmt, column_types, on_bad_rows).open()
+    except pa.ArrowException as exc:
+        raise MalformedRecordError(f"cannot read as {fmt.upper()}: {exc}", path=str(path)) from exc
+    schema = reader.schema
+    stream = FileStream(path=path, schema=schema, batches=iter(()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows_done = 0
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid:
+                # Locate the bad record(s) from the first line of the failing block onwards.
+                slow = _LineReader(path, fmt, dict(zip(schema.names, schema.types, strict=True)), on_bad_rows)
+                follow = slow.open(skip_records=rows_done)
+                yield from follow.batches
+                stream.bad.extend(follow.bad)
+                return
+            rows_done += batch.num_rows
+            yield batch
+
+    stream.batches = batches()
+    return stream
+
+
+class _LineReader:
+    """The careful path: reads a CSV/JSON-lines file in chunks of lines, bisecting any chunk that fails
+    to parse down to its bad lines. Line numbers are physical lines (a CSV record with an embedded
+    newline is counted from its first line)."""
+
+    def __init__(
+        self, path: Path, fmt: Format, column_types: dict[str, pa.DataType], on_bad_rows: BadRowPolicy
+    ):
+        self.path = path
+        self.fmt = fmt
+        self.column_types = dict(column_types)
+        self.on_bad_rows = on_bad_rows
+        self.schema: pa.Schema | None = None
+        self.header = b""
+
+    def open(self, *, skip_records: int = 0) -> FileStream:
+        stream_in = pa.input_stream(str(self.path))
+        lines = _lines(stream_in)
+        first_line = 1
+        if self.fmt != "json":
+            self.header = next(lines, b"")
+            if not self.header.strip():
+                raise MalformedRecordError("empty CSV file (no header line)", path=str(self.path), line=1)
+            first_line = 2
+            for _ in range(skip_records):
+                next(lines, None)
+            first_line += skip_records
+        stream = FileStream(path=self.path, schema=pa.schema([]), batches=iter(()))
+        chunks = self._chunks(lines, first_line, stream)
+        first = next(chunks, None)
+        stream.schema = self.schema if self.schema is not None else pa.schema([])
+        stream.batches = _prepend(first, chunks)
+        return stream
+
+    def _chunks(
+        self, lines: Iterator[bytes], first_line: int, stream: FileStream
+    ) -> Iterator[pa.RecordBatch]:
+        number = first_line
+        chunk: list[bytes] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= _SLOW_CHUNK_LINES:
+                yield from self._parse_chunk(chunk, number, stream)
+                number += len(chunk)
+                chunk = []
+        if chunk:
+            yield from self._parse_chunk(chunk, number, stream)
+
+    def _parse(self, lines: list[bytes]) -> pa.Table:
+        payload = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+        if self.fmt == "json":
+            for line in lines:  # pyarrow.json accepts some non-JSON; make each line prove itself valid
+                if line.strip():
+                    json.loads(line)
+            if self.schema is not None:
+                # Later chunks must fit the schema inferred from the first one (as in pyarrow and polars):
+                # a record with a new field or another type is a bad record, reported, never dropped.
+                parse = pajson.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error")
+            else:
+                explicit = pa.schema(self.column_types) if self.column_types else None
+                parse = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
+            return pajson.read_json(io.BytesIO(payload), parse_options=parse)
+        types = (
+            dict(zip(self.schema.names, self.schema.types, strict=True)) if self.schema else self.column_types
+        )
+        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False)
+        return pacsv.read_csv(
+            io.BytesIO(self.header + payload), parse_options=_csv_options(self.fmt), convert_options=convert
+        )
+
+    def _parse_chunk(
+        self, lines: list[bytes], first_line: int, stream: FileStream
+    ) -> Iterator[pa.RecordBatch]:
+        lines_with_content = [(i, line) for i, line in enumerate(lines) if line.strip()]
+        if not lines_with_content:
+            return
+        try:
+            table = self._parse([line for _, line in lines_with_content])
+        except (pa.ArrowInvalid, ValueError) as exc:
+            if len(lines_with_content) == 1:
+                index, line = lines_with_content[0]
+                self._bad(stream, first_line + index, line, exc)
+                return
+            middle = len(lines) // 2
+            yield from self._parse_chunk(lines[:middle], first_line, stream)
+            yield from self._parse_chunk(lines[middle:], first_line + middle, stream)
+            return
+        if self.schema is None:
+            self.schema = table.schema
+        elif table.schema != self.schema:
+            table = _conform(table, self.schema)
+        yield from table.to_batches()
+
+    def _bad(self, stream: FileStream, line_number: int, line: bytes, exc: Exception) -> None:
+        column, reason = _explain(exc, self.schema)
+        raw = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        if self.fmt == "json" and self.schema is not None and "unexpected field" in reason:
+            extra = sorted(set(json.loads(line)) - set(self.schema.names))
+            column = extra[0] if extra else None
+            reason = f"field(s) {extra} not in the schema inferred from the file's first block; declare them in a contract"
+        if self.on_bad_rows == "error":
+            raise MalformedRecordError(reason, path=str(self.path), line=line_number, column=column)
+        stream.bad.append(
+            BadRecord(path=str(self.path), line=line_number, column=column, reason=reason, raw=raw)
+        )
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Bring a chunk into the file's schema (column order, nullability)."""
+    return table.select(schema.names).cast(schema)
+
+
+_COLUMN_INDEX = re.compile(r"In CSV column #(\d+)")
+_JSON_COLUMN = re.compile(r"Column\(/([^)]+)\)")
+
+
+def _explain(exc: Exception, schema: pa.Schema | None) -> tuple[str | None, str]:
+    """The column (if known) and a one-line reason for a parse failure."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, json.JSONDecodeError):
+        return None, f"not valid JSON: {exc.msg} at character {exc.pos}"
+    column = None
+    if (match := _COLUMN_INDEX.search(message)) and schema is not None:
+        index = int(match.group(1))
+        column = schema.names[index] if index < len(schema.names) else None
+    elif match := _JSON_COLUMN.search(message):
+        column = match.group(1)
+    return column, message
+
+
+def _lines(stream: pa.NativeFile) -> Iterator[bytes]:
+    buffered = io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
+    try:
+        yield from buffered
+    finally:
+        buffered.close()
+
+
+def _prepend(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    if first is not None:
+        yield first
+    yield from rest

@@ -1,0 +1,448 @@
+"""Structured batch ingest: CSV, JSON lines and Parquet files, globs and folders into a Delta table.
+
+Each file is streamed in Arrow batches and committed through the one write path in its own Delta commit,
+tagged with a ``_source_file`` column and with commit metadata naming the file and its content hash.
+An ingested-files manifest (a lakebed system table) makes ingest incremental: a file with the same path,
+size and sha256 as one already ingested is skipped. The manifest is reconciled from the tables' own
+commit history on every run, so a crash between a data commit and the manifest update never causes a
+file to be ingested twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import RunContext, commit
+from lakebed.pipelines.formats import BadRecord, BadRowPolicy, FileStream, detect_format, open_file, supported
+from lakebed.schemas.contract import TableContract
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import InputError, SourceNotFoundError
+
+ChangePolicy = Literal["replace", "append", "skip"]
+SOURCE_COLUMN = "_source_file"
+MANIFEST_TABLE = "ingested_files"
+_HASH_CHUNK = 8 << 20
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("table_name", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("rows", pa.int64()),
+        pa.field("rejected_rows", pa.int64()),
+        pa.field("delta_version", pa.int64()),
+        pa.field("run_id", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+MANIFEST_CONTRACT = TableContract.from_arrow(MANIFEST_TABLE, MANIFEST_SCHEMA, keys=("table_name", "path"))
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("line", pa.int64()),
+        pa.field("column", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("rejected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file."""
+
+    path: str
+    status: Literal["ingested", "skipped", "replaced"]
+    rows: int = 0
+    rejected: int = 0
+    version: int | None = None
+
+
+@dataclass
+class IngestResult:
+    table: str
+    run_id: str
+    files: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(f.rejected for f in self.files)
+
+    @property
+    def ingested(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status != "skipped"]
+
+    @property
+    def skipped(self) -> list[FileOutcome]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    @property
+    def version(self) -> int | None:
+        versions = [f.version for f in self.files if f.version is not None]
+        return max(versions) if versions else None
+
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as ``progress(path, rows_so_far_in_file, bytes_of_finished_files)``."""
+
+
+def ingest_files(
+    sources: str | Path | Sequence[str | Path],
+    *,
+    table: str,
+    format: str | None = None,  # noqa: A002 - the natural name
+    contract: TableContract | None = None,
+    mode: Literal["append", "overwrite"] = "append",
+    partition_by: str | None = None,
+    on_bad_rows: BadRowPolicy = "error",
+    on_change: ChangePolicy = "replace",
+    run: RunContext | None = None,
+    progress: ProgressCallback | None = None,
+    config: LakebedConfig | None = None,
+) -> IngestResult:
+    """Ingest CSV / JSON-lines / Parquet files into lakebed table ``table``.
+
+    ``sources`` are files, folders (searched recursively for supported files) or glob patterns.
+    ``on_bad_rows="error"`` stops at the first bad record with its file, line and column;
+    ``"reject"`` sends bad records to ``<table>__rejects`` and keeps going. A file already ingested
+    unchanged is skipped; a changed file (same path, new content) is handled by ``on_change``:
+    ``replace`` swaps the rows from its previous version for the new ones in one commit, ``append`` adds
+    the new rows, ``skip`` ignores it. ``mode="overwrite"`` replaces the whole table with these files.
+    ``partition_by`` names a date or timestamp column (a timestamp is partitioned by its date, in a
+    derived ``<column>_date`` column).
+    """
+    config = config or get_config()
+    run = run or RunContext(job=f"ingest:{table}")
+    catalog = Catalog(config)
+    files = resolve_sources(sources, explicit_format=format)
+    formats = {f: detect_format(f, format) for f in files}
+    manifest = _Manifest(catalog, run)
+    manifest.reconcile(table)
+    known = manifest.entries(table)
+    result = IngestResult(table=table, run_id=run.run_id)
+    bytes_done = 0
+    overwrite = mode == "overwrite"
+    first_write = overwrite
+    for path in files:
+        source = _describe(path)
+        previous = known.get(str(path))
+        changed = previous is not None and (previous["sha256"], previous["size_bytes"]) != (
+            source.sha256,
+            source.size,
+        )
+        if not overwrite and previous is not None and (not changed or on_change == "skip"):
+            result.files.append(FileOutcome(path=str(path), status="skipped"))
+            bytes_done += source.size
+            continue
+        replace = changed and on_change == "replace" and not overwrite
+        outcome = _ingest_one(
+            source,
+            formats[path],
+            table=table,
+            contract=contract,
+            catalog=catalog,
+            run=run,
+            mode="overwrite" if first_write else "append",
+            replace=replace,
+            partition_by=partition_by,
+            on_bad_rows=on_bad_rows,
+            progress=progress,
+            bytes_done=bytes_done,
+            config=config,
+        )
+        first_write = False
+        result.files.append(outcome)
+        manifest.record(table, source, outcome)
+        bytes_done += source.size
+        if progress:
+            progress(str(path), outcome.rows, bytes_done)
+    manifest.flush(replace_table=table if overwrite else None)
+    return result
+
+
+def resolve_sources(
+    sources: str | Path | Sequence[str | Path], *, explicit_format: str | None = None
+) -> list[Path]:
+    """Expand files, folders and globs into a sorted, de-duplicated list of files."""
+    items = [sources] if isinstance(sources, str | Path) else list(sources)
+    if not items:
+        raise SourceNotFoundError("no sources given")
+    found: dict[Path, None] = {}
+    for item in items:
+        text = str(item)
+        if any(ch in text for ch in "*?["):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_file()]
+            if not matches:
+                raise SourceNotFoundError("glob matches no files", path=text)
+        elif Path(text).is_dir():
+            matches = sorted(
+                p
+                for p in Path(text).rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(text).parts)
+                and (explicit_format is not None or supported(p))
+            )
+            if not matches:
+                raise SourceNotFoundError("folder holds no CSV, JSON or Parquet files", path=text)
+        elif Path(text).is_file():
+            matches = [Path(text)]
+        else:
+            raise SourceNotFoundError("no such file or folder", path=text)
+        for match in matches:
+            found[match.resolve()] = None
+    return list(found)
+
+
+def _describe(path: Path) -> SourceFile:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", path=str(path)) from exc
+    return SourceFile(path=path, size=size, sha256=digest.hexdigest())
+
+
+def _ingest_one(
+    source: SourceFile,
+    fmt: str,
+    *,
+    table: str,
+    contract: TableContract | None,
+    catalog: Catalog,
+    run: RunContext,
+    mode: Literal["append", "overwrite"],
+    replace: bool,
+    partition_by: str | None,
+    on_bad_rows: BadRowPolicy,
+    progress: ProgressCallback | None,
+    bytes_done: int,
+    config: LakebedConfig,
+) -> FileOutcome:
+    stream = open_file(
+        source.path,
+        fmt,  # type: ignore[arg-type]
+        column_types=_column_types(table, contract, catalog),
+        on_bad_rows=on_bad_rows,
+        batch_rows=config.batch_rows,
+    )
+    schema, batches = _tag(stream, partition_by, progress, bytes_done)
+    reader = pa.RecordBatchReader.from_batches(schema, batches)
+    file_meta = json.dumps([{"path": str(source.path), "size": source.size, "sha256": source.sha256}])
+    predicate = f"{SOURCE_COLUMN} = '{_sql_string(str(source.path))}'" if replace else None
+    written = commit(
+        table,
+        reader,
+        mode="overwrite" if replace else mode,
+        contract=contract,
+        run=run,
+        partition_by=[_partition_column(partition_by, stream.schema)] if partition_by else None,
+        overwrite_predicate=predicate,
+        metadata={"lakebed.source_files": file_meta},
+        config=config,
+        catalog=catalog,
+    )
+    if stream.bad:
+        write_rejects(table, stream.bad, run=run, config=config, catalog=catalog)
+    return FileOutcome(
+        path=str(source.path),
+        status="replaced" if replace else "ingested",
+        rows=written.rows,
+        rejected=len(stream.bad),
+        version=written.version,
+    )
+
+
+def write_rejects(
+    table: str,
+    bad: Sequence[BadRecord],
+    *,
+    run: RunContext,
+    config: LakebedConfig,
+    catalog: Catalog | None = None,
+) -> int | None:
+    """Append bad records to ``<table>__rejects``; returns the Delta version."""
+    now = dt.datetime.now(dt.UTC)
+    rows = pa.Table.from_pylist(
+        [
+            {
+                "source_path": b.path,
+                "line": b.line,
+                "column": b.column,
+                "reason": b.reason,
+                "raw": b.raw,
+                "run_id": run.run_id,
+                "rejected_at": now,
+            }
+            for b in bad
+        ],
+        schema=REJECTS_SCHEMA,
+    )
+    return commit(f"{table}__rejects", rows, kind="rejects", run=run, config=config, catalog=catalog).version
+
+
+def _column_types(table: str, contract: TableContract | None, catalog: Catalog) -> dict[str, pa.DataType]:
+    """Types the reader must use: the contract's, else the existing table's (so files agree)."""
+    if contract is not None and contract.columns:
+        return contract.column_types()
+    entry = catalog.find(table)
+    if entry is None:
+        return {}
+    if entry.contract is not None and entry.contract.columns:
+        return entry.contract.column_types()
+    try:
+        schema = pa.schema(DeltaTable(entry.uri).schema().to_arrow())
+    except Exception:  # registered but not written yet
+        return {}
+    return {f.name: f.type for f in schema if f.name != SOURCE_COLUMN}
+
+
+def _partition_column(partition_by: str, schema: pa.Schema) -> str:
+    index = schema.get_field_index(partition_by)
+    if index < 0:
+        raise InputError(f"partition column {partition_by!r} is not in the data", column=partition_by)
+    return f"{partition_by}_date" if pa.types.is_timestamp(schema.field(index).type) else partition_by
+
+
+def _tag(
+    stream: FileStream, partition_by: str | None, progress: ProgressCallback | None, bytes_done: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Add the ``_source_file`` column (and a derived partition date) to every batch."""
+    source = str(stream.path)
+    schema = stream.schema.append(pa.field(SOURCE_COLUMN, pa.string()))
+    derive = None
+    if partition_by:
+        column = _partition_column(partition_by, stream.schema)
+        if column != partition_by:
+            derive = partition_by
+            schema = schema.append(pa.field(column, pa.date32()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        rows = 0
+        for batch in stream.batches:
+            arrays = [*batch.columns, pa.array([source] * batch.num_rows, pa.string())]
+            if derive is not None:
+                arrays.append(pc.cast(batch.column(derive), pa.date32()))
+            rows += batch.num_rows
+            if progress:
+                progress(source, rows, bytes_done)
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return schema, batches()
+
+
+def _sql_string(value: str) -> str:
+    return value.replace("'", "''")
+
+
+class _Manifest:
+    """The ingested-files manifest: one row per (table, path), upserted at the end of each run."""
+
+    def __init__(self, catalog: Catalog, run: RunContext) -> None:
+        self.catalog = catalog
+        self.run = run
+        self.pending: list[dict[str, object]] = []
+
+    def entries(self, table: str) -> dict[str, dict[str, object]]:
+        entry = self.catalog.find(MANIFEST_TABLE)
+        if entry is None:
+            return {}
+        rows = DeltaTable(entry.uri).to_pyarrow_dataset().to_table(filter=pc.field("table_name") == table)
+        return {row["path"]: row for row in rows.to_pylist()}
+
+    def record(self, table: str, source: SourceFile, outcome: FileOutcome) -> None:
+        self.pending.append(
+            {
+                "table_name": table,
+                "path": str(source.path),
+                "size_bytes": source.size,
+                "sha256": source.sha256,
+                "rows": outcome.rows,
+                "rejected_rows": outcome.rejected,
+                "delta_version": outcome.version,
+                "run_id": self.run.run_id,
+                "ingested_at": dt.datetime.now(dt.UTC),
+            }
+        )
+
+    def flush(self, *, replace_table: str | None = None) -> None:
+        """Write pending entries; ``replace_table`` makes them that table's only entries (overwrite)."""
+        if not self.pending and replace_table is None:
+            return
+        rows = pa.Table.from_pylist(self.pending, schema=MANIFEST_SCHEMA)
+        options = dict(
+            contract=MANIFEST_CONTRACT,
+            kind="system",
+            run=self.run,
+            config=self.catalog.config,
+            catalog=self.catalog,
+        )
+        if replace_table is not None:
+            predicate = f"table_name = '{_sql_string(replace_table)}'"
+            commit(MANIFEST_TABLE, rows, mode="overwrite", overwrite_predicate=predicate, **options)  # type: ignore[arg-type]
+        else:
+            commit(MANIFEST_TABLE, rows, mode="merge", **options)  # type: ignore[arg-type]
+        self.pending = []
+
+    def reconcile(self, table: str) -> None:
+        """Record files whose data commit landed but whose manifest update did not (a crash between)."""
+        entry = self.catalog.find(table)
+        if entry is None:
+            return
+        try:
+            history = DeltaTable(entry.uri).history()
+        except Exception:
+            return
+        known = self.entries(table)
+        newest: dict[str, tuple[int, dict[str, object]]] = {}
+        for commit_info in history:
+            for item in json.loads(commit_info.get("lakebed.source_files") or "[]"):
+                version = int(commit_info["version"])
+                if item["path"] not in newest or newest[item["path"]][0] < version:
+                    newest[item["path"]] = (version, item)
+        for path, (version, item) in newest.items():
+            seen = known.get(path)
+            if seen is None or (seen["delta_version"] is not None and int(seen["delta_version"]) < version):  # type: ignore[call-overload]
+                rows = next(
+                    (
+                        h.get("operationMetrics", {}).get("num_added_rows")
+                        for h in history
+                        if int(h["version"]) == version
+                    ),
+                    None,
+                )
+                source = SourceFile(path=Path(path), size=int(item["size"]), sha256=str(item["sha256"]))
+                self.record(
+                    table, source, FileOutcome(path=path, status="ingested", rows=rows or 0, version=version)
+                )
+        self.flush()
