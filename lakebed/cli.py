@@ -214,7 +214,7 @@ def sql(query: str, fmt: str) -> None:
         import json
 
         for row in result.to_pylist():
-            click.echo(json.dumps(row, default=str))
+            click.echo(json.dumps(row, default=_json_value))
 
 
 @main.command("config")
@@ -246,6 +246,16 @@ def ui(port: int, host: str) -> None:
     command = [str(dagster), "dev", "-m", "lakebed.assets.definitions", "-h", host, "-p", str(port)]
     click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     os.execv(command[0], command)
+
+
+def _json_value(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _row_count(delta: Any) -> int:

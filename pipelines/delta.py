@@ -23,7 +23,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
-from lakebed.pipelines.catalog import Catalog, TableEntry
+from lakebed.pipelines.catalog import Catalog
 from lakebed.schemas.contract import DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema, widens_to
 
@@ -128,11 +128,9 @@ def commit(
     catalog = catalog or Catalog(config)
     run = run or RunContext()
     entry = catalog.find(table)
-    if contract is not None and (entry is None or entry.contract != contract):
-        entry = catalog.register(table, contract=contract, kind=kind)
-    elif entry is None:
-        entry = catalog.register(table, kind=kind)
-    contract = contract or entry.contract
+    # A table enters the catalog with its first successful commit, so a failed first write leaves no trace.
+    uri = entry.uri if entry is not None else catalog.default_uri(table, kind=kind)
+    contract = contract or (entry.contract if entry is not None else None)
     if contract is not None:
         keys = keys if keys is not None else (contract.keys or None)
         partition_by = partition_by if partition_by is not None else (contract.partition_by or None)
@@ -142,7 +140,7 @@ def commit(
         raise ValueError(f"merge into {table!r} needs key columns (keys=...)")
 
     reader = _as_reader(data)
-    existing = _open(entry.uri)
+    existing = _open(uri)
     current_schema = pa.schema(existing.schema().to_arrow()) if existing is not None else None
     if current_schema is None and contract is not None and contract.columns:
         current_schema = contract.arrow_schema()
@@ -154,7 +152,7 @@ def commit(
     first = next(batches, None)
     if first is None and existing is not None and mode in ("append", "merge"):
         # Nothing to write: no empty commit.
-        return CommitResult(table=table, uri=entry.uri, version=None, mode=mode, rows=0, schema=plan.target)
+        return CommitResult(table=table, uri=uri, version=None, mode=mode, rows=0, schema=plan.target)
     if first is not None:
         batches = itertools.chain([first], batches)
 
@@ -169,7 +167,8 @@ def commit(
     try:
         if mode == "merge":
             metrics = _merge(
-                entry,
+                table,
+                uri,
                 existing,
                 aligned,
                 keys=list(keys or ()),
@@ -178,9 +177,9 @@ def commit(
                 properties=properties,
             )
         else:
-            _ensure_parent(entry.uri)
+            _ensure_parent(uri)
             write_deltalake(
-                entry.uri,
+                uri,
                 aligned,
                 mode=mode,
                 partition_by=list(partition_by) if partition_by and existing is None else None,
@@ -199,10 +198,12 @@ def commit(
             raise
         raise CommitError(f"commit to table {table!r} failed: {exc}") from exc
 
-    version = _find_version(entry.uri, commit_id)
+    if entry is None or (contract is not None and entry.contract != contract):
+        catalog.register(table, uri=uri, kind=kind, contract=contract)
+    version = _find_version(uri, commit_id)
     return CommitResult(
         table=table,
-        uri=entry.uri,
+        uri=uri,
         version=version,
         mode=mode,
         rows=counted.rows,
@@ -213,7 +214,8 @@ def commit(
 
 
 def _merge(
-    entry: TableEntry,
+    table_name: str,
+    uri: str,
     existing: DeltaTable | None,
     source: pa.RecordBatchReader,
     *,
@@ -230,19 +232,19 @@ def _merge(
     missing = [k for k in keys if k not in frame.columns]
     if missing:
         raise SchemaDriftError(
-            f"merge into {entry.name!r}: key columns {missing} are not in the data",
-            table=entry.name,
+            f"merge into {table_name!r}: key columns {missing} are not in the data",
+            table=table_name,
             columns=missing,
         )
     table = frame.unique(subset=keys, keep="last", maintain_order=True).to_arrow()
     table = table.cast(source.schema) if table.schema != source.schema else table
     if existing is None:
-        _ensure_parent(entry.uri)
+        _ensure_parent(uri)
         write_deltalake(
-            entry.uri,
+            uri,
             table,
             mode="append",
-            name=entry.name,
+            name=table_name,
             partition_by=list(partition_by) if partition_by else None,
             commit_properties=properties,
         )

@@ -253,9 +253,10 @@ class _LineReader:
                 # a record with a new field or another type is a bad record, reported, never dropped.
                 parse = pajson.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="error")
             else:
-                explicit = pa.schema(self.column_types) if self.column_types else None
+                explicit = pa.schema(_json_readable(self.column_types)) if self.column_types else None
                 parse = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
-            return pajson.read_json(io.BytesIO(payload), parse_options=parse)
+            table = pajson.read_json(io.BytesIO(payload), parse_options=parse)
+            return _cast_table(table, self.column_types)
         types = (
             dict(zip(self.schema.names, self.schema.types, strict=True)) if self.schema else self.column_types
         )
@@ -299,6 +300,24 @@ class _LineReader:
         stream.bad.append(
             BadRecord(path=str(self.path), line=line_number, column=column, reason=reason, raw=raw)
         )
+
+
+def _json_readable(column_types: dict[str, pa.DataType]) -> dict[str, pa.DataType]:
+    """JSON holds dates, timestamps and decimals as strings: read those as strings, cast afterwards."""
+    return {
+        name: pa.string() if pa.types.is_temporal(t) or pa.types.is_decimal(t) else t
+        for name, t in column_types.items()
+    }
+
+
+def _cast_table(table: pa.Table, column_types: dict[str, pa.DataType]) -> pa.Table:
+    for index, name in enumerate(table.column_names):
+        target = column_types.get(name)
+        if target is not None and table.column(index).type != target:
+            table = table.set_column(
+                index, table.field(index).with_type(target), table.column(index).cast(target)
+            )
+    return table
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -415,7 +415,11 @@ class _Manifest:
         self.pending = []
 
     def reconcile(self, table: str) -> None:
-        """Record files whose data commit landed but whose manifest update did not (a crash between)."""
+        """Record files whose data commit landed but whose manifest update did not (a crash between).
+
+        Every run flushes the manifest after its last data commit, so any commit newer than the newest
+        version the manifest knows for this table, back to the last whole-table overwrite, is unrecorded.
+        """
         entry = self.catalog.find(table)
         if entry is None:
             return
@@ -424,25 +428,21 @@ class _Manifest:
         except Exception:
             return
         known = self.entries(table)
-        newest: dict[str, tuple[int, dict[str, object]]] = {}
-        for commit_info in history:
+        recorded = max(
+            (int(e["delta_version"]) for e in known.values() if e["delta_version"] is not None), default=-1
+        )
+        unrecorded: dict[str, tuple[int, dict[str, object], int]] = {}
+        for commit_info in history:  # newest first
+            version = int(commit_info["version"])
+            if version <= recorded:
+                break
+            rows = int((commit_info.get("operationMetrics") or {}).get("num_added_rows") or 0)
             for item in json.loads(commit_info.get("lakebed.source_files") or "[]"):
-                version = int(commit_info["version"])
-                if item["path"] not in newest or newest[item["path"]][0] < version:
-                    newest[item["path"]] = (version, item)
-        for path, (version, item) in newest.items():
-            seen = known.get(path)
-            if seen is None or (seen["delta_version"] is not None and int(seen["delta_version"]) < version):  # type: ignore[call-overload]
-                rows = next(
-                    (
-                        h.get("operationMetrics", {}).get("num_added_rows")
-                        for h in history
-                        if int(h["version"]) == version
-                    ),
-                    None,
-                )
-                source = SourceFile(path=Path(path), size=int(item["size"]), sha256=str(item["sha256"]))
-                self.record(
-                    table, source, FileOutcome(path=path, status="ingested", rows=rows or 0, version=version)
-                )
+                unrecorded.setdefault(item["path"], (version, item, rows))
+            parameters = commit_info.get("operationParameters") or {}
+            if parameters.get("mode") == "Overwrite" and not parameters.get("predicate"):
+                break
+        for path, (version, item, rows) in unrecorded.items():
+            source = SourceFile(path=Path(path), size=int(item["size"]), sha256=str(item["sha256"]))
+            self.record(table, source, FileOutcome(path=path, status="ingested", rows=rows, version=version))
         self.flush()

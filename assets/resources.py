@@ -1,0 +1,23 @@
+"""The Dagster resource that hands assets lakebed's configuration."""
+
+from __future__ import annotations
+
+import dagster as dg
+from lakebed.pipelines.delta import RunContext
+
+from lakebed.config import LakebedConfig, get_config
+
+
+class LakebedResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """lakebed for Dagster: the config (from LAKEBED_* env / lakebed.toml) and run contexts that tie
+    every Delta commit to the Dagster run that made it."""
+
+    home: str | None = None
+
+    def config(self) -> LakebedConfig:
+        if self.home:
+            return LakebedConfig(home=self.home)  # type: ignore[arg-type]
+        return get_config()
+
+    def run_context(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, job: str) -> RunContext:
+        return RunContext(job=job, tags={"dagster.run_id": context.run_id})
