@@ -1,7 +1,5 @@
 """Assets for the shipped sample data and the landing-folder sensor. Wiring only: work is in pipelines/."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 from pathlib import Path

@@ -1,14 +1,12 @@
 """The Dagster resource that hands assets lakebed's configuration."""
 
-from __future__ import annotations
-
 import dagster as dg
 from lakebed.pipelines.delta import RunContext
 
 from lakebed.config import LakebedConfig, get_config
 
 
-class LakebedResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class LakebedResource(dg.ConfigurableResource):
     """lakebed for Dagster: the config (from LAKEBED_* env / lakebed.toml) and run contexts that tie
     every Delta commit to the Dagster run that made it."""
 
@@ -20,4 +18,4 @@ class LakebedResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return get_config()
 
     def run_context(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, job: str) -> RunContext:
-        return RunContext(job=job, tags={"dagster.run_id": context.run_id})
+        return RunContext(job=job, tags={"dagster.run_id": context.run.run_id})

@@ -93,7 +93,7 @@ def ingest(
             mode=mode,
             partition_by=partition_by,
             on_bad_rows=on_bad_rows,
-            on_change=on_change,  # type: ignore[arg-type]
+            on_change=on_change,
             progress=lambda path, rows, done: progress.update(
                 task, completed=done, description=f"{Path(path).name}: {rows:,} rows"
             ),

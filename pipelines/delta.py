@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -32,7 +32,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import CommitError, SchemaDriftError
 
 WriteMode = Literal["append", "overwrite", "merge"]
-ArrowData = pa.Table | pa.RecordBatchReader | pa.RecordBatch
+ArrowData: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch
 
 
 @functools.cache
@@ -178,10 +178,10 @@ def commit(
             )
         else:
             _ensure_parent(uri)
-            write_deltalake(
+            write_deltalake(  # type: ignore[misc]
                 uri,
                 aligned,
-                mode=mode,
+                mode=mode,  # type: ignore[arg-type]
                 partition_by=list(partition_by) if partition_by and existing is None else None,
                 schema_mode="merge" if plan.added and existing is not None else None,
                 predicate=overwrite_predicate,

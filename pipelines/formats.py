@@ -344,7 +344,7 @@ def _explain(exc: Exception, schema: pa.Schema | None) -> tuple[str | None, str]
 
 
 def _lines(stream: pa.NativeFile) -> Iterator[bytes]:
-    buffered = io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
+    buffered = io.BufferedReader(stream, buffer_size=1 << 20)
     try:
         yield from buffered
     finally:

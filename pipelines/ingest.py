@@ -17,14 +17,22 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
-from lakebed.pipelines.formats import BadRecord, BadRowPolicy, FileStream, detect_format, open_file, supported
+from lakebed.pipelines.formats import (
+    BadRecord,
+    BadRowPolicy,
+    FileStream,
+    Format,
+    detect_format,
+    open_file,
+    supported,
+)
 from lakebed.schemas.contract import TableContract
 
 from lakebed.config import LakebedConfig, get_config
@@ -235,7 +243,7 @@ def _describe(path: Path) -> SourceFile:
 
 def _ingest_one(
     source: SourceFile,
-    fmt: str,
+    fmt: Format,
     *,
     table: str,
     contract: TableContract | None,
@@ -251,7 +259,7 @@ def _ingest_one(
 ) -> FileOutcome:
     stream = open_file(
         source.path,
-        fmt,  # type: ignore[arg-type]
+        fmt,
         column_types=_column_types(table, contract, catalog),
         on_bad_rows=on_bad_rows,
         batch_rows=config.batch_rows,
@@ -373,7 +381,7 @@ class _Manifest:
         self.run = run
         self.pending: list[dict[str, object]] = []
 
-    def entries(self, table: str) -> dict[str, dict[str, object]]:
+    def entries(self, table: str) -> dict[str, dict[str, Any]]:
         entry = self.catalog.find(MANIFEST_TABLE)
         if entry is None:
             return {}
@@ -400,7 +408,7 @@ class _Manifest:
         if not self.pending and replace_table is None:
             return
         rows = pa.Table.from_pylist(self.pending, schema=MANIFEST_SCHEMA)
-        options = dict(
+        options: dict[str, Any] = dict(
             contract=MANIFEST_CONTRACT,
             kind="system",
             run=self.run,
@@ -409,9 +417,9 @@ class _Manifest:
         )
         if replace_table is not None:
             predicate = f"table_name = '{_sql_string(replace_table)}'"
-            commit(MANIFEST_TABLE, rows, mode="overwrite", overwrite_predicate=predicate, **options)  # type: ignore[arg-type]
+            commit(MANIFEST_TABLE, rows, mode="overwrite", overwrite_predicate=predicate, **options)
         else:
-            commit(MANIFEST_TABLE, rows, mode="merge", **options)  # type: ignore[arg-type]
+            commit(MANIFEST_TABLE, rows, mode="merge", **options)
         self.pending = []
 
     def reconcile(self, table: str) -> None:
@@ -431,7 +439,7 @@ class _Manifest:
         recorded = max(
             (int(e["delta_version"]) for e in known.values() if e["delta_version"] is not None), default=-1
         )
-        unrecorded: dict[str, tuple[int, dict[str, object], int]] = {}
+        unrecorded: dict[str, tuple[int, dict[str, Any], int]] = {}
         for commit_info in history:  # newest first
             version = int(commit_info["version"])
             if version <= recorded:

@@ -68,9 +68,15 @@ def read_table(
     config: LakebedConfig | None = None,
 ) -> pa.Table:
     """Read a lakebed table (optionally at a version or as of a time) into an Arrow table."""
-    return dataset(name, version=version, as_of=as_of, config=config).to_table(
-        columns=list(columns) if columns is not None else None, filter=filter
-    )
+    data = dataset(name, version=version, as_of=as_of, config=config)
+    wanted = list(columns) if columns is not None else None
+    try:
+        return data.to_table(columns=wanted, filter=filter)
+    except pa.ArrowNotImplementedError:
+        # Files rewritten by delta-rs merges hold string_view columns, which pyarrow cannot compare
+        # against a plain string literal while scanning; filter after the (projected) scan instead.
+        table = data.to_table().filter(filter)
+        return table.select(wanted) if wanted is not None else table
 
 
 def scan_table(
@@ -79,7 +85,8 @@ def scan_table(
     """A Polars LazyFrame over a lakebed table (predicates and projections push down)."""
     import polars as pl
 
-    return pl.scan_pyarrow_dataset(dataset(name, version=version, as_of=as_of, config=config))
+    table = open_table(name, version=version, as_of=as_of, config=config)
+    return pl.scan_delta(table.table_uri, version=table.version())
 
 
 def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection:
@@ -90,7 +97,9 @@ def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection
     connection = duckdb.connect()
     for entry in Catalog(config).list():
         try:
-            connection.register(entry.name, DeltaTable(entry.uri).to_pyarrow_dataset())
+            table = DeltaTable(entry.uri)
+            # View-typed dataset schema: DuckDB then reads files written as string or string_view alike.
+            connection.register(entry.name, table.to_pyarrow_dataset(schema=_view_schema(table)))
         except DeltaError:
             continue  # registered but never written: nothing to query yet
     return connection
@@ -103,6 +112,17 @@ def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:
         return fetch_arrow(connection.sql(query))
     finally:
         connection.close()
+
+
+def _view_schema(table: DeltaTable) -> pa.Schema:
+    fields = []
+    for f in pa.schema(table.schema().to_arrow()):
+        if pa.types.is_string(f.type):
+            f = f.with_type(pa.string_view())
+        elif pa.types.is_binary(f.type):
+            f = f.with_type(pa.binary_view())
+        fields.append(f)
+    return pa.schema(fields)
 
 
 def fetch_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:
