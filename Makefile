@@ -22,8 +22,7 @@ demo: install
 	$(BIN)/lakebed demo
 
 ui: install
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -m lakebed.assets.definitions
+	$(BIN)/lakebed ui
 
 # pytest exits 5 when it collects nothing; that is not a failure.
 test: install

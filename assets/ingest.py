@@ -102,7 +102,7 @@ def documents(context: dg.AssetExecutionContext, lakebed: LakebedResource) -> dg
     return dg.MaterializeResult(metadata=metadata, data_version=version)
 
 
-SAMPLE_ASSETS = [customers, orders, products, web_events, documents]
+SAMPLE_ASSETS = [customers, products, orders, web_events, documents]  # upstream first
 
 
 # The landing folder ----------------------------------------------------------------------------------

@@ -240,8 +240,7 @@ def demo(fresh: bool) -> None:
 def ui(port: int, host: str) -> None:
     """Start the Dagster UI (dagster dev) on lakebed's assets."""
     config = get_config()
-    os.environ.setdefault("DAGSTER_HOME", str(config.dagster_home))
-    config.dagster_home.mkdir(parents=True, exist_ok=True)
+    config.prepare_dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-m", "lakebed.assets.definitions", "-h", host, "-p", str(port)]
     click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")

@@ -145,6 +145,16 @@ class LakebedConfig(BaseSettings):
     def dagster_home(self) -> Path:
         return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
 
+    def prepare_dagster_home(self) -> Path:
+        """Create DAGSTER_HOME (runs persist there, so the UI shows them) with a minimal dagster.yaml."""
+        home = self.dagster_home
+        home.mkdir(parents=True, exist_ok=True)
+        settings = home / "dagster.yaml"
+        if not settings.exists():
+            settings.write_text("telemetry:\n  enabled: false\n")
+        os.environ.setdefault("DAGSTER_HOME", str(home))
+        return home
+
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with every secret replaced: safe to print, log or record."""
         return self.model_dump(mode="json")

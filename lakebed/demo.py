@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from typing import TYPE_CHECKING
@@ -19,12 +18,15 @@ GROUP BY p.category ORDER BY revenue DESC
 """
 
 
+# Keep Dagster's step-by-step event log out of the demo's output (it stays in the UI).
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_demo(*, fresh: bool = False, console: Console) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     config = get_config()
-    os.environ.setdefault("DAGSTER_HOME", str(config.dagster_home))
-    config.dagster_home.mkdir(parents=True, exist_ok=True)
+    config.prepare_dagster_home()
     if fresh:
         for folder in (config.tables_root, config.system_root):
             shutil.rmtree(folder, ignore_errors=True)
@@ -50,7 +52,7 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
             name = asset.key.to_user_string()
             progress.update(task, description=f"materialising {name}")
             result = dg.materialize(
-                SAMPLE_ASSETS, selection=[name], instance=instance, resources=resources, raise_on_error=True
+                SAMPLE_ASSETS, selection=[name], instance=instance, resources=resources, run_config=QUIET_LOGS
             )
             if not result.success:
                 raise RuntimeError(f"materialising {name} failed (run {result.run_id})")
@@ -89,14 +91,13 @@ def _summary(console: Console, seconds: float) -> None:
         media.add_row(*(str(v) for v in row.values()))
     console.print(media)
 
-    console.print(f"\n[green]Done in {seconds:.1f} s.[/] Where to look next:")
-    console.print(f"  • tables (Delta Lake):   {config.tables_root}")
-    console.print('  • query them:           lakebed sql "SELECT * FROM orders LIMIT 5"   ·   lakebed tables')
-    console.print("  • time travel:          lakebed history orders   ·   lakebed show orders --version 0")
-    console.print(
-        f"  • Dagster UI:           make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})"
-    )
-    console.print(
-        f"  • landing folder:       drop CSV/JSON/Parquet into {config.landing_root}/<table>/ "
-        "(the landing_sensor ingests them)"
-    )
+    lines = [
+        f"\n[green]Done in {seconds:.1f} s.[/] Where to look next:",
+        f"  • tables (Delta Lake):  {config.tables_root}",
+        '  • query them:          lakebed sql "SELECT * FROM orders LIMIT 5"  ·  lakebed tables',
+        "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
+        f"  • Dagster UI:          make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})",
+        f"  • landing folder:      drop CSV/JSON/Parquet files into {config.landing_root}/<table>/",
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True)
