@@ -1,0 +1,1 @@
+"""Feature views: registry, hopping-window computation, offline and online stores, retrieval."""

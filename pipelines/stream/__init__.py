@@ -1,0 +1,1 @@
+"""Kafka stream ingest: the embedded broker client side, exactly-once Kafka → Delta."""
