@@ -79,3 +79,11 @@ class MalformedRecordError(InputError):
 
 class CommitError(LakebedError):
     """A Delta commit failed; nothing of it is visible to readers."""
+
+
+class ContentNotFoundError(LakebedError):
+    """No row and no blob of the table holds bytes with that sha256."""
+
+
+class ContentIntegrityError(LakebedError):
+    """Stored bytes no longer match their sha256."""

@@ -36,7 +36,7 @@ _EXTENSIONS: dict[str, Format] = {
     ".pq": "parquet",
 }
 _COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")
-_BLOCK_BYTES = 16 << 20
+_BLOCK_BYTES = 4 << 20
 _SLOW_CHUNK_LINES = 20_000
 
 

@@ -42,33 +42,35 @@ inside zips are ingested as plain files. One writer per table at a time.
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import hashlib
 import itertools
 import json
 import os
 import re
-import stat
-import uuid
-import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.pipelines.blobs import BlobStore
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, WriteMode, commit
-from lakebed.pipelines.unstructured_extract import SNIFF_BYTES, CorruptFileError, extract
+from lakebed.pipelines.unstructured_extract import CorruptFileError, extract
+from lakebed.pipelines.unstructured_sources import (
+    LoadedFile,
+    RejectedFile,
+    SourceItem,
+    SourceReader,
+    plan_sources,
+)
 from lakebed.schemas.contract import TableContract
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import LakebedError, SourceNotFoundError
+from lakebed.errors import ContentIntegrityError, ContentNotFoundError
 
 TABLE_SCHEMA = pa.schema(
     [
@@ -106,19 +108,10 @@ REJECTS_SCHEMA = pa.schema(
 )
 _BATCH_FILES = 256
 _BATCH_BYTES = 64 << 20
-_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(files_done, files_total)`` after each file."""
-
-
-class ContentNotFoundError(LakebedError):
-    """No row and no blob of the table holds bytes with that sha256."""
-
-
-class ContentIntegrityError(LakebedError):
-    """Stored bytes no longer match their sha256."""
 
 
 @dataclass(frozen=True)
@@ -213,241 +206,7 @@ def read_content(table: str, sha256: str, *, config: LakebedConfig | None = None
     return data
 
 
-# Sources -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One file to ingest: on disk (``path``) or a zip entry (``path`` is the archive), or already rejected."""
-
-    source_path: str
-    path: str | None = None
-    entry: zipfile.ZipInfo | None = None
-    reject: tuple[str, str] | None = None
-    size: int | None = None
-
-    @property
-    def file_name(self) -> str:
-        return self.source_path.rsplit("/", 1)[-1]
-
-
-def plan_sources(sources: str | Path | Sequence[str | Path]) -> list[_Item]:
-    """Expand files, folders, globs and zip archives into the files to ingest, de-duplicated, in order."""
-    given = [sources] if isinstance(sources, str | Path) else list(sources)
-    if not given:
-        raise SourceNotFoundError("no sources given")
-    items: dict[str, _Item] = {}
-    for source in given:
-        text = os.fspath(source)
-        if os.path.exists(text):
-            path = os.path.abspath(text)
-            if os.path.isdir(path):
-                root = os.path.realpath(path)
-                _add_tree(path, root, items, frozenset({root}))
-            else:
-                _add_file(path, items)
-        elif any(ch in text for ch in "*?["):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise SourceNotFoundError("glob matches nothing", path=text)
-            root = os.path.realpath(_glob_base(text))
-            for match in matches:
-                path, real = os.path.abspath(match), os.path.realpath(match)
-                if not _within(real, root):
-                    items[path] = _Item(
-                        path, reject=("symlink_outside_root", f"resolves to {real}, outside {root}")
-                    )
-                elif os.path.isdir(path):
-                    _add_tree(path, root, items, frozenset({real}))
-                else:
-                    _add_file(path, items)
-        else:
-            raise SourceNotFoundError("no such file or folder", path=text)
-    return list(items.values())
-
-
-def _add_tree(folder: str, root: str, items: dict[str, _Item], ancestors: frozenset[str]) -> None:
-    try:
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda e: e.name)
-    except OSError as exc:
-        items[folder] = _Item(folder, reject=("unreadable", f"cannot list folder: {exc.strerror}"))
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        path = entry.path
-        if entry.is_symlink():
-            real = os.path.realpath(path)
-            if not _within(real, root):
-                items[path] = _Item(
-                    path, reject=("symlink_outside_root", f"resolves to {real}, outside {root}")
-                )
-            elif not os.path.exists(real):
-                items[path] = _Item(path, reject=("unreadable", f"broken symlink to {real}"))
-            elif os.path.isdir(real):
-                if real not in ancestors:  # a link to a folder above us would loop forever
-                    _add_tree(path, root, items, ancestors | {real})
-            else:
-                _add_file(path, items)
-        elif entry.is_dir(follow_symlinks=False):
-            _add_tree(path, root, items, ancestors | {os.path.realpath(path)})
-        else:
-            _add_file(path, items)
-
-
-def _add_file(path: str, items: dict[str, _Item]) -> None:
-    if not path.lower().endswith(".zip"):
-        items[path] = _Item(path, path=path)
-        return
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
-        items[path] = _Item(path, reject=("bad_zip", f"not a readable zip archive: {exc}"))
-        return
-    except OSError as exc:
-        items[path] = _Item(path, reject=("unreadable", f"cannot open archive: {exc.strerror or exc}"))
-        return
-    for info in infos:
-        name = info.filename
-        source_path = f"{path}!/{name}"
-        parts = name.replace("\\", "/").split("/")
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
-            detail = "entry name escapes the archive root (absolute path or '..' part)"
-            items[source_path] = _Item(source_path, reject=("zip_slip", detail), size=info.file_size)
-        elif not info.is_dir() and not any(p.startswith(".") or p == "__MACOSX" for p in parts):
-            items[source_path] = _Item(source_path, path=path, entry=info, size=info.file_size)
-
-
-def _glob_base(pattern: str) -> str:
-    """The fixed folder in front of a glob's first wildcard (``data/**/*.md`` → ``data``)."""
-    fixed: list[str] = []
-    for part in Path(pattern).parts:
-        if any(ch in part for ch in "*?["):
-            break
-        fixed.append(part)
-    return os.path.join(*fixed) if fixed else "."
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-# The blob store ------------------------------------------------------------------------------------------
-class BlobStore:
-    """Content-addressed files ``<root>/<sha256[:2]>/<sha256>``: written once, atomically, read-only."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._known: set[str] = set()
-
-    @classmethod
-    def beside(cls, table_uri: str, table: str) -> BlobStore:
-        """The store of ``table``: a ``<table>__blobs`` folder next to the table's folder."""
-        parsed = urlparse(table_uri)
-        if parsed.scheme in ("", "file"):
-            local = Path(unquote(parsed.path)) if parsed.scheme else Path(table_uri)
-            return cls(local.parent / f"{table}__blobs")
-        raise LakebedError(
-            f"table {table!r} lives at {table_uri}: unstructured ingest keeps its blob store beside the "
-            "table and needs a local table location"
-        )
-
-    def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
-
-    def exists(self, sha256: str) -> bool:
-        if sha256 not in self._known and self.path(sha256).is_file():
-            self._known.add(sha256)
-        return sha256 in self._known
-
-    def read(self, sha256: str) -> bytes | None:
-        try:
-            return self.path(sha256).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def spool(self, handle: IO[bytes], limit: int) -> tuple[Path, str, int, bytes]:
-        """Copy a stream to a temp file in the store while hashing it: (temp path, sha256, size, head).
-        Raises ``_Reject("too_large")`` as soon as more than ``limit`` bytes arrive."""
-        temp = self._temp()
-        digest, size, head = hashlib.sha256(), 0, b""
-        try:
-            with open(temp, "wb") as out:
-                while chunk := handle.read(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise _Reject("too_large", f"more than the {limit:,}-byte limit", size=size)
-                    if len(head) < SNIFF_BYTES:
-                        head += chunk[: SNIFF_BYTES - len(head)]
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return temp, digest.hexdigest(), size, head
-
-    def put(self, sha256: str, data: bytes) -> bool:
-        """Store bytes under their hash; False when the blob was already there."""
-        if self.exists(sha256):
-            return False
-        temp = self._temp()
-        try:
-            with open(temp, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return self.adopt(temp, sha256)
-
-    def adopt(self, temp: Path, sha256: str) -> bool:
-        """Move a complete temp file to its content address (never replacing an existing blob)."""
-        target = self.path(sha256)
-        written = False
-        try:
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(temp, 0o444)
-                try:
-                    os.link(temp, target)
-                    written = True
-                except FileExistsError:
-                    pass
-                except OSError:  # a file system without hard links: rename (same folder tree, atomic)
-                    os.replace(temp, target)
-                    written = True
-        finally:
-            temp.unlink(missing_ok=True)
-        self._known.add(sha256)
-        return written
-
-    def _temp(self) -> Path:
-        folder = self.root / ".tmp"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{uuid.uuid4().hex}.part"
-
-
 # The run -------------------------------------------------------------------------------------------------
-class _Reject(Exception):
-    def __init__(self, reason: str, detail: str, *, size: int | None = None, sha256: str | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.size, self.sha256 = reason, detail, size, sha256
-
-
-@dataclass(slots=True)
-class _Loaded:
-    """A file read once: hashed, its first bytes kept for sniffing, its body in memory or spooled."""
-
-    sha256: str
-    size: int
-    head: bytes
-    data: bytes | None = None
-    spooled: Path | None = None
-
-
 @dataclass
 class _Index:
     """What the table already holds: sha256 per path, hashes held inline, rows per hash."""
@@ -497,6 +256,7 @@ class _Ingest:
         self.table, self.uri, self.config, self.run, self.catalog = table, uri, config, run, catalog
         self.index, self.progress, self.total, self.metadata = index, progress, total, metadata
         self.blobs = BlobStore.beside(uri, table)
+        self.reader = SourceReader(config, self.blobs)
         # Register our contract only when we create the table: never overwrite the contract of a table
         # someone else made (a mismatching schema then fails in commit, naming the column).
         self.contract = (
@@ -506,10 +266,9 @@ class _Ingest:
         self.done = self.rows_written = self.duplicates = self.unchanged = 0
         self.bytes_inline = self.bytes_blob = 0
         self.rejects: list[dict[str, Any]] = []
-        self._archive: tuple[str, zipfile.ZipFile] | None = None
 
     # Writing ---------------------------------------------------------------------------------------------
-    def append(self, items: list[_Item]) -> int | None:
+    def append(self, items: list[SourceItem]) -> int | None:
         """New paths: one streaming append commit."""
         batches = (pa.RecordBatch.from_pylist(rows, schema=TABLE_SCHEMA) for rows in self._chunks(items))
         first = next(batches, None)
@@ -518,7 +277,7 @@ class _Ingest:
         reader = pa.RecordBatchReader.from_batches(TABLE_SCHEMA, itertools.chain([first], batches))
         return self._commit(reader, mode="append")
 
-    def upsert(self, items: list[_Item]) -> int | None:
+    def upsert(self, items: list[SourceItem]) -> int | None:
         """Known paths: unchanged ones are skipped, changed ones merged by ``source_path`` chunk by chunk."""
         version = None
         for rows in self._chunks(items):
@@ -572,12 +331,10 @@ class _Ingest:
         ).version
 
     def close(self) -> None:
-        if self._archive is not None:
-            self._archive[1].close()
-            self._archive = None
+        self.reader.close()
 
     # Reading ---------------------------------------------------------------------------------------------
-    def _chunks(self, items: list[_Item]) -> Iterator[list[dict[str, Any]]]:
+    def _chunks(self, items: list[SourceItem]) -> Iterator[list[dict[str, Any]]]:
         rows: list[dict[str, Any]] = []
         held = 0
         for item in items:
@@ -595,12 +352,12 @@ class _Ingest:
         if rows:
             yield rows
 
-    def _process(self, item: _Item) -> dict[str, Any] | None:
+    def _process(self, item: SourceItem) -> dict[str, Any] | None:
         loaded = None
         try:
             if item.reject is not None:
-                raise _Reject(*item.reject, size=item.size)
-            loaded = self._load(item)
+                raise RejectedFile(*item.reject, size=item.size)
+            loaded = self.reader.load(item)
             known = self.index.paths.get(item.source_path)
             if known is not None and known[0] == loaded.sha256:
                 self.unchanged += 1
@@ -610,7 +367,7 @@ class _Ingest:
                 assert body is not None
                 meta = extract(loaded.head, body, item.file_name)
             except CorruptFileError as exc:
-                raise _Reject(exc.reason, exc.detail, size=loaded.size, sha256=loaded.sha256) from exc
+                raise RejectedFile(exc.reason, exc.detail, size=loaded.size, sha256=loaded.sha256) from exc
             return {
                 "source_path": item.source_path,
                 "file_name": item.file_name,
@@ -630,7 +387,7 @@ class _Ingest:
                 "ingested_at": self.now,
                 "run_id": self.run.run_id,
             }
-        except _Reject as reject:
+        except RejectedFile as reject:
             self.rejects.append(
                 {
                     "source_path": item.source_path,
@@ -647,60 +404,7 @@ class _Ingest:
             if loaded is not None and loaded.spooled is not None:
                 loaded.spooled.unlink(missing_ok=True)
 
-    def _load(self, item: _Item) -> _Loaded:
-        assert item.path is not None
-        if item.entry is None:
-            try:
-                info = os.stat(item.path)
-            except OSError as exc:
-                raise _Reject("unreadable", f"cannot stat file: {exc.strerror or exc}") from exc
-            if not stat.S_ISREG(info.st_mode):
-                raise _Reject("unreadable", "not a regular file (device, socket or pipe)")
-            self._check_size(info.st_size)
-            try:
-                with open(item.path, "rb") as handle:
-                    return self._read(handle, info.st_size)
-            except OSError as exc:
-                raise _Reject(
-                    "unreadable", f"cannot read file: {exc.strerror or exc}", size=info.st_size
-                ) from exc
-        entry = item.entry
-        if entry.flag_bits & 0x1:
-            raise _Reject("unreadable", "encrypted zip entry", size=entry.file_size)
-        self._check_size(entry.file_size)
-        try:
-            with self._zip(item.path).open(entry) as handle:
-                return self._read(handle, entry.file_size)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
-            raise _Reject("bad_zip", f"entry cannot be read: {exc}", size=entry.file_size) from exc
-
-    def _check_size(self, size: int) -> None:
-        if size == 0:
-            raise _Reject("empty", "file is empty (0 bytes)", size=0)
-        limit = self.config.max_file_bytes
-        if size > limit:
-            raise _Reject("too_large", f"{size:,} bytes exceeds max_file_bytes ({limit:,})", size=size)
-
-    def _read(self, handle: IO[bytes], declared: int) -> _Loaded:
-        """Read a file once: whole into memory when small, else spooled to the blob store while hashing."""
-        limit = self.config.max_file_bytes
-        if declared > self.config.inline_content_bytes:
-            temp, sha, size, head = self.blobs.spool(handle, limit)
-            loaded = _Loaded(sha, size, head, spooled=temp)
-        else:
-            data = handle.read(declared + 1)  # one more byte than expected reveals a file that grew
-            if len(data) > declared:
-                data += handle.read(limit + 1 - len(data))
-            if len(data) > limit:
-                raise _Reject("too_large", f"grew past max_file_bytes ({limit:,})", size=len(data))
-            loaded = _Loaded(hashlib.sha256(data).hexdigest(), len(data), data[:SNIFF_BYTES], data=data)
-        if loaded.size == 0:
-            if loaded.spooled is not None:
-                loaded.spooled.unlink(missing_ok=True)
-            raise _Reject("empty", "file is empty (0 bytes)", size=0)
-        return loaded
-
-    def _store(self, loaded: _Loaded) -> dict[str, Any]:
+    def _store(self, loaded: LoadedFile) -> dict[str, Any]:
         """Where this row's bytes go: inline, a new blob, or nowhere (already stored: a duplicate)."""
         sha = loaded.sha256
         self.index.refs[sha] += 1
@@ -719,12 +423,6 @@ class _Ingest:
             written = self.blobs.put(sha, loaded.data or b"")
         self.bytes_blob += loaded.size if written else 0
         return {"content": None, "blob_path": str(self.blobs.path(sha)), "duplicate_of": None}
-
-    def _zip(self, path: str) -> zipfile.ZipFile:
-        if self._archive is None or self._archive[0] != path:
-            self.close()
-            self._archive = (path, zipfile.ZipFile(path))
-        return self._archive[1]
 
 
 def _inline_bytes(table_uri: str, sha256: str) -> bytes | None:

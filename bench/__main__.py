@@ -1,0 +1,89 @@
+"""``python -m bench [TARGET ...] [--quick]``: run lakebed's benchmarks and print one summary line each.
+
+Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_peak_rss`` (alias ``rss``),
+``unstructured``; none given runs them all. ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs
+about 20× for a smoke run. Data lives in a fresh folder under ``bench/out/`` (or ``--workdir``), each
+lakebed run in its own fresh lakebed home there, and is removed afterwards. Exit status 1 only when a
+benchmark could not run; a missed target prints FAIL but is not an error (timings here are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import ingest_csv, unstructured
+from bench.common import OUT_ROOT, BenchOptions, fresh_dir, log, machine_line, quick_from_env, remove
+
+Benchmark = Callable[[BenchOptions], str]
+BENCHMARKS: dict[str, Benchmark] = {
+    "csv_ingest": ingest_csv.run_throughput,
+    "csv_peak_rss": ingest_csv.run_peak_rss,
+    "unstructured": unstructured.run,
+}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "all": tuple(BENCHMARKS),
+    "csv": ("csv_ingest", "csv_peak_rss"),
+    "rss": ("csv_peak_rss",),
+    **{name: (name,) for name in BENCHMARKS},
+}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help="one of: " + ", ".join(GROUPS))
+    parser.add_argument(
+        "--quick", action="store_true", help="~20× smaller inputs (also LAKEBED_BENCH_QUICK=1)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/lakebed rounds (best-of)")
+    parser.add_argument(
+        "--workdir", type=Path, default=OUT_ROOT, help="where run data goes (default bench/out)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run folder (large files are removed anyway)"
+    )
+    args = parser.parse_args(argv)
+    unknown = [t for t in args.targets if t not in GROUPS]
+    if unknown:
+        parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    selected = list(dict.fromkeys(name for target in (args.targets or ["all"]) for name in GROUPS[target]))
+    run_dir = fresh_dir(args.workdir.resolve() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    opts = BenchOptions(quick=args.quick or quick_from_env(), workdir=run_dir, rounds=max(1, args.rounds))
+    log(f"lakebed bench{opts.label}: {', '.join(selected)} — {machine_line()}")
+    log(f"  data under {run_dir}")
+    summary: list[str] = []
+    failed = False
+    try:
+        for name in selected:
+            started = time.perf_counter()
+            try:
+                line = BENCHMARKS[name](opts)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                traceback.print_exc()
+                line = f"{name}: ERROR ({type(exc).__name__}: {exc})"
+                failed = True
+            log(f"{line}   ({time.perf_counter() - started:.0f} s)\n")
+            summary.append(line)
+    finally:
+        if not args.keep:
+            remove(run_dir)
+    log("== summary ==")
+    for line in summary:
+        log(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""CSV → Delta benchmarks: throughput against a bare pyarrow + deltalake baseline, and peak memory.
+
+``csv_ingest``: one generated orders CSV (~1 GiB; ``--quick`` ~50 MB), ingested alternately by the bare
+baseline ``write_deltalake(uri, pyarrow.csv.open_csv(path))`` (a streaming RecordBatchReader into a fresh
+table) and by lakebed's ``ingest_files(path, table="orders_bench")`` (fresh lakebed home each time: it
+hashes the file, streams it through the one Delta write path and updates its manifest). Best of each is
+compared in MB/s of CSV (10^6 bytes/s). Target: lakebed ≥ 0.8 × baseline.
+
+``csv_peak_rss``: a ~2 GiB CSV (``--quick`` ~100 MB) ingested by each path in a child process. The peak RSS
+is ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` (KiB on Linux), read after the child exits. It is
+read by a small launcher process whose only child is the ingest (see ``bench._rss_child``): read in
+this process it would be the maximum over all children so far, each starting at this process's own
+peak. The child's ``VmHWM`` is printed as a cross-check. Target: lakebed ≤ 1024 MiB.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    GB,
+    MB,
+    REPO_ROOT,
+    BenchOptions,
+    GiB,
+    fmt_size,
+    free_bytes,
+    isolated_env,
+    lakebed_home,
+    log,
+    ratio_line,
+    remove,
+    timed,
+    verdict,
+)
+
+BASELINE_NAME = "bare pyarrow.csv+write_deltalake"
+THROUGHPUT_BYTES = 1 * GiB
+RSS_BYTES = 2 * GiB
+RSS_MIN_FREE = 8 * GB
+THROUGHPUT_TARGET = 0.80
+RSS_TARGET_MIB = 1024
+TABLE = "orders_bench"
+_WARMUP_LINES = 5_000
+
+
+def _write_orders(path: Path, target_bytes: int) -> int:
+    """``lakebed.samples.write_orders_csv``, stopping on the file's real size rather than the samples'
+    bytes-per-row estimate (about 10% high for this data): the same rows, ending at the batch boundary
+    nearest ``target_bytes``."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from lakebed.samples import orders, orders_csv_batches
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(path), "wb") as sink, pacsv.CSVWriter(sink, orders(1).schema) as writer:
+        last = 0
+        for batch in orders_csv_batches(4 * target_bytes):  # a generous budget; we stop ourselves
+            writer.write_table(batch)
+            size = sink.tell()
+            if size + (size - last) / 2 >= target_bytes:
+                break
+            last = size
+    return path.stat().st_size
+
+
+def generate_csv(path: Path, target_bytes: int) -> int:
+    """Write the orders CSV at ``path`` (about ``target_bytes``); returns its actual size."""
+    seconds, size = timed(lambda: _write_orders(path, target_bytes))
+    log(f"  generated {path.name}: {fmt_size(size)} ({size / GiB:.3f} GiB) in {seconds:.1f} s")
+    return size
+
+
+def _head(source: Path, dest: Path, lines: int) -> Path:
+    with source.open("rb") as src, dest.open("wb") as out:
+        out.writelines(itertools.islice(src, lines))
+    return dest
+
+
+# --- throughput ---------------------------------------------------------------------------------------
+
+
+def _baseline_ingest(csv: Path, table_dir: Path) -> None:
+    """The bare baseline, timed by the caller: stream the CSV into a fresh Delta table."""
+    import pyarrow.csv as pacsv
+    from deltalake import write_deltalake
+
+    write_deltalake(str(table_dir), pacsv.open_csv(str(csv)))
+
+
+def _count_rows(table_dir: Path) -> int:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(table_dir)).count()
+
+
+def _run_baseline(csv: Path, table_dir: Path) -> tuple[float, int]:
+    remove(table_dir)
+    seconds, _ = timed(lambda: _baseline_ingest(csv, table_dir))
+    rows = _count_rows(table_dir)  # outside the timing
+    remove(table_dir)
+    return seconds, rows
+
+
+def _run_lakebed(csv: Path, home: Path) -> tuple[float, int]:
+    from lakebed.pipelines.ingest import ingest_files
+
+    with lakebed_home(home) as config:
+        seconds, result = timed(lambda: ingest_files(csv, table=TABLE, config=config))
+    return seconds, result.rows
+
+
+def run_throughput(opts: BenchOptions) -> str:
+    log(f"csv_ingest{opts.label}: CSV → Delta throughput, lakebed vs {BASELINE_NAME}")
+    csv = opts.workdir / "orders_throughput.csv"
+    warm = opts.workdir / "orders_warmup.csv"
+    try:
+        size = generate_csv(csv, opts.scaled(THROUGHPUT_BYTES))
+        # Untimed warm-up of both paths (imports, first-use setup) on the first lines of the same file.
+        _head(csv, warm, _WARMUP_LINES)
+        _run_baseline(warm, opts.workdir / "warmup_table")
+        _run_lakebed(warm, opts.workdir / "warmup_home")
+
+        base_times: list[float] = []
+        ours_times: list[float] = []
+        for round_no in range(1, opts.rounds + 1):
+            seconds, base_rows = _run_baseline(csv, opts.workdir / "baseline_table")
+            base_times.append(seconds)
+            log(
+                f"  round {round_no} baseline: {seconds:6.2f} s  {size / MB / seconds:7.1f} MB/s  {base_rows:,} rows"
+            )
+            seconds, our_rows = _run_lakebed(csv, opts.workdir / "lakebed_home")
+            ours_times.append(seconds)
+            log(
+                f"  round {round_no} lakebed:  {seconds:6.2f} s  {size / MB / seconds:7.1f} MB/s  {our_rows:,} rows"
+            )
+            if our_rows != base_rows:
+                raise RuntimeError(f"row counts differ: lakebed wrote {our_rows:,}, baseline {base_rows:,}")
+    finally:
+        remove(csv)
+        remove(warm)
+    return ratio_line(
+        "csv_ingest",
+        ours=size / MB / min(ours_times),
+        theirs=size / MB / min(base_times),
+        unit="MB/s",
+        baseline_name=BASELINE_NAME,
+        target=THROUGHPUT_TARGET,
+        quick=opts.quick,
+    )
+
+
+# --- peak RSS -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    rows: int
+    seconds: float
+    peak_rss_kib: int  # getrusage(RUSAGE_CHILDREN).ru_maxrss in the launcher, whose only child this was
+    vm_hwm_kib: int | None  # the child's own /proc VmHWM, as a cross-check
+
+
+def _run_child(which: str, csv: Path, out: Path) -> ChildRun:
+    """Ingest ``csv`` in a child process (through the small launcher) and return its report."""
+    remove(out)
+    if which == "lakebed":
+        out.mkdir(parents=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench._rss_child", "launch", which, str(csv), str(out)],
+            cwd=str(REPO_ROOT),
+            env=isolated_env(out.resolve()),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        remove(out)
+    if done.returncode != 0:
+        raise RuntimeError(f"{which} child exited with status {done.returncode}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    hwm = report.get("vm_hwm_kib")
+    return ChildRun(
+        rows=int(report["rows"]),
+        seconds=float(report["seconds"]),
+        peak_rss_kib=int(report["maxrss_children_kib"]),
+        vm_hwm_kib=int(hwm) if hwm is not None else None,
+    )
+
+
+def run_peak_rss(opts: BenchOptions) -> str:
+    log(f"csv_peak_rss{opts.label}: peak RSS of a child process ingesting a large CSV")
+    target_bytes = opts.scaled(RSS_BYTES)
+    need = opts.scaled(RSS_MIN_FREE)
+    free = free_bytes(opts.workdir)
+    if free < need:
+        return (
+            f"csv_peak_rss: skipped (only {fmt_size(free)} free under {opts.workdir}, "
+            f"need {fmt_size(need)} for the {fmt_size(target_bytes)} CSV)"
+        )
+    csv = opts.workdir / "orders_rss.csv"
+    try:
+        size = generate_csv(csv, target_bytes)
+        runs: dict[str, ChildRun] = {}
+        for which in ("baseline", "lakebed"):
+            run = _run_child(which, csv, opts.workdir / f"rss_{which}")
+            runs[which] = run
+            hwm = f"{run.vm_hwm_kib / 1024:.0f} MiB" if run.vm_hwm_kib is not None else "n/a"
+            log(
+                f"  {which + ' child:':16} peak RSS {run.peak_rss_kib / 1024:6.0f} MiB (VmHWM {hwm}), "
+                f"{run.seconds:6.2f} s ({size / MB / run.seconds:.0f} MB/s), {run.rows:,} rows"
+            )
+    finally:
+        remove(csv)
+    if runs["lakebed"].rows != runs["baseline"].rows:
+        raise RuntimeError(
+            f"row counts differ: lakebed wrote {runs['lakebed'].rows:,}, baseline {runs['baseline'].rows:,}"
+        )
+    ours = runs["lakebed"].peak_rss_kib / 1024
+    theirs = runs["baseline"].peak_rss_kib / 1024
+    return (
+        f"csv_peak_rss: lakebed {ours:,.0f} MiB (vs {BASELINE_NAME} {theirs:,.0f} MiB) "
+        f"ingesting a {fmt_size(size)} CSV (target ≤ {RSS_TARGET_MIB} MiB) {verdict(ours <= RSS_TARGET_MIB)}"
+        + (" [quick]" if opts.quick else "")
+    )
