@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 SAMPLE_ROOT = Path(__file__).parent / "sample_data"
 STRUCTURED = SAMPLE_ROOT / "structured"
 MEDIA = SAMPLE_ROOT / "media"
+STREAM = SAMPLE_ROOT / "stream"
 _EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 _COUNTRIES = ["DE", "FR", "NL", "ES", "IT", "PL", "SE", "GB", "US", "CA"]
 _FIRST = [
@@ -159,6 +160,32 @@ def web_events(n: int, *, seed: int = 17) -> pa.Table:
     )
 
 
+def shop_events(
+    n: int, *, seed: int = 19, customers_n: int = 200, late_fraction: float = 0.01
+) -> list[dict[str, object]]:
+    """A clickstream of ``n`` events over two days in arrival order: mostly in event-time order, with
+    small out-of-order jitter and a few events arriving far too late (for the feature store's watermark)."""
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("2025-06-01T00:00:00", "us")
+    arrival = np.sort(rng.integers(0, 2 * 86_400_000_000, n))
+    jitter = rng.integers(-120_000_000, 1, n)  # up to 2 minutes out of order
+    late = rng.random(n) < late_fraction
+    jitter[late] -= rng.integers(3_600_000_000, 7_200_000_000, late.sum())  # one to two hours late
+    event_time = start + (arrival + jitter).astype("timedelta64[us]")
+    kinds = rng.choice(["page_view", "add_to_cart", "purchase"], n, p=[0.75, 0.17, 0.08])
+    amounts = np.round(rng.lognormal(3.4, 0.8, n), 2)
+    return [
+        {
+            "event_id": f"se-{i:07d}",
+            "customer_id": int(rng.integers(1, customers_n + 1)),
+            "event_type": str(kind),
+            "amount": float(amount) if kind == "purchase" else None,
+            "event_time": f"{str(moment)}Z",
+        }
+        for i, (kind, amount, moment) in enumerate(zip(kinds, amounts, event_time, strict=True))
+    ]
+
+
 def orders_csv_batches(target_bytes: int, *, rows_per_batch: int = 200_000) -> Iterator[pa.Table]:
     """Order batches until their CSV text reaches roughly ``target_bytes`` (for benchmarks)."""
     written, start = 0, 1
@@ -198,6 +225,10 @@ def write_structured_samples(dest: Path = STRUCTURED) -> list[Path]:
     made.append(path)
     path = dest / "web_events.parquet"
     pq.write_table(web_events(40_000), path, compression="zstd")
+    made.append(path)
+    path = dest.parent / "stream" / "shop_events.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in shop_events(6_000)))
     made.append(path)
     return made
 
