@@ -1,10 +1,15 @@
 """The Dagster code location of lakebed (``dagster dev -m lakebed.assets.definitions``)."""
 
-from __future__ import annotations
-
 import dagster as dg
+from lakebed.assets.features import FEATURE_ASSETS
 from lakebed.assets.ingest import SAMPLE_ASSETS, landing_ingest_job, landing_sensor
 from lakebed.assets.resources import LakebedResource
+from lakebed.assets.streaming import (
+    RAW_EVENT_ASSETS,
+    kafka_offsets_sensor,
+    stream_maintenance_job,
+    stream_maintenance_schedule,
+)
 
 sample_data_job = dg.define_asset_job(
     "sample_data_job",
@@ -12,9 +17,16 @@ sample_data_job = dg.define_asset_job(
     description="Ingest every shipped sample dataset (what `lakebed demo` runs).",
 )
 
+features_job = dg.define_asset_job(
+    "features_job",
+    selection=dg.AssetSelection.groups("streaming", "features"),
+    description="Consume every topic up to its end offsets, then update feature views offline and online.",
+)
+
 defs = dg.Definitions(
-    assets=SAMPLE_ASSETS,
-    jobs=[sample_data_job, landing_ingest_job],
-    sensors=[landing_sensor],
+    assets=[*SAMPLE_ASSETS, *RAW_EVENT_ASSETS, *FEATURE_ASSETS],
+    jobs=[sample_data_job, features_job, landing_ingest_job, stream_maintenance_job],
+    sensors=[landing_sensor, kafka_offsets_sensor],
+    schedules=[stream_maintenance_schedule],
     resources={"lakebed": LakebedResource()},
 )

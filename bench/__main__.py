@@ -1,9 +1,10 @@
 """``python -m bench [TARGET ...] [--quick]``: run lakebed's benchmarks and print one summary line each.
 
 Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_peak_rss`` (alias ``rss``),
-``unstructured``; none given runs them all. ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs
-about 20× for a smoke run. Data lives in a fresh folder under ``bench/out/`` (or ``--workdir``), each
-lakebed run in its own fresh lakebed home there, and is removed afterwards. Exit status 1 only when a
+``unstructured``, ``features`` (= ``pit_retrieval`` + ``online_lookup``); none given runs them all.
+``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs about 20× for a smoke run. Data lives in a
+fresh folder under ``bench/out/`` (or ``--workdir``), each lakebed run in its own fresh lakebed home there,
+and is removed afterwards. Exit status 1 only when a
 benchmark could not run; a missed target prints FAIL but is not an error (timings here are noisy).
 """
 
@@ -17,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ingest_csv, unstructured
+from bench import ingest_csv, online_lookup, pit_retrieval, stream_ingest, unstructured
 from bench.common import OUT_ROOT, BenchOptions, fresh_dir, log, machine_line, quick_from_env, remove
 
 Benchmark = Callable[[BenchOptions], str]
@@ -25,11 +26,17 @@ BENCHMARKS: dict[str, Benchmark] = {
     "csv_ingest": ingest_csv.run_throughput,
     "csv_peak_rss": ingest_csv.run_peak_rss,
     "unstructured": unstructured.run,
+    "pit_retrieval": pit_retrieval.run,
+    "online_lookup": online_lookup.run,
+    "stream_ingest": stream_ingest.run_throughput,
+    "stream_peak_rss": stream_ingest.run_peak_rss,
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(BENCHMARKS),
     "csv": ("csv_ingest", "csv_peak_rss"),
     "rss": ("csv_peak_rss",),
+    "stream": ("stream_ingest", "stream_peak_rss"),
+    "features": ("pit_retrieval", "online_lookup"),
     **{name: (name,) for name in BENCHMARKS},
 }
 

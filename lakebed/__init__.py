@@ -19,6 +19,7 @@ _PUBLIC: dict[str, str] = {
     "RunContext": "lakebed.pipelines.delta",
     "CommitResult": "lakebed.pipelines.delta",
     "Catalog": "lakebed.pipelines.catalog",
+    "FeatureStore": "lakebed.feature_store",
     "TableContract": "lakebed.schemas.contract",
     "ingest_files": "lakebed.pipelines.ingest",
     "ingest_unstructured": "lakebed.pipelines.unstructured",
@@ -29,6 +30,7 @@ _PUBLIC: dict[str, str] = {
 
 __all__ = [
     "Catalog",
+    "FeatureStore",
     "CommitResult",
     "LakebedError",
     "RunContext",
@@ -46,6 +48,7 @@ __all__ = [
 if TYPE_CHECKING:
     from lakebed.config import get_config
     from lakebed.errors import LakebedError
+    from lakebed.feature_store import FeatureStore
     from lakebed.pipelines.catalog import Catalog
     from lakebed.pipelines.delta import CommitResult, RunContext, commit
     from lakebed.pipelines.ingest import ingest_files

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from lakebed.cli_features import features
+from lakebed.cli_stream import register as register_stream_commands
 from lakebed.config import get_config
 from lakebed.errors import LakebedError
 
@@ -292,5 +294,21 @@ def _progress() -> Iterator[Any]:
         yield progress
 
 
+main.add_command(features)
+register_stream_commands(main)
+
+
+def run() -> None:
+    """The ``lakebed`` console script. Leaves with ``os._exit`` after flushing output: delta-rs' runtime
+    threads can abort an orderly interpreter shutdown after the work is done (delta-io/delta-rs#2184)."""
+    code: int = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
 if __name__ == "__main__":
-    main()
+    run()

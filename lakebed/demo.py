@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakebed.config import get_config
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+DEMO_TOPIC = "shop_events"
+DEMO_FEATURES = [
+    "customer_activity:v1:events_1h",
+    "customer_activity:v1:spend_1d",
+    "customer_activity:v1:purchases_1d",
+    "customer_activity:v1:last_event_type",
+]
 
 REVENUE_SQL = """
 SELECT p.category, count(*) AS order_lines, sum(o.quantity * o.unit_price)::DECIMAL(14,2) AS revenue
@@ -58,10 +67,127 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
                 raise RuntimeError(f"materialising {name} failed (run {result.run_id})")
             progress.advance(task)
         progress.update(task, description="sample data materialised")
-    _summary(console, time.monotonic() - started)
+        _stream_features(progress, instance, resources)
+    _summary(console)
+    _features_summary(console)
+    _where_to_look(console, time.monotonic() - started)
 
 
-def _summary(console: Console, seconds: float) -> None:
+def _stream_features(progress: Any, instance: Any, resources: dict[str, Any]) -> None:
+    """Replay the sample event feed through the broker, then materialise raw events and features."""
+    import dagster as dg
+
+    from lakebed.assets.features import FEATURE_ASSETS
+    from lakebed.assets.streaming import RAW_EVENT_ASSETS
+    from lakebed.broker import embedded_bootstrap
+    from lakebed.pipelines.stream.kafka import create_topic, produce_records
+    from lakebed.samples import STREAM
+
+    config = get_config()
+    task = progress.add_task("starting the Kafka broker", total=None)
+    with embedded_bootstrap(config) as bootstrap:
+        create_topic(bootstrap, DEMO_TOPIC, partitions=3)
+        lines = (STREAM / "shop_events.jsonl").read_bytes().splitlines()
+        # Poison messages: the stream goes on, they land in shop_events__dead_letter.
+        poison = [b"{not json", b'{"event_id": "bad-1", "customer_id": "n/a"}']
+        # The feed arrives in three parts; each part is one "available now" run: raw events, then features
+        # updated incrementally (late events are judged against the watermark of the parts before).
+        parts = [
+            lines[: len(lines) // 3],
+            lines[len(lines) // 3 : 2 * len(lines) // 3] + poison,
+            lines[2 * len(lines) // 3 :],
+        ]
+        assets = [*RAW_EVENT_ASSETS, *FEATURE_ASSETS]
+        progress.update(task, total=len(parts) * len(assets), completed=0)
+        for number, part in enumerate(parts, start=1):
+            progress.update(
+                task, description=f"part {number}/3: producing {len(part):,} events to {bootstrap}"
+            )
+            produce_records(bootstrap, DEMO_TOPIC, part, key=_customer_key)
+            for asset in assets:
+                name = asset.key.to_user_string()
+                progress.update(task, description=f"part {number}/3: materialising {name}")
+                result = dg.materialize(
+                    assets, selection=[name], instance=instance, resources=resources, run_config=QUIET_LOGS
+                )
+                if not result.success:
+                    raise RuntimeError(f"materialising {name} failed (run {result.run_id})")
+                progress.advance(task)
+        progress.update(task, description="stream ingested and features materialised")
+
+
+def _customer_key(record: bytes) -> str | None:
+    """Partition the feed by customer (a poison record without one goes anywhere)."""
+    import json
+
+    try:
+        return str(json.loads(record)["customer_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _features_summary(console: Console) -> None:
+    import pyarrow as pa
+
+    from lakebed import FeatureStore
+    from lakebed.pipelines.read import sql
+
+    config = get_config()
+    counts = sql(
+        "SELECT (SELECT count(*) FROM shop_events) AS events,"
+        " (SELECT count(*) FROM shop_events__dead_letter) AS dead_letters,"
+        " (SELECT count(*) FROM fv_customer_activity_v1__late) AS late_events,"
+        " (SELECT count(*) FROM fv_customer_activity_v1) AS feature_rows,"
+        " (SELECT max(event_time) FROM shop_events) AS stream_end",
+        config=config,
+    ).to_pylist()[0]
+    console.print(
+        f"\n[bold]Streaming features[/]: {counts['events']:,} events from Kafka topic {DEMO_TOPIC} "
+        f"(exactly once), {counts['dead_letters']} dead letters, {counts['late_events']} late events, "
+        f"{counts['feature_rows']:,} feature rows in fv_customer_activity_v1",
+        soft_wrap=True,
+    )
+    store = FeatureStore(config)
+    end = counts["stream_end"]
+    entity_rows = pa.table(
+        {
+            "customer_id": [7, 7, 42, 99],
+            "event_timestamp": pa.array(
+                [end - dt.timedelta(hours=30), end, end - dt.timedelta(hours=6), end],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    historical = _short_names(store.get_historical_features(entity_rows, features=DEMO_FEATURES))
+    _print_table(console, historical, "Point-in-time features (FeatureStore.get_historical_features)")
+    online = _short_names(store.get_online_features(DEMO_FEATURES, {"customer_id": [7, 42, 99]}, now=end))
+    _print_table(console, online, f"Online features as of the stream's end {end:%Y-%m-%d %H:%M} UTC")
+
+
+def _short_names(data: Any) -> Any:
+    return data.rename_columns([name.split("__")[-1] for name in data.column_names])
+
+
+def _print_table(console: Console, data: Any, title: str) -> None:
+    from rich.table import Table
+
+    out = Table(*data.column_names, title=title)
+    for row in data.to_pylist():
+        out.add_row(*(_cell(v) for v in row.values()))
+    console.print(out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, dt.datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
+    return str(value)
+
+
+def _summary(console: Console) -> None:
     from deltalake import DeltaTable
     from rich.table import Table
 
@@ -91,6 +217,9 @@ def _summary(console: Console, seconds: float) -> None:
         media.add_row(*(str(v) for v in row.values()))
     console.print(media)
 
+
+def _where_to_look(console: Console, seconds: float) -> None:
+    config = get_config()
     lines = [
         f"\n[green]Done in {seconds:.1f} s.[/] Where to look next:",
         f"  • tables (Delta Lake):  {config.tables_root}",
@@ -98,6 +227,8 @@ def _summary(console: Console, seconds: float) -> None:
         "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
         f"  • Dagster UI:          make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})",
         f"  • landing folder:      drop CSV/JSON/Parquet files into {config.landing_root}/<table>/",
+        "  • features in Python:  from lakebed import FeatureStore  (see README: Feature store)",
+        "  • stream more events:  lakebed broker start · lakebed produce shop_events FILE --key customer_id",
     ]
     for line in lines:
         console.print(line, soft_wrap=True)

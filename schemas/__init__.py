@@ -3,3 +3,4 @@
 from pathlib import Path
 
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
+FEATURE_VIEWS_DIR = Path(__file__).parent / "feature_views"

@@ -20,9 +20,23 @@ from lakebed.config import get_config
 def test_definitions_hold_every_asset_sensor_and_job() -> None:
     repository = defs.get_repository_def()
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert keys == {"customers", "orders", "products", "web_events", "documents"}
-    assert {s.name for s in repository.sensor_defs} == {"landing_sensor"}
-    assert {"sample_data_job", "landing_ingest_job"} <= set(repository.job_names)
+    assert keys == {
+        "customers",
+        "orders",
+        "products",
+        "web_events",
+        "documents",  # sample data
+        "shop_events",  # raw events from Kafka
+        "fv_customer_activity_v1",
+        "online_customer_activity_v1",  # feature views, offline and online
+        "fv_customer_spend_fast_v1",
+        "online_customer_spend_fast_v1",
+    }
+    assert {s.name for s in repository.sensor_defs} == {"landing_sensor", "kafka_offsets_sensor"}
+    assert {s.name for s in repository.schedule_defs} == {"stream_maintenance_schedule"}
+    assert {"sample_data_job", "features_job", "landing_ingest_job", "stream_maintenance_job"} <= set(
+        repository.job_names
+    )
     for asset in SAMPLE_ASSETS:
         assert asset.code_versions_by_key[asset.key] == "1"
 

@@ -24,6 +24,10 @@ def test_demo_materialises_sample_data_and_prints_where_to_look(lakebed_home: Pa
     assert "http://127.0.0.1:3000" in result.output
     assert "Revenue by category" in result.output
     assert lakebed.read_table("customers").num_rows == 2_000
+    # The stream part: every sample event exactly once, poison messages dead-lettered, features served.
+    assert lakebed.read_table("shop_events").num_rows == 6_000
+    assert lakebed.read_table("shop_events__dead_letter").num_rows == 2
+    assert "Point-in-time features" in result.output and "Online features" in result.output
     # The runs are in the demo's Dagster instance, so the UI shows them.
     runs = list((lakebed_home / "dagster").rglob("*"))
     assert runs, "the demo's Dagster runs were not persisted under DAGSTER_HOME"

@@ -1,0 +1,304 @@
+"""Kafka → Delta stream ingest benchmarks, against the embedded Tansu broker started for the run.
+
+``stream_ingest``: 500k small JSON messages (``--quick``: 50k) over 4 partitions of one topic, read
+alternately by a bare kafka-python consumer that only polls (manual assignment of every partition, seek
+to the beginning, count records until all are seen; the same consumer settings lakebed uses) and by
+lakebed's ``ingest_stream(topic, table, until_caught_up=True)`` into a fresh lakebed home (decode with
+pyarrow.json, Kafka columns, one fenced Delta commit per micro-batch). Best of each, in messages/s.
+Target: lakebed ≥ 0.7 × the bare consumer.
+
+``stream_peak_rss``: the same ingest in a child process for N and 10×N messages (N = 50k; ``--quick``:
+5k). The peak RSS of each is ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a small launcher whose only
+child is the ingest (see ``bench._rss_child`` for why). Memory must stay flat as the topic grows:
+target peak(10×N) / peak(N) ≤ 1.3.
+
+``python -m bench.stream_ingest [launch] BOOTSTRAP TOPIC HOME`` is the child (``launch`` = the launcher).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.common import (
+    REPO_ROOT,
+    BenchOptions,
+    isolated_env,
+    lakebed_home,
+    log,
+    ratio_line,
+    remove,
+    timed,
+    verdict,
+)
+
+if TYPE_CHECKING:
+    from lakebed.broker import EmbeddedBroker
+
+BASELINE_NAME = "bare kafka-python consumer"
+PARTITIONS = 4
+THROUGHPUT_MESSAGES = 500_000
+THROUGHPUT_MESSAGES_QUICK = 50_000
+RSS_MESSAGES = 50_000
+RSS_MESSAGES_QUICK = 5_000
+THROUGHPUT_TARGET = 0.70
+RSS_RATIO_TARGET = 1.30
+TABLE = "events_bench"
+
+# --- one broker and the produced topics, shared by both benchmarks of a run ------------------------
+
+
+class _Kafka:
+    """The broker of this bench run and the topics produced on it (produced once, reused)."""
+
+    def __init__(self) -> None:
+        self.broker: EmbeddedBroker | None = None
+        self.topics: dict[int, str] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        if self.broker is None or not self.broker.running:
+            from lakebed.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker().start()
+            self.topics.clear()
+            atexit.register(self.broker.stop)
+            log(f"  embedded Tansu broker at {self.broker.bootstrap} (pid {self.broker.pid})")
+        return self.broker.bootstrap
+
+    def topic(self, messages: int) -> str:
+        """A topic holding ``messages`` small JSON messages over :data:`PARTITIONS` partitions."""
+        if messages not in self.topics:
+            from lakebed.pipelines.stream.kafka import create_topic, produce_records
+
+            bootstrap = self.bootstrap
+            name = f"bench-{messages}"
+            create_topic(bootstrap, name, PARTITIONS)
+            seconds, sent = timed(lambda: produce_records(bootstrap, name, _messages(messages), key=_key))
+            log(f"  produced {sent:,} messages to {name} in {seconds:.1f} s ({sent / seconds:,.0f} msg/s)")
+            self.topics[messages] = name
+        return self.topics[messages]
+
+
+_KAFKA = _Kafka()
+
+
+def _messages(count: int) -> list[bytes]:
+    """Small JSON events (~100 bytes), the shape a clickstream or payments topic carries."""
+    return [
+        b'{"id":%d,"user":"u%d","amount":%d.%02d,"ts":"2025-03-01T%02d:%02d:%02dZ","kind":"%s"}'
+        % (
+            i,
+            i % 1009,
+            i % 997,
+            i % 100,
+            (i // 3600) % 24,
+            (i // 60) % 60,
+            i % 60,
+            (b"view", b"buy")[i % 7 == 0],
+        )
+        for i in range(count)
+    ]
+
+
+def _key(value: bytes) -> bytes:
+    return value[value.index(b'"user":') + 8 : value.index(b'","amount"')]
+
+
+# --- throughput ---------------------------------------------------------------------------------------
+
+
+def _bare_consume(bootstrap: str, topic: str, expected: int) -> int:
+    """The baseline: poll every record of the topic and count it, nothing else."""
+    from kafka import TopicPartition
+    from lakebed.pipelines.stream.kafka import new_consumer, partitions_of
+
+    consumer = new_consumer(bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions_of(consumer, topic)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        seen = 0
+        deadline = time.monotonic() + 600
+        while seen < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
+                seen += len(records)
+        return seen
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _run_baseline(bootstrap: str, topic: str, expected: int) -> tuple[float, int]:
+    return timed(lambda: _bare_consume(bootstrap, topic, expected))
+
+
+def _run_lakebed(bootstrap: str, topic: str, home: Path) -> tuple[float, int]:
+    from lakebed.pipelines.stream.ingest import ingest_stream
+
+    with lakebed_home(home) as config:
+        seconds, result = timed(
+            lambda: ingest_stream(topic, TABLE, bootstrap=bootstrap, until_caught_up=True, config=config)
+        )
+        if result.dead_letters:
+            raise RuntimeError(f"{result.dead_letters} dead letters in a clean topic")
+    return seconds, result.records
+
+
+def run_throughput(opts: BenchOptions) -> str:
+    messages = THROUGHPUT_MESSAGES_QUICK if opts.quick else THROUGHPUT_MESSAGES
+    log(f"stream_ingest{opts.label}: Kafka → Delta, lakebed ingest vs {BASELINE_NAME}, {messages:,} messages")
+    bootstrap = _KAFKA.bootstrap
+    topic = _KAFKA.topic(messages)
+    # Untimed warm-up of both paths (imports, first connections) on a small topic.
+    warm = _KAFKA.topic(2_000)
+    _run_baseline(bootstrap, warm, 2_000)
+    _run_lakebed(bootstrap, warm, opts.workdir / "warmup_home")
+
+    base_times: list[float] = []
+    ours_times: list[float] = []
+    for round_no in range(1, opts.rounds + 1):
+        seconds, seen = _run_baseline(bootstrap, topic, messages)
+        if seen != messages:
+            raise RuntimeError(f"the bare consumer saw {seen:,} of {messages:,} messages")
+        base_times.append(seconds)
+        log(f"  round {round_no} baseline: {seconds:6.2f} s  {messages / seconds:9,.0f} msg/s")
+        seconds, rows = _run_lakebed(bootstrap, topic, opts.workdir / "lakebed_home")
+        if rows != messages:
+            raise RuntimeError(f"lakebed wrote {rows:,} rows for {messages:,} messages")
+        ours_times.append(seconds)
+        log(f"  round {round_no} lakebed:  {seconds:6.2f} s  {messages / seconds:9,.0f} msg/s  {rows:,} rows")
+    return ratio_line(
+        "stream_ingest",
+        ours=messages / min(ours_times),
+        theirs=messages / min(base_times),
+        unit="msg/s",
+        baseline_name=BASELINE_NAME,
+        target=THROUGHPUT_TARGET,
+        quick=opts.quick,
+    )
+
+
+# --- peak RSS -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    rows: int
+    seconds: float
+    peak_rss_kib: int
+    vm_hwm_kib: int | None
+
+
+def _run_child(bootstrap: str, topic: str, home: Path) -> ChildRun:
+    remove(home)
+    home.mkdir(parents=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.stream_ingest", "launch", bootstrap, topic, str(home)],
+            cwd=str(REPO_ROOT),
+            env=isolated_env(home.resolve()),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        remove(home)
+    if done.returncode != 0:
+        raise RuntimeError(f"stream ingest child exited with status {done.returncode}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    hwm = report.get("vm_hwm_kib")
+    return ChildRun(
+        rows=int(report["rows"]),
+        seconds=float(report["seconds"]),
+        peak_rss_kib=int(report["maxrss_children_kib"]),
+        vm_hwm_kib=int(hwm) if hwm is not None else None,
+    )
+
+
+def run_peak_rss(opts: BenchOptions) -> str:
+    small = RSS_MESSAGES_QUICK if opts.quick else RSS_MESSAGES
+    large = 10 * small
+    log(f"stream_peak_rss{opts.label}: peak RSS of a child ingesting {small:,} vs {large:,} messages")
+    bootstrap = _KAFKA.bootstrap
+    runs: dict[int, ChildRun] = {}
+    for messages in (small, large):
+        run = _run_child(bootstrap, _KAFKA.topic(messages), opts.workdir / f"rss_{messages}")
+        if run.rows != messages:
+            raise RuntimeError(f"the child wrote {run.rows:,} rows for {messages:,} messages")
+        runs[messages] = run
+        hwm = f"{run.vm_hwm_kib / 1024:.0f} MiB" if run.vm_hwm_kib is not None else "n/a"
+        log(
+            f"  {messages:>9,} messages: peak RSS {run.peak_rss_kib / 1024:6.0f} MiB (VmHWM {hwm}), "
+            f"{run.seconds:6.2f} s ({messages / run.seconds:,.0f} msg/s)"
+        )
+    ratio = runs[large].peak_rss_kib / runs[small].peak_rss_kib
+    return (
+        f"stream_peak_rss: peak RSS {runs[large].peak_rss_kib / 1024:,.0f} MiB at {large:,} messages vs "
+        f"{runs[small].peak_rss_kib / 1024:,.0f} MiB at {small:,} → ratio {ratio:.2f} "
+        f"(target ≤ {RSS_RATIO_TARGET:.2f}) {verdict(ratio <= RSS_RATIO_TARGET)}"
+        + (" [quick]" if opts.quick else "")
+    )
+
+
+# --- the child ----------------------------------------------------------------------------------------
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _work(bootstrap: str, topic: str, home: Path) -> int:
+    from lakebed.pipelines.stream.ingest import ingest_stream
+
+    from bench.common import isolated_config
+
+    start = time.perf_counter()
+    result = ingest_stream(
+        topic, TABLE, bootstrap=bootstrap, until_caught_up=True, config=isolated_config(home.resolve())
+    )
+    report = {
+        "rows": result.records,
+        "seconds": time.perf_counter() - start,
+        "vm_hwm_kib": _vm_hwm_kib(),
+    }
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+def _launch(args: list[str]) -> int:
+    worker = subprocess.run(
+        [sys.executable, "-m", "bench.stream_ingest", *args], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if worker.returncode != 0:
+        print(f"worker exited with status {worker.returncode}", file=sys.stderr)
+        return 1
+    report = json.loads(worker.stdout.strip().splitlines()[-1])
+    report["maxrss_children_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    launch = bool(argv) and argv[0] == "launch"
+    args = argv[1:] if launch else argv
+    if len(args) != 3:
+        print("usage: python -m bench.stream_ingest [launch] BOOTSTRAP TOPIC HOME", file=sys.stderr)
+        return 2
+    return _launch(args) if launch else _work(args[0], args[1], Path(args[2]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

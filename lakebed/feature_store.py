@@ -1,0 +1,199 @@
+"""``lakebed.FeatureStore``: the public Python API for models.
+
+A thin layer over :mod:`lakebed.pipelines.features.retrieval`::
+
+    from lakebed import FeatureStore
+
+    store = FeatureStore()
+    train = store.get_historical_features(labels, features=["orders:v1:amount_sum_1h"])
+    manifest = store.create_training_set(labels, ["orders:v1:amount_sum_1h"], name="churn-2025-06")
+    again = store.training_set(manifest)  # identical rows, whatever was written since
+    live = store.get_online_features(["orders:v1:amount_sum_1h"], {"customer_id": 42})
+    row = store.get_online_feature_dict(["orders:v1:amount_sum_1h"], {"customer_id": 42})  # plain dict
+
+Feature references are ``view:vN:feature``; output columns are the entity rows' columns followed by one
+``<view>__<feature>`` column per requested feature (see the retrieval module for the exact semantics).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from lakebed.config import LakebedConfig, get_config
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from lakebed.pipelines.features.retrieval import OnlinePlan, TrainingSetManifest, ViewPlan
+    from lakebed.schemas.features import FeatureView
+
+
+class FeatureStore:
+    """Point-in-time training data, online feature reads and reproducible training sets.
+
+    ``config`` defaults to the process config (``lakebed.toml`` / ``LAKEBED_*``). ``online_store`` is any
+    object implementing the ``OnlineStore`` protocol; by default the embedded SQLite store under the
+    lakebed home, opened on first use.
+    """
+
+    def __init__(self, config: LakebedConfig | None = None, *, online_store: Any = None) -> None:
+        self.config = config or get_config()
+        self._online_store = online_store
+        self._lock = threading.Lock()
+        # View versions are immutable (a changed definition needs a new version), so their resolution is
+        # cached per feature list: online reads then skip the registry entirely. ``_online`` holds the
+        # same plans prepared for online reads (tables, keys, ttl, output columns, checked layouts).
+        self._plans: dict[tuple[str, ...], list[ViewPlan]] = {}
+        self._online: dict[tuple[str, ...], OnlinePlan] = {}
+        self._retrieval_module: ModuleType | None = None
+
+    def __repr__(self) -> str:
+        return f"FeatureStore(home={str(self.config.home)!r})"
+
+    # Offline -----------------------------------------------------------------------------------------
+    def get_historical_features(
+        self,
+        entity_rows: Any,
+        features: Sequence[str],
+        *,
+        timestamp_column: str | None = None,
+        versions: Mapping[str, int] | None = None,
+    ) -> pa.Table:
+        """For each entity row ``(keys, ts)``, the feature row with the greatest ``feature_ts <= ts``
+        and ``feature_ts > ts - ttl`` (else nulls). Every row, in input order; ``versions`` pins offline
+        tables' Delta versions (``{"view:vN": version}``)."""
+        from lakebed.pipelines.features import retrieval
+
+        return retrieval.get_historical_features(
+            entity_rows,
+            features,
+            timestamp_column=timestamp_column or retrieval.ENTITY_TIMESTAMP,
+            versions=versions,
+            config=self.config,
+        )
+
+    # Online ------------------------------------------------------------------------------------------
+    @property
+    def online_store(self) -> Any:
+        if self._online_store is None:
+            with self._lock:
+                if self._online_store is None:
+                    from lakebed.pipelines.features.online import default_online_store
+
+                    self._online_store = default_online_store(self.config)
+        return self._online_store
+
+    def get_online_features(
+        self, features: Sequence[str], entity_rows: Any, *, now: dt.datetime | None = None
+    ) -> pa.Table:
+        """The latest values of ``features`` for ``entity_rows`` (a table, DataFrame, ``{"key": [...]}``
+        or a single ``{"key": value}``), in input order; values older than the view's ttl are null."""
+        return self._retrieval().get_online_features(
+            features,
+            entity_rows,
+            store=self.online_store,
+            config=self.config,
+            now=now,
+            plans=self._online_plan(features),
+        )
+
+    def get_online_feature_dict(
+        self, features: Sequence[str], entity: Mapping[str, Any], *, now: dt.datetime | None = None
+    ) -> dict[str, Any]:
+        """The latest values of ``features`` for one entity (``{"key": value, ...}``) as a plain dict:
+        the entity's values, then one ``<view>__<feature>`` value per feature, None where the store has
+        no row or the row is older than the view's ttl at ``now``. The same values as
+        ``get_online_features(features, entity).to_pylist()[0]``, without building Arrow data: the
+        lowest-latency read for serving a single prediction."""
+        return self._retrieval().get_online_feature_dict(
+            features,
+            entity,
+            store=self.online_store,
+            config=self.config,
+            now=now,
+            plans=self._online_plan(features),
+        )
+
+    def _retrieval(self) -> ModuleType:
+        # Imported on first use (it pulls in pyarrow, numpy, pydantic), then kept: an import statement
+        # per online read would cost as much as a tenth of the read.
+        if self._retrieval_module is None:
+            from lakebed.pipelines.features import retrieval
+
+            self._retrieval_module = retrieval
+        return self._retrieval_module
+
+    def _online_plan(self, features: Sequence[str]) -> OnlinePlan:
+        key = (features,) if isinstance(features, str) else tuple(features)
+        online = self._online.get(key)
+        if online is None:
+            online = self._retrieval().OnlinePlan(self._resolve(key))
+            with self._lock:
+                if len(self._online) > 256:
+                    self._online.clear()
+                self._online[key] = online
+        return online
+
+    def _resolve(self, features: Sequence[str]) -> list[ViewPlan]:
+        key = (features,) if isinstance(features, str) else tuple(features)
+        plans = self._plans.get(key)
+        if plans is None:
+            from lakebed.pipelines.features.retrieval import resolve_features
+
+            plans = resolve_features(list(key), config=self.config)
+            with self._lock:
+                if len(self._plans) > 256:
+                    self._plans.clear()
+                self._plans[key] = plans
+        return plans
+
+    # Training sets -----------------------------------------------------------------------------------
+    def create_training_set(
+        self,
+        entity_rows: Any,
+        features: Sequence[str],
+        *,
+        name: str,
+        timestamp_column: str | None = None,
+        overwrite: bool = False,
+    ) -> TrainingSetManifest:
+        """Record a training set (entity rows' Parquet copy and hash, view versions, Delta versions) under
+        ``HOME/training_sets/<name>/``; rebuild it with :meth:`training_set`."""
+        from lakebed.pipelines.features import retrieval
+
+        return retrieval.create_training_set(
+            entity_rows,
+            features,
+            name=name,
+            timestamp_column=timestamp_column or retrieval.ENTITY_TIMESTAMP,
+            overwrite=overwrite,
+            config=self.config,
+        )
+
+    def training_set(self, manifest: TrainingSetManifest | str | os.PathLike[str]) -> pa.Table:
+        """The rows of a training set, rebuilt exactly from its manifest (object, JSON path, folder or
+        name)."""
+        from lakebed.pipelines.features.retrieval import training_set
+
+        return training_set(manifest, config=self.config)
+
+    # Registry ----------------------------------------------------------------------------------------
+    def list_feature_views(self) -> list[FeatureView]:
+        """Every registered feature view version, by name then version."""
+        from lakebed.pipelines.features import registry
+
+        return [entry.view for entry in registry.list_views(config=self.config)]
+
+    def get_feature_view(self, name: str, version: int) -> FeatureView:
+        """The registered definition of ``name`` version ``version`` (a clear error if unknown)."""
+        from lakebed.pipelines.features import registry
+
+        return registry.get(name, version, config=self.config)
+
+
+__all__ = ["FeatureStore"]

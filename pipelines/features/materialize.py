@@ -1,0 +1,682 @@
+"""Feature materialization: the incremental path (per raw commit), the backfill, late events, and keeping the
+offline (Delta) and online stores up to date.
+
+Semantics (ARCHITECTURE.md "Feature store semantics", docs/streaming.md):
+
+* A micro-batch, for features, is one commit (Delta version) of the raw table. Lateness is decided per raw
+  version ``v``: ``watermark_v = max(event_time of raw versions < v) - allowed_lateness``; an event of
+  ``v`` with ``event_time < watermark_v`` is late. Late events go to ``fv_<view>_v<N>__late`` (with
+  ``_raw_version``, ``_watermark`` and ``_reason``), never into features. Events with a null event time
+  or a null entity key can be in no window: they go to the late table too (``_reason`` says which).
+* The offline table ``fv_<view>_v<N>`` always equals :func:`compute_features` over every on-time raw event
+  processed so far. The incremental path recomputes just the ``(entity, window end)`` rows the new
+  events touch, from *all* on-time raw events around them (the raw table at the processed version, minus
+  the recorded late events), and merges them in. The backfill replays every raw version in order with the
+  same decisions and overwrites the table: both give identical rows.
+* Online store: after each offline commit, per entity, the offline row with the greatest
+  ``feature_ts <= watermark`` (the max event time seen), i.e. what a point-in-time lookup at the
+  watermark returns. Offline rows with a later ``feature_ts`` exist (a window of a day keeps producing
+  rows for a day after an event) but describe a future without further events (short windows read 0),
+  so they are not served; they reach the online store as the watermark passes them.
+* State lives in the offline table's commits: ``Transaction(f"features:{view}:v{N}", version=<last raw
+  version processed>)`` and the commit metadata ``lakebed.watermark_us`` (max event time seen, µs).
+  The late table's commits carry the same transaction id, so a run that stops between the two commits
+  never records a late event twice.
+
+Which rows did raw version ``v`` add? The raw table is append-only (stream ingest appends; compaction
+rewrites files without changing data). Delta data files are immutable and uniquely named, so the rows
+added by ``v`` are exactly the rows of the files in ``v``'s snapshot that are not in ``v - 1``'s. That
+needs no ``_partition``/``_offset`` columns (any lakebed table can be a source) and is exact however the
+ingest batched its offsets. A version that removes files is accepted only if it is a data-neutral
+``OPTIMIZE`` (compaction: same row count in and out, nothing new); any other rewrite (delete, update,
+merge, overwrite) raises :class:`FeatureSourceError`, since features never retract events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, Transaction
+from deltalake.exceptions import DeltaError
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import RunContext, commit
+from lakebed.pipelines.features.online import OnlineStore, default_online_store
+from lakebed.pipelines.features.registry import FeatureRegistry
+from lakebed.pipelines.features.windows import (
+    TIEBREAK_COLUMNS,
+    affected_window_ends,
+    compute_features,
+    event_time_us,
+    feature_schema,
+)
+from lakebed.pipelines.read import read_table
+from lakebed.schemas.features import FEATURE_TS, FeatureView
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import LakebedError
+
+WATERMARK_KEY = "lakebed.watermark_us"
+RAW_VERSION_KEY = "lakebed.features.raw_version"
+VIEW_KEY = "lakebed.features.view"
+HASH_KEY = "lakebed.features.definition_hash"
+
+LATE_COLUMNS = ("_raw_version", "_watermark", "_reason")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DATA_NEUTRAL = ("OPTIMIZE",)
+
+
+class FeatureSourceError(LakebedError):
+    """The raw table of a feature view cannot be processed incrementally (names the table and version)."""
+
+
+# State ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureState:
+    """Where a view version's processing stands, read from its offline table's commits."""
+
+    raw_version: int | None
+    """The last raw Delta version processed (None: nothing yet)."""
+    watermark_us: int | None
+    """Max event time seen through ``raw_version``, µs since the epoch (None: no event yet)."""
+    offline_version: int | None = None
+    """The offline table's Delta version that recorded this state."""
+
+    @property
+    def watermark(self) -> dt.datetime | None:
+        return None if self.watermark_us is None else _EPOCH + dt.timedelta(microseconds=self.watermark_us)
+
+
+def read_state(view: FeatureView, *, config: LakebedConfig | None = None) -> FeatureState:
+    """The processing state of ``view`` (its offline table's transaction and watermark metadata)."""
+    config = config or get_config()
+    table = _open(view.offline_table, config)
+    if table is None:
+        return FeatureState(None, None)
+    version = table.transaction_version(view.app_id)
+    if version is None:
+        return FeatureState(None, None)
+    for limit in (20, None):
+        for entry in table.history(limit):
+            if entry.get(RAW_VERSION_KEY) == str(version):
+                mark = entry.get(WATERMARK_KEY)
+                return FeatureState(int(version), int(mark) if mark else None, int(entry["version"]))
+    raise FeatureSourceError(
+        f"offline table {view.offline_table!r} records raw version {version} for {view.app_id!r} but no "
+        f"commit carries its watermark ({WATERMARK_KEY}); rebuild it with backfill"
+    )
+
+
+def _open(name: str, config: LakebedConfig) -> DeltaTable | None:
+    entry = Catalog(config).find(name)
+    if entry is None:
+        return None
+    try:
+        return DeltaTable(entry.uri)
+    except DeltaError:
+        return None
+
+
+# Result --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaterializeResult:
+    """What a materialize or backfill run did."""
+
+    view: str
+    offline_table: str
+    late_table: str
+    raw_versions: tuple[int, ...] = ()
+    """Raw Delta versions processed by this run, in order."""
+    raw_version: int | None = None
+    """The last raw version processed (the state after the run)."""
+    events: int = 0
+    """Raw rows read (added by the processed versions)."""
+    late_events: int = 0
+    """Rows written to the late table by this run."""
+    feature_rows: int = 0
+    """Feature rows merged (or, for a backfill, written) into the offline table."""
+    offline_versions: tuple[int, ...] = ()
+    online_rows: int = 0
+    watermark: dt.datetime | None = None
+    backfill: bool = False
+    notes: tuple[str, ...] = ()
+    """Things worth telling the operator (an online rebuild, versions left undecided offline, ...)."""
+
+
+# Raw changes ---------------------------------------------------------------------------------------
+class _RawChanges:
+    """The rows each version of an append-only raw Delta table added."""
+
+    def __init__(self, name: str, config: LakebedConfig) -> None:
+        self.name = name
+        self.uri = Catalog(config).get(name).uri  # TableNotFoundError names the table
+        self.latest = DeltaTable(self.uri).version()
+        self._snapshot: DeltaTable | None = None
+        self._files: dict[str, int | None] = {}
+        self._at: int | None = None
+        self._operations: dict[int, str] = {}
+
+    def _load(self, version: int) -> DeltaTable:
+        try:
+            if self._snapshot is None:
+                self._snapshot = DeltaTable(self.uri, version=version)
+            else:
+                self._snapshot.load_as_version(version)
+        except DeltaError as exc:
+            raise FeatureSourceError(
+                f"cannot read version {version} of raw table {self.name!r} (was its log cleaned up?): {exc}"
+            ) from exc
+        return self._snapshot
+
+    def _files_of(self, snapshot: DeltaTable) -> dict[str, int | None]:
+        actions = pa.table(snapshot.get_add_actions(flatten=True))
+        records = actions.column("num_records").to_pylist() if "num_records" in actions.column_names else None
+        paths = actions.column("path").to_pylist()
+        return dict(zip(paths, records or [None] * len(paths), strict=True))
+
+    def _operation(self, version: int) -> str:
+        if version not in self._operations:
+            for entry in DeltaTable(self.uri).history(self.latest - version + 1):
+                self._operations[int(entry["version"])] = str(entry.get("operation", ""))
+        return self._operations.get(version, "")
+
+    def schema(self, version: int) -> pa.Schema:
+        return pa.schema(self._load(version).schema().to_arrow())
+
+    def added(self, version: int) -> pa.Table:
+        """The rows raw version ``version`` added (none for a compaction); raises on a rewrite."""
+        if self._at != version - 1:
+            self._files = self._files_of(self._load(version - 1)) if version > 0 else {}
+        snapshot = self._load(version)
+        files = self._files_of(snapshot)
+        added = {p: n for p, n in files.items() if p not in self._files}
+        removed = {p: n for p, n in self._files.items() if p not in files}
+        self._files, self._at = files, version
+        schema = pa.schema(snapshot.schema().to_arrow())
+        if removed:
+            operation = self._operation(version)
+            added_rows = [n for n in added.values() if n is not None]
+            removed_rows = [n for n in removed.values() if n is not None]
+            known = len(added_rows) == len(added) and len(removed_rows) == len(removed)
+            balanced = not known or sum(added_rows) == sum(removed_rows)
+            if operation.upper() in _DATA_NEUTRAL and balanced:
+                return schema.empty_table()
+            raise FeatureSourceError(
+                f"raw table {self.name!r} version {version} ({operation or 'unknown operation'}) removed "
+                f"{len(removed)} data file(s): feature views need an append-only source (appends and "
+                "compaction only); rows cannot be retracted from features"
+            )
+        if not added:
+            return schema.empty_table()
+        dataset = snapshot.to_pyarrow_dataset()
+        assert isinstance(dataset, ds.FileSystemDataset)
+        fragments = [f for f in dataset.get_fragments() if f.path in added]
+        if len(fragments) != len(added):
+            raise FeatureSourceError(
+                f"raw table {self.name!r} version {version}: found {len(fragments)} of the {len(added)} files "
+                "it added"
+            )
+        subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+        return subset.to_table()
+
+
+# Lateness ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Split:
+    """One raw version, split by the lateness rule."""
+
+    version: int
+    rows: int
+    on_time: pa.Table  # the columns the view reads
+    late: pa.Table  # full raw rows + LATE_COLUMNS
+    max_us: int | None  # max event time seen through this version
+
+
+def _split(view: FeatureView, rows: pa.Table, version: int, seen_us: int | None) -> _Split:
+    times = event_time_us(rows.column(view.event_time), view.event_time) if rows.num_rows else None
+    watermark = None if seen_us is None else seen_us - view.allowed_lateness_us
+    if times is None or rows.num_rows == 0:
+        return _Split(version, 0, _project(rows, view), _late_rows(rows, [], version, watermark), seen_us)
+    null_key = pl.any_horizontal([pl.col(k).is_null() for k in view.entities])
+    keys = pl.from_arrow(rows.select(list(view.entities)))
+    assert isinstance(keys, pl.DataFrame)
+    frame = keys.with_columns(times.alias("__t"))
+    reason = (
+        pl.when(pl.col("__t").is_null())
+        .then(pl.lit("null_event_time"))
+        .when(null_key)
+        .then(pl.lit("null_entity"))
+        .when(pl.col("__t") < watermark if watermark is not None else pl.lit(False))
+        .then(pl.lit("late"))
+    )
+    reasons = frame.select(reason.alias("r")).to_series()
+    late_mask = reasons.is_not_null().to_arrow()
+    late = rows.filter(late_mask)
+    on_time = rows.filter(pc.invert(late_mask))
+    latest = times.max()
+    max_us = seen_us
+    if latest is not None:
+        max_us = int(latest) if seen_us is None else max(int(latest), seen_us)
+    return _Split(
+        version,
+        rows.num_rows,
+        _project(on_time, view),
+        _late_rows(late, reasons.drop_nulls().to_list(), version, watermark),
+        max_us,
+    )
+
+
+def _project(rows: pa.Table, view: FeatureView) -> pa.Table:
+    wanted = [*view.source_columns, *(c for c in TIEBREAK_COLUMNS if c not in view.source_columns)]
+    return rows.select([c for c in wanted if c in rows.column_names])
+
+
+def _late_rows(rows: pa.Table, reasons: list[str], version: int, watermark: int | None) -> pa.Table:
+    n = rows.num_rows
+    stamp = pa.timestamp("us", tz="UTC")
+    mark = (
+        pa.nulls(n, stamp)
+        if watermark is None
+        else pa.repeat(pa.scalar(watermark, pa.int64()).cast(stamp), n)
+    )
+    return (
+        rows.append_column(LATE_COLUMNS[0], pa.repeat(pa.scalar(version, pa.int64()), n))
+        .append_column(LATE_COLUMNS[1], mark)
+        .append_column(LATE_COLUMNS[2], pa.array(reasons, pa.string()))
+    )
+
+
+# Incremental ---------------------------------------------------------------------------------------
+def materialize(
+    view: FeatureView,
+    *,
+    config: LakebedConfig | None = None,
+    run: RunContext | None = None,
+    online: OnlineStore | None = None,
+    update_online: bool = True,
+    versions_per_commit: int = 1,
+) -> MaterializeResult:
+    """Process the raw versions committed since the last run: late events to the late table, affected
+    feature rows recomputed and merged into the offline table (one commit per ``versions_per_commit`` raw
+    versions, carrying the state), then the online store updated.
+
+    Registers ``view`` first (a changed definition under an old version is refused). ``online`` defaults
+    to the SQLite store under the lakebed home; ``update_online=False`` skips it."""
+    if versions_per_commit < 1:
+        raise ValueError("versions_per_commit must be at least 1")
+    config = config or get_config()
+    run = run or RunContext(job=f"features.materialize.{view.name}.v{view.version}")
+    FeatureRegistry(config).register(view, run=run)
+    raw = _RawChanges(view.source.table, config)
+    state = read_state(view, config=config)
+    if state.raw_version is not None and state.raw_version > raw.latest:
+        raise FeatureSourceError(
+            f"offline table {view.offline_table!r} has processed raw version {state.raw_version} but raw table "
+            f"{raw.name!r} is at version {raw.latest} (was it recreated?); rebuild with backfill"
+        )
+    store = (online if online is not None else default_online_store(config)) if update_online else None
+    online_rows = 0
+    notes: list[str] = []
+    online_at = store.source_version(view.offline_table) if store is not None else None
+    if store is not None and state.raw_version is not None and online_at != state.raw_version:
+        online_rows += sync_online(view, store=store, config=config)
+        notes.append(
+            f"online rows rebuilt from {view.offline_table} (online store at raw version {online_at}, "
+            f"offline at {state.raw_version})"
+        )
+
+    processed: list[int] = []
+    offline_versions: list[int] = []
+    events = late_events = feature_rows = 0
+    seen = state.watermark_us  # max event time seen through the last version decided
+    committed = state.watermark_us  # ... through the last version committed to the offline table
+    pending: list[_Split] = []
+    first = 0 if state.raw_version is None else state.raw_version + 1
+    for version in range(first, raw.latest + 1):
+        split = _split(view, raw.added(version), version, seen)
+        seen = split.max_us
+        pending.append(split)
+        processed.append(version)
+        events += split.rows
+        if len(pending) < versions_per_commit and version < raw.latest:
+            continue
+        outcome = _apply(view, pending, raw, committed, store, run, config)
+        late_events += outcome.late_events
+        if outcome.offline_version is not None:
+            offline_versions.append(outcome.offline_version)
+            feature_rows += outcome.feature_rows
+            online_rows += outcome.online_rows
+            committed = seen
+        elif pending[-1].version == raw.latest:
+            span = (
+                f"{pending[0].version}"
+                if len(pending) == 1
+                else f"{pending[0].version}-{pending[-1].version}"
+            )
+            notes.append(
+                f"raw version(s) {span} added no on-time events: the offline state stays at the last "
+                "version with some (they are decided again, identically, on the next run)"
+            )
+        pending = []
+    final = read_state(view, config=config)
+    return MaterializeResult(
+        view=view.key,
+        offline_table=view.offline_table,
+        late_table=view.late_table,
+        raw_versions=tuple(processed),
+        raw_version=final.raw_version,
+        events=events,
+        late_events=late_events,
+        feature_rows=feature_rows,
+        offline_versions=tuple(offline_versions),
+        online_rows=online_rows,
+        watermark=final.watermark,
+        notes=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    late_events: int = 0
+    offline_version: int | None = None
+    feature_rows: int = 0
+    online_rows: int = 0
+
+
+def _apply(
+    view: FeatureView,
+    splits: Sequence[_Split],
+    raw: _RawChanges,
+    previous_watermark: int | None,
+    store: OnlineStore | None,
+    run: RunContext,
+    config: LakebedConfig,
+) -> _Outcome:
+    """Commit the decisions of ``splits`` (consecutive raw versions): late events, then feature rows."""
+    last = splits[-1].version
+    late_events = 0
+    late = _concat([s.late for s in splits])
+    if late.num_rows:
+        table = _open(view.late_table, config)
+        recorded = table.transaction_version(view.app_id) if table is not None else None
+        if recorded is not None:  # a rerun after a stop between the late and the offline commit
+            late = late.filter(pc.greater(late.column(LATE_COLUMNS[0]), recorded))
+        if late.num_rows:
+            commit(
+                view.late_table,
+                late,
+                kind="rejects",
+                run=run,
+                app_transactions=[Transaction(view.app_id, last)],
+                metadata={RAW_VERSION_KEY: str(last), VIEW_KEY: view.key},
+                config=config,
+            )
+            late_events = late.num_rows
+
+    on_time = _concat([s.on_time for s in splits])
+    if on_time.num_rows == 0:
+        # Nothing for the offline table, so its state stays at the last committed version. A later run
+        # decides these versions again from that same state, hence identically, and the late table's
+        # transaction keeps their late events from being recorded twice.
+        return _Outcome(late_events=late_events)
+    ends = affected_window_ends(on_time, view)
+    history = _on_time_history(view, raw, last, ends, config)
+    rows = compute_features(history, view, window_ends=ends)
+    watermark = splits[-1].max_us
+    assert watermark is not None
+    result = commit(
+        view.offline_table,
+        rows,
+        mode="merge",
+        keys=[*view.entities, FEATURE_TS],
+        run=run,
+        app_transactions=[Transaction(view.app_id, last)],
+        metadata=_state_metadata(view, last, watermark),
+        config=config,
+    )
+    online_rows = 0
+    if store is not None:
+        online_rows = _refresh_online(view, store, rows, previous_watermark, watermark, last, config)
+    return _Outcome(late_events, result.version, rows.num_rows, online_rows)
+
+
+def _state_metadata(view: FeatureView, raw_version: int, watermark: int | None) -> dict[str, str]:
+    metadata = {
+        RAW_VERSION_KEY: str(raw_version),
+        VIEW_KEY: view.key,
+        HASH_KEY: view.definition_hash(),
+        "lakebed.features.source": view.source.table,
+    }
+    if watermark is not None:
+        metadata[WATERMARK_KEY] = str(watermark)
+    return metadata
+
+
+def _on_time_history(
+    view: FeatureView, raw: _RawChanges, version: int, ends: pa.Table, config: LakebedConfig
+) -> pl.DataFrame:
+    """Every on-time raw event (through ``version``) that can fall in a window of ``ends``: the raw table
+    at ``version`` around those entities and times, minus the recorded late events (as a multiset)."""
+    schema = raw.schema(version)
+    columns = _project(schema.empty_table(), view).column_names
+    span = max(a.window_us for a in view.aggregations)
+    times = event_time_us(ends.column(FEATURE_TS), FEATURE_TS)
+    low, high = int(times.min()) - span, int(times.max())
+    condition = _around(view, schema, ends, low, high)
+    events = read_table(view.source.table, version=version, columns=columns, filter=condition, config=config)
+    late_table = _open(view.late_table, config)
+    if late_table is None:
+        late = None
+    else:
+        late_schema = pa.schema(late_table.schema().to_arrow())
+        late_filter = _around(view, late_schema, ends, low, high)
+        recorded = ds.field(LATE_COLUMNS[0]) <= version
+        late_filter = recorded if late_filter is None else late_filter & recorded
+        late = read_table(view.late_table, filter=late_filter, config=config)
+    frame = pl.from_arrow(events)
+    assert isinstance(frame, pl.DataFrame)
+    if late is None or late.num_rows == 0:
+        return frame
+    gone = pl.from_arrow(_conform(late, events.schema))
+    assert isinstance(gone, pl.DataFrame)
+    return _subtract(frame, gone, columns)
+
+
+def _around(
+    view: FeatureView, schema: pa.Schema, ends: pa.Table, low: int, high: int
+) -> ds.Expression | None:
+    """A pushdown filter for the events of the entities of ``ends`` with event time in ``[low, high)``
+    (a superset for composite keys; the window computation restricts exactly)."""
+    condition: ds.Expression | None = None
+    for key in view.entities:
+        values = pc.unique(ends.column(key).combine_chunks())
+        part = ds.field(key).isin(values.cast(schema.field(key).type))
+        condition = part if condition is None else condition & part
+    kind = schema.field(view.event_time).type
+    if pa.types.is_timestamp(kind) and kind.unit in ("us", "ns"):
+
+        def moment(us: int) -> pa.Scalar:
+            return pa.scalar(us, pa.int64()).cast(pa.timestamp("us", tz="UTC")).cast(kind)
+
+        times = (ds.field(view.event_time) >= moment(low)) & (ds.field(view.event_time) < moment(high))
+        condition = times if condition is None else condition & times
+    return condition
+
+
+def _subtract(rows: pl.DataFrame, remove: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """``rows`` minus ``remove`` as multisets over ``columns`` (the k-th copy of a row removes the k-th)."""
+    copy = "__lakebed_copy"
+    numbered = rows.with_columns(pl.int_range(pl.len()).over(columns).alias(copy))
+    gone = remove.select(columns).with_columns(pl.int_range(pl.len()).over(columns).alias(copy))
+    return numbered.join(gone, on=[*columns, copy], how="anti", nulls_equal=True).drop(copy)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (absent ones null), cast to its types."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t.num_rows] or list(tables[-1:])
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+# Online --------------------------------------------------------------------------------------------
+def _latest_per_entity(rows: pa.Table, view: FeatureView) -> pa.Table:
+    frame = pl.from_arrow(rows)
+    assert isinstance(frame, pl.DataFrame)
+    latest = frame.sort(FEATURE_TS).unique(subset=list(view.entities), keep="last", maintain_order=True)
+    return latest.sort(list(view.entities)).to_arrow().cast(rows.schema)
+
+
+def _at_most(rows: pa.Table, limit_us: int) -> pa.Table:
+    limit = pa.scalar(limit_us, pa.int64()).cast(rows.schema.field(FEATURE_TS).type)
+    return rows.filter(pc.less_equal(rows.column(FEATURE_TS), limit))
+
+
+def _refresh_online(
+    view: FeatureView,
+    store: OnlineStore,
+    merged: pa.Table,
+    previous_watermark: int | None,
+    watermark: int,
+    raw_version: int,
+    config: LakebedConfig,
+) -> int:
+    """Bring the online rows to the watermark: per entity, the offline row with the greatest
+    ``feature_ts <= watermark`` (what a point-in-time lookup at the watermark returns). Candidates: the
+    rows just merged, and every offline row the watermark moved past."""
+    candidates = [_at_most(merged, watermark)]
+    if previous_watermark is not None and previous_watermark < watermark:
+        kind = merged.schema.field(FEATURE_TS).type
+        passed = (ds.field(FEATURE_TS) > pa.scalar(previous_watermark, pa.int64()).cast(kind)) & (
+            ds.field(FEATURE_TS) <= pa.scalar(watermark, pa.int64()).cast(kind)
+        )
+        candidates.append(read_table(view.offline_table, filter=passed, config=config).cast(merged.schema))
+    rows = _latest_per_entity(_concat(candidates), view)
+    return store.write(view.offline_table, rows, list(view.entities), source_version=raw_version)
+
+
+def sync_online(
+    view: FeatureView, *, store: OnlineStore | None = None, config: LakebedConfig | None = None
+) -> int:
+    """Rebuild ``view``'s online rows from its offline table (after a crash between the offline commit and
+    the online write, or for a fresh online store): per entity, the row with the greatest
+    ``feature_ts <= watermark``. Returns the rows written."""
+    config = config or get_config()
+    store = store if store is not None else default_online_store(config)
+    state = read_state(view, config=config)
+    if state.raw_version is None:
+        return 0
+    rows = read_table(view.offline_table, config=config)
+    rows = _at_most(rows, state.watermark_us) if state.watermark_us is not None else rows.slice(0, 0)
+    return store.write(
+        view.offline_table,
+        _latest_per_entity(rows, view),
+        list(view.entities),
+        source_version=state.raw_version,
+    )
+
+
+# Backfill ------------------------------------------------------------------------------------------
+def backfill(
+    view: FeatureView,
+    *,
+    config: LakebedConfig | None = None,
+    run: RunContext | None = None,
+    online: OnlineStore | None = None,
+    update_online: bool = True,
+) -> MaterializeResult:
+    """Recompute ``view`` from scratch: replay every raw version in order with the incremental path's
+    lateness decisions, overwrite the late and offline tables (state: the latest raw version), and
+    rebuild the online rows."""
+    config = config or get_config()
+    run = run or RunContext(job=f"features.backfill.{view.name}.v{view.version}")
+    FeatureRegistry(config).register(view, run=run)
+    raw = _RawChanges(view.source.table, config)
+    seen: int | None = None
+    on_time: list[pa.Table] = []
+    late: list[pa.Table] = []
+    events = 0
+    for version in range(raw.latest + 1):
+        split = _split(view, raw.added(version), version, seen)
+        seen = split.max_us
+        events += split.rows
+        on_time.append(split.on_time)
+        late.append(split.late)
+    last = raw.latest
+    schema = raw.schema(last)
+    late_rows = _concat(late)
+    if late_rows.num_rows or _open(view.late_table, config) is not None:
+        if not late_rows.num_rows:
+            late_rows = _late_rows(schema.empty_table(), [], last, None)
+        commit(
+            view.late_table,
+            late_rows,
+            mode="overwrite",
+            kind="rejects",
+            run=run,
+            app_transactions=[Transaction(view.app_id, last)],
+            metadata={RAW_VERSION_KEY: str(last), VIEW_KEY: view.key},
+            config=config,
+        )
+    events_on_time = _concat(on_time)
+    if events_on_time.num_rows:
+        rows = compute_features(events_on_time, view)
+    else:
+        rows = feature_schema(view, schema).empty_table()
+    result = commit(
+        view.offline_table,
+        rows,
+        mode="overwrite",
+        run=run,
+        app_transactions=[Transaction(view.app_id, last)],
+        metadata=_state_metadata(view, last, seen),
+        config=config,
+    )
+    online_rows = 0
+    if update_online:
+        store = online if online is not None else default_online_store(config)
+        drop = getattr(store, "drop", None)
+        if callable(drop):
+            drop(view.offline_table)  # a backfill rebuilds the online rows too
+        online_rows = sync_online(view, store=store, config=config)
+    state = read_state(view, config=config)
+    return MaterializeResult(
+        view=view.key,
+        offline_table=view.offline_table,
+        late_table=view.late_table,
+        raw_versions=tuple(range(last + 1)),
+        raw_version=state.raw_version,
+        events=events,
+        late_events=late_rows.num_rows,
+        feature_rows=rows.num_rows,
+        offline_versions=(result.version,) if result.version is not None else (),
+        online_rows=online_rows,
+        watermark=state.watermark,
+        backfill=True,
+    )
+
+
+__all__ = [
+    "FeatureSourceError",
+    "FeatureState",
+    "MaterializeResult",
+    "backfill",
+    "materialize",
+    "read_state",
+    "sync_online",
+]
