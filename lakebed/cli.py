@@ -310,5 +310,6 @@ def run() -> None:
     sys.stderr.flush()
     os._exit(code)
 
+
 if __name__ == "__main__":
     run()

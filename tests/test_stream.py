@@ -29,6 +29,7 @@ from lakebed.pipelines.delta import commit
 from lakebed.pipelines.read import read_table
 from lakebed.pipelines.stream import ingest as ingest_module
 from lakebed.pipelines.stream.ingest import (
+    Batch,
     JsonDecoder,
     StreamIngestor,
     _with_meta,
@@ -403,20 +404,21 @@ def test_two_workers_in_one_group(bootstrap: str, new_topic: Callable[..., str])
 # --- commit conflicts -----------------------------------------------------------------------------
 
 
-def _claim(topic: str, records: list[Any], count: int) -> tuple[int, int]:
-    """Another writer commits the first ``count`` pending records of the busiest partition with their
+def _claim(topic: str, batch: Batch, count: int) -> tuple[int, int]:
+    """Another writer commits the first ``count`` records of the batch's busiest partition with their
     offsets (as a second worker owning it would). Returns (partition, last offset claimed)."""
-    partitions = [r.partition for r in records]
+    partitions = list(batch.partitions)
     partition = max(set(partitions), key=partitions.count)
-    claim = [r for r in records if r.partition == partition][:count]
-    decoded = JsonDecoder(None).decode([r.value for r in claim])
+    rows = [i for i, p in enumerate(partitions) if p == partition][:count]
+    decoded = JsonDecoder(None).decode([batch.values[i] for i in rows])
     assert decoded.table is not None
+    last = batch.offsets[rows[-1]]
     commit(
         "events",
-        _with_meta(decoded.table, claim, topic),
-        app_transactions=[Transaction(data_app_id("events", topic, partition), claim[-1].offset)],
+        _with_meta(decoded.table, batch.meta_columns(topic, rows)),
+        app_transactions=[Transaction(data_app_id("events", topic, partition), last)],
     )
-    return partition, int(claim[-1].offset)
+    return partition, last
 
 
 def test_concurrent_writer_between_poll_and_commit_is_fenced(
@@ -427,10 +429,10 @@ def test_concurrent_writer_between_poll_and_commit_is_fenced(
     claimed: list[tuple[int, int]] = []
 
     class Interfered(StreamIngestor):
-        def _commit_round(self, records: list[Any], special: bool) -> Any:
+        def _commit_round(self, batch: Batch) -> Any:
             if not claimed:
-                claimed.append(_claim(topic, records, 100))
-            return super()._commit_round(records, special)
+                claimed.append(_claim(topic, batch, 100))
+            return super()._commit_round(batch)
 
     result = Interfered(topic, "events", bootstrap=bootstrap, until_caught_up=True).run()
     assert len(claimed) == 1 and result.retries == 1
@@ -454,9 +456,9 @@ def test_commit_failed_error_from_delta_re_reads_offsets(
     real_check = ingest_module.foreign_transactions
 
     class Spy(StreamIngestor):
-        def _commit_round(self, records: list[Any], special: bool) -> Any:
-            seen.setdefault("records", list(records))
-            return super()._commit_round(records, special)
+        def _commit_round(self, batch: Batch) -> Any:
+            seen.setdefault("batch", batch)
+            return super()._commit_round(batch)
 
         def _resync(self) -> None:
             seen["resyncs"] = seen.get("resyncs", 0) + 1
@@ -465,7 +467,7 @@ def test_commit_failed_error_from_delta_re_reads_offsets(
     def interfere(uri: str, after: int, app_ids: Any) -> str | None:
         if "claimed" not in seen and uri.endswith("/events"):
             # delta-rs is consuming our batches on one of its threads: commit from a plain thread.
-            helper = threading.Thread(target=lambda: seen.update(claimed=_claim(topic, seen["records"], 50)))
+            helper = threading.Thread(target=lambda: seen.update(claimed=_claim(topic, seen["batch"], 50)))
             helper.start()
             helper.join()
             return None  # pretend the log check saw nothing, so only Delta's conflict check can catch it
@@ -499,9 +501,9 @@ def test_resync_seeks_every_partition_to_the_stored_offset(
             read_table("events").slice(0, 1),
             app_transactions=[Transaction(data_app_id("events", topic, 0), 41)],
         )
-        worker._pending = ["stale"]
+        worker._batch.values.append(b"stale")
         worker._resync()
-        assert worker._pending == []
+        assert len(worker._batch) == 0
         assert worker._consumer.position(TopicPartition(topic, 0)) == 42
         assert worker._next[0] == 42 and worker._stored[0] == 41
         assert dead_letter_app_id("events", topic, 0) == f"dlq:events:{topic}:0"
