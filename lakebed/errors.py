@@ -87,3 +87,23 @@ class ContentNotFoundError(LakebedError):
 
 class ContentIntegrityError(LakebedError):
     """Stored bytes no longer match their sha256."""
+
+
+class FeatureRefError(LakebedError, ValueError):
+    """A feature reference is not of the form ``view:vN:feature``."""
+
+
+class FeatureNotFoundError(LakebedError, LookupError):
+    """A feature view has no feature of that name (the message lists the ones it has)."""
+
+
+class FeatureViewChangedError(LakebedError):
+    """A feature view's definition changed without a new version (names the view and the fields)."""
+
+
+class FeatureViewNotFoundError(LakebedError, LookupError):
+    """No registered feature view of that name, or no such version of it (lists what is registered)."""
+
+
+class FeatureSourceError(LakebedError):
+    """The raw table of a feature view cannot be processed incrementally (names the table and version)."""

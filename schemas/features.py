@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from lakebed.errors import ContractError, LakebedError
+from lakebed.errors import ContractError, FeatureNotFoundError, FeatureRefError, LakebedError
 
 AggregationFunction = Literal["sum", "mean", "count", "min", "max", "last"]
 
@@ -52,14 +52,6 @@ _UNITS_US: dict[str, int] = {
 }
 _DURATION_PART = re.compile(r"(\d+)(ms|us|w|d|h|m|s)")
 _REF_VERSION = re.compile(r"v([1-9][0-9]*)")
-
-
-class FeatureRefError(LakebedError, ValueError):
-    """A feature reference is not of the form ``view:vN:feature``."""
-
-
-class FeatureNotFoundError(LakebedError, LookupError):
-    """A feature view has no feature of that name (the message lists the ones it has)."""
 
 
 # Durations ------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from lakebed.pipelines.read import read_table
 from lakebed.schemas.features import FEATURE_TS, FeatureView
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import LakebedError
+from lakebed.errors import FeatureSourceError
 
 WATERMARK_KEY = "lakebed.watermark_us"
 RAW_VERSION_KEY = "lakebed.features.raw_version"
@@ -69,10 +69,6 @@ HASH_KEY = "lakebed.features.definition_hash"
 LATE_COLUMNS = ("_raw_version", "_watermark", "_reason")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DATA_NEUTRAL = ("OPTIMIZE",)
-
-
-class FeatureSourceError(LakebedError):
-    """The raw table of a feature view cannot be processed incrementally (names the table and version)."""
 
 
 # State ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from lakebed.schemas.contract import ColumnSpec, TableContract
 from lakebed.schemas.features import Aggregation, FeatureRef, FeatureView
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import LakebedError, TableNotFoundError
+from lakebed.errors import FeatureViewChangedError, FeatureViewNotFoundError, TableNotFoundError
 
 REGISTRY_TABLE = "feature_registry"
 
@@ -38,14 +38,6 @@ CONTRACT = TableContract(
         ColumnSpec(name="registered_at", type="timestamp", nullable=False),
     ),
 )
-
-
-class FeatureViewChangedError(LakebedError):
-    """A feature view's definition changed without a new version (names the view and the fields)."""
-
-
-class FeatureViewNotFoundError(LakebedError, LookupError):
-    """No registered feature view of that name, or no such version of it (lists what is registered)."""
 
 
 @dataclass(frozen=True)
