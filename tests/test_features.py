@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import random
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -596,3 +597,230 @@ def test_online_store_reads_a_thousand_entities_in_input_order(tmp_path: Path) -
     got = store.read("fv_big_v1", pa.table({"customer_id": pa.array(wanted, pa.int64())}), ["customer_id"])
     assert got.column("customer_id").to_pylist() == wanted
     assert got.column("n").to_pylist() == [3 * k if k < 1000 else None for k in wanted]
+
+
+def _typed_rows(entries: list[tuple[int, str, dt.datetime, float | None]]) -> pa.Table:
+    """Online rows with every storable feature type (bool, timestamp, date, decimal, binary, float32...)."""
+    import decimal
+
+    n = len(entries)
+    return pa.table(
+        {
+            "customer_id": pa.array([e[0] for e in entries], pa.int64()),
+            "region": pa.array([e[1] for e in entries], pa.string()),
+            "feature_ts": pa.array([e[2] for e in entries], pa.timestamp("us", tz="UTC")),
+            "spend": pa.array([e[3] for e in entries], pa.float64()),
+            "ratio": pa.array([None if e[3] is None else e[3] / 4 for e in entries], pa.float32()),
+            "flag": pa.array([i % 2 == 0 for i in range(n)], pa.bool_()),
+            "seen": pa.array([e[2] - dt.timedelta(minutes=1) for e in entries], pa.timestamp("us", tz="UTC")),
+            "day": pa.array([e[2].date() for e in entries], pa.date32()),
+            "price": pa.array([decimal.Decimal(f"{i}.25") for i in range(n)], pa.decimal128(10, 2)),
+            "blob": pa.array([bytes([i]) for i in range(n)], pa.binary()),
+            "count": pa.array(list(range(n)), pa.int32()),
+        }
+    )
+
+
+@pytest.mark.parametrize("keys", [["customer_id"], ["customer_id", "region"]])
+def test_online_store_read_paths_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: list[str]
+) -> None:
+    """Single-key lookups, IN lists / VALUES joins, the temporary-table join and ``read_one`` return the
+    same rows: input order, duplicates, null keys and misses included, every storable type."""
+    import lakebed.pipelines.features.online as online
+
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    rows = _typed_rows([(i, "eu" if i % 3 else "us", at(i), float(i) if i % 5 else None) for i in range(40)])
+    table = "fv_typed_v1"
+    store.write(table, rows, keys)
+    stored = {tuple(r[k] for k in keys): r for r in rows.to_pylist()}
+    ids = [3, 7, 3, 99, None, 0, 39, 7, 12]
+    probe = pa.table(
+        {
+            "customer_id": pa.array(ids, pa.int64()),
+            "region": ["eu" if i is None or i % 3 else "us" for i in ids],
+        }
+    ).select(keys)
+    value_columns = [c for c in rows.column_names if c not in keys]
+
+    def expected(entities: pa.Table) -> list[dict[str, Any]]:
+        out = []
+        for entity in entities.to_pylist():
+            row = stored.get(tuple(entity[k] for k in keys))
+            out.append({**entity, **{c: None if row is None else row[c] for c in value_columns}})
+        return out
+
+    results = {"default": store.read(table, probe, keys)}
+    for limit in ("_IN_LIMIT", "_VALUES_LIMIT"):
+        monkeypatch.setattr(online, limit, 0)
+    results["temp-table join"] = store.read(table, probe, keys)
+    monkeypatch.undo()
+    results["one entity"] = pa.concat_tables(
+        [store.read(table, probe.slice(i, 1), keys) for i in range(len(ids))]
+    )
+    results["same entity"] = store.read(table, probe.take([0, 0, 0]), keys)
+    schema = pa.schema([rows.schema.field(c).with_nullable(True) for c in [*keys, *value_columns]])
+    for name, got in results.items():
+        assert got.schema == schema, name
+        source = probe.take([0, 0, 0]) if name == "same entity" else probe
+        assert got.to_pylist() == expected(source), name
+    assert store.read(table, probe.slice(0, 0), keys).num_rows == 0
+
+    features = [c for c in value_columns if c != "feature_ts"]
+    for entity in expected(probe):
+        key = [entity[k] for k in keys]
+        one = store.read_one(table, key, keys)
+        if entity["feature_ts"] is None:
+            assert one is None
+            continue
+        assert one is not None
+        assert one[0] == (entity["feature_ts"] - EPOCH) // US
+        assert list(one[1:]) == [entity[c] for c in features]
+        assert store.read_one(table, key, tuple(keys), ["price", "spend"])[1:] == (
+            entity["price"],
+            entity["spend"],
+        )
+    # Key values are converted as read() converts a one-row table of them (a numpy int, a string id).
+    import numpy as np
+
+    assert store.read_one(table, [np.int64(7), "eu"][: len(keys)], keys) == store.read_one(
+        table, [7, "eu"][: len(keys)], keys
+    )
+    if keys == ["customer_id"]:
+        assert store.read_one(table, ["7"], keys) == store.read_one(table, [7], keys)
+    with pytest.raises(OnlineStoreError, match="keyed by"):
+        store.read_one(table, [7], ["region"])
+    with pytest.raises(OnlineStoreError, match="no column"):
+        store.read_one(table, [7, "eu"][: len(keys)], keys, ["nope"])
+    with pytest.raises(OnlineStoreError, match=r"no table 'fv_nope_v1'"):
+        store.read_one("fv_nope_v1", [7], keys)
+
+
+_OTHER_PROCESS = """
+import datetime as dt, sys
+import pyarrow as pa
+from lakebed.pipelines.features.online import SQLiteOnlineStore
+
+store = SQLiteOnlineStore(sys.argv[1])
+for line in sys.stdin:  # one command per line: action value minutes
+    action, value, minutes = line.split()
+    ts = dt.datetime(2025, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=int(minutes))
+    if action in ("drop", "rebuild", "replace", "rekey"):
+        store.drop("fv_x_v1")
+    if action == "rekey":
+        rows = {"customer_id": pa.array([1], pa.int64()), "region": ["eu"],
+                "feature_ts": pa.array([ts], pa.timestamp("us", tz="UTC")), "spend": pa.array([float(value)])}
+        store.write("fv_x_v1", pa.table(rows), ["customer_id", "region"])
+    if action in ("write", "rebuild", "replace"):
+        kind = pa.string() if action == "rebuild" else pa.float64()
+        rows = {"customer_id": pa.array([1], pa.int64()), "feature_ts": pa.array([ts], pa.timestamp("us", tz="UTC")),
+                "spend": pa.array([value if action == "rebuild" else float(value)], kind)}
+        if action in ("rebuild", "replace"):
+            rows["extra"] = pa.array([7], pa.int64())
+        store.write("fv_x_v1", pa.table(rows), ["customer_id"])
+    print("done", flush=True)
+"""
+
+
+class _OtherProcess:
+    """Another Python process writing to the same online store file, one command at a time."""
+
+    def __init__(self, path: Path) -> None:
+        import subprocess
+        import sys
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _OTHER_PROCESS, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def __call__(self, action: str, value: str = "0", minutes: int = 0) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{action} {value} {minutes}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "done", "the other process failed"
+
+    def close(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+@pytest.fixture
+def other_process(tmp_path: Path) -> Iterator[_OtherProcess]:
+    other = _OtherProcess(tmp_path / "online.sqlite")
+    yield other
+    assert other.close() == 0
+
+
+def test_online_store_cache_never_serves_stale_values(tmp_path: Path, other_process: _OtherProcess) -> None:
+    """Only metadata is cached: a write through the same store, another process's write, and another
+    process dropping or rebuilding the view (even with other columns) are all seen by the next read."""
+    path = tmp_path / "online.sqlite"
+    store = SQLiteOnlineStore(path)
+    other = other_process
+    keys = ["customer_id"]
+    probe = pa.table({"customer_id": pa.array([1, 2], pa.int64())})
+
+    def spend() -> tuple[Any, Any, Any]:
+        one = store.read_one("fv_x_v1", [1], keys, ("spend",))
+        return (
+            None if one is None else one[1],
+            store.read("fv_x_v1", probe.slice(0, 1), keys).column("spend")[0].as_py(),
+            store.read("fv_x_v1", probe, keys).column("spend")[0].as_py(),
+        )
+
+    store.write("fv_x_v1", _online_rows([(1, "eu", at(1), 1.0)]).select([0, 2, 3]), keys)
+    assert spend() == (1.0, 1.0, 1.0)
+    store.write("fv_x_v1", _online_rows([(1, "eu", at(2), 2.0)]).select([0, 2, 3]), keys)  # same store
+    assert spend() == (2.0, 2.0, 2.0)
+    other("write", "3.5", minutes=3)  # another process, same schema
+    assert spend() == (3.5, 3.5, 3.5)
+    assert store.read_one("fv_x_v1", [1], keys) == ((at(3) - EPOCH) // US, 3.5)
+    # Dropped and rebuilt elsewhere with other columns; each read path notices it by itself.
+    other("rebuild", "high", minutes=4)
+    assert store.read_one("fv_x_v1", [1], keys) == ((at(4) - EPOCH) // US, "high", 7)
+    assert spend() == ("high", "high", "high")
+    other("replace", "4.5", minutes=5)  # the same columns, but spend a float again
+    got = store.read("fv_x_v1", probe, keys)
+    assert got.schema.field("spend").type == pa.float64()
+    assert got.column("spend").to_pylist() == [4.5, None]
+    other("rebuild", "higher", minutes=6)
+    got = store.read("fv_x_v1", probe.slice(0, 1), keys)
+    assert got.to_pylist() == [{"customer_id": 1, "feature_ts": at(6), "spend": "higher", "extra": 7}]
+    # Re-keyed elsewhere: the stored keys decide, whatever the cache held.
+    two = ["customer_id", "region"]
+    other("rekey", "8.5", minutes=7)
+    two_key_probe = pa.table({"customer_id": [1, 1], "region": ["eu", "us"]})
+    assert store.read("fv_x_v1", two_key_probe, two).column("spend").to_pylist() == [8.5, None]
+    other("replace", "4.5", minutes=8)
+    assert store.read_one("fv_x_v1", [1], keys) == ((at(8) - EPOCH) // US, 4.5, 7)
+    other("rekey", "9.5", minutes=9)
+    with pytest.raises(
+        OnlineStoreError, match=r"keyed by \['customer_id', 'region'\], not \['customer_id'\]"
+    ):
+        store.read_one("fv_x_v1", [1], keys)
+    with pytest.raises(
+        OnlineStoreError, match=r"keyed by \['customer_id', 'region'\], not \['customer_id'\]"
+    ):
+        store.read("fv_x_v1", probe, keys)
+    assert store.read_one("fv_x_v1", [1, "eu"], two) == ((at(9) - EPOCH) // US, 9.5)
+    other("drop")
+    with pytest.raises(OnlineStoreError, match=r"no table 'fv_x_v1'"):
+        store.read_one("fv_x_v1", [1], keys)
+    with pytest.raises(OnlineStoreError, match=r"no table 'fv_x_v1'"):
+        store.read("fv_x_v1", probe, keys)
+    # The same store dropping and re-creating the view with another schema.
+    store.write("fv_x_v1", _online_rows([(1, "eu", at(5), 5.0)]).select([0, 2, 3]), keys)
+    assert spend() == (5.0, 5.0, 5.0)
+    store.drop("fv_x_v1")
+    with pytest.raises(OnlineStoreError, match=r"no table 'fv_x_v1'"):
+        store.read_one("fv_x_v1", [1], keys)
+    store.write("fv_x_v1", _online_rows([(1, "eu", at(6), 6.0)]).select([0, 1, 2, 3]), keys)
+    assert store.read_one("fv_x_v1", [1], keys) == ((at(6) - EPOCH) // US, "eu", 6.0)

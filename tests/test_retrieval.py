@@ -565,3 +565,130 @@ def test_cli_features_commands(clicks: dict[str, Any], config: LakebedConfig, tm
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["clicks__n"] == 12
+
+
+def test_online_feature_dict_and_single_entity_reads_match_the_table_path(
+    clicks: dict[str, Any], config: LakebedConfig, retrieval: Any, commit: Callable[..., Any]
+) -> None:
+    """``get_online_feature_dict`` and the single-entity Arrow read return exactly what the general
+    (table) path returns: values, nulls for misses and stale rows (ttl vs ``now``), column names, types
+    and order; pass-through columns kept; several views at once; the same errors."""
+    from lakebed.pipelines.features.online import default_online_store
+
+    from lakebed.feature_store import FeatureStore
+
+    register_view(
+        "carts", 2, entities=["user_id", "shop"], features=["items"], ttl=dt.timedelta(days=1), config=config
+    )
+    store = default_online_store(config)
+    store.write("fv_clicks_v1", clicks["table"], ["user_id"])  # user 1 at 120 min (12, "c"), user 2 at 10 min
+    carts = offline_rows(
+        {"user_id": pa.array([1, 2], pa.int64()), "shop": pa.array(["s1", "s2"])},
+        [T0_US, T0_US],
+        items=pa.array([3.5, 4.0], pa.float64()),
+    )
+    store.write("fv_carts_v2", carts, ["user_id", "shop"])
+    facade = FeatureStore(config, online_store=store)
+    refs = ["clicks:v1:last_page", "carts:v2:items", "clicks:v1:n"]
+    entities: list[dict[str, Any]] = [
+        {"user_id": 1, "shop": "s1"},
+        {"user_id": 2, "shop": "s2"},  # clicks stale at 130 min (10 min + 1 h ttl)
+        {"user_id": 3, "shop": "s1"},  # unknown everywhere
+        {"shop": "s1", "user_id": 1, "label": 0.5, "ok": True},  # pass-through columns, other order
+        {"user_id": np.int64(1), "shop": "s1"},  # not a plain int: the general path
+    ]
+    for now in (ts(60), ts(130), ts(180)):
+        for entity in entities:
+            table = retrieval.get_online_features(
+                refs, pa.table({k: [v] for k, v in entity.items()}), store=store, now=now
+            )
+            single = retrieval.get_online_features(refs, entity, store=store, now=now)
+            assert single.equals(table), (entity, now)
+            assert single.schema == table.schema
+            expected = table.to_pylist()[0]
+            assert retrieval.get_online_feature_dict(refs, entity, store=store, now=now) == expected
+            assert facade.get_online_feature_dict(refs, entity, now=now) == expected
+            assert facade.get_online_features(refs, entity, now=now).equals(table)
+            assert list(facade.get_online_feature_dict(refs, entity, now=now)) == table.column_names
+    assert facade.get_online_feature_dict(refs, {"user_id": 1, "shop": "s1"}, now=ts(130)) == {
+        "user_id": 1,
+        "shop": "s1",
+        "clicks__last_page": "c",
+        "carts__items": 3.5,
+        "clicks__n": 12,
+    }
+    # The ttl boundary is the offline one: exactly ttl old is stale.
+    assert facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": 2}, now=ts(69))["clicks__n"] == 20
+    assert facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": 2}, now=ts(70))["clicks__n"] is None
+    # Errors are those of the table path.
+    with pytest.raises(retrieval.EntityRowsError, match=r"lack entity key column\(s\) \['shop'\]"):
+        facade.get_online_feature_dict(refs, {"user_id": 1})
+    with pytest.raises(retrieval.EntityRowsError, match=r"lack entity key column\(s\) \['shop'\]"):
+        facade.get_online_features(refs, {"user_id": 1})
+    with pytest.raises(retrieval.UnknownFeatureError, match="already entity-row columns"):
+        facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": 1, "clicks__n": 0})
+    with pytest.raises(retrieval.UnknownFeatureError, match="already entity-row columns"):
+        facade.get_online_features(["clicks:v1:n"], {"user_id": 1, "clicks__n": 0})
+    with pytest.raises(retrieval.UnknownFeatureError, match="already have"):
+        retrieval.get_online_feature_dict(["clicks:v1:n"], {"user_id": 1, "clicks__n": 0}, store=store)
+    with pytest.raises(retrieval.EntityRowsError, match="one entity; got 2"):
+        facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": [1, 2]})
+
+    # A store with only the OnlineStore protocol (no read_one) gives the same answers.
+    class PlainStore:
+        def read(self, view_key: str, entity_rows: pa.Table, keys: Sequence[str]) -> pa.Table:
+            return store.read(view_key, entity_rows, keys)
+
+    plain = FeatureStore(config, online_store=PlainStore())
+    for entity in entities[:4]:
+        expected = facade.get_online_features(refs, entity, now=ts(130))
+        assert plain.get_online_features(refs, entity, now=ts(130)).equals(expected)
+        assert plain.get_online_feature_dict(refs, entity, now=ts(130)) == expected.to_pylist()[0]
+
+
+def test_online_reads_see_new_writes_through_cached_plans(
+    clicks: dict[str, Any], config: LakebedConfig
+) -> None:
+    """Plans and store metadata are cached, values never: a write after a read is seen by the next read."""
+    from lakebed.pipelines.features.online import default_online_store
+
+    from lakebed.feature_store import FeatureStore
+
+    store = default_online_store(config)
+    store.write("fv_clicks_v1", clicks["table"], ["user_id"])
+    facade = FeatureStore(config, online_store=store)
+    refs = ["clicks:v1:n", "clicks:v1:last_page"]
+    assert facade.get_online_feature_dict(refs, {"user_id": 2}, now=ts(20))["clicks__n"] == 20
+    assert facade.get_online_features(refs, {"user_id": 2}, now=ts(20)).column("clicks__n").to_pylist() == [
+        20
+    ]
+    newer = offline_rows(
+        {"user_id": pa.array([2], pa.int64())},
+        [T0_US + 15 * MINUTE_US],
+        n=pa.array([21], pa.int64()),
+        last_page=pa.array(["y"]),
+    )
+    store.write("fv_clicks_v1", newer, ["user_id"])
+    assert facade.get_online_feature_dict(refs, {"user_id": 2}, now=ts(20)) == {
+        "user_id": 2,
+        "clicks__n": 21,
+        "clicks__last_page": "y",
+    }
+    assert facade.get_online_features(refs, {"user_id": [2, 2]}, now=ts(20)).column(
+        "clicks__n"
+    ).to_pylist() == [21, 21]
+    # A second store object (its own connection, like another process) writing is seen as well.
+    default_online_store(config).write(
+        "fv_clicks_v1",
+        offline_rows(
+            {"user_id": pa.array([2], pa.int64())},
+            [T0_US + 16 * MINUTE_US],
+            n=pa.array([22], pa.int64()),
+            last_page=pa.array(["x"]),
+        ),
+        ["user_id"],
+    )
+    assert facade.get_online_feature_dict(refs, {"user_id": 2}, now=ts(20))["clicks__n"] == 22
+    assert facade.get_online_features(refs, {"user_id": 2}, now=ts(20)).column("clicks__n").to_pylist() == [
+        22
+    ]

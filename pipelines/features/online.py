@@ -14,7 +14,7 @@ built from them) is cached per store object. The cache is dropped when this stor
 view, and every read also fetches the stored metadata in the same SQLite snapshot as the values and
 compares it with the cached bytes, so a view dropped or rebuilt by another process is noticed on the next
 read. Lookups go by primary key: one ``SELECT ... WHERE k = ?`` per entity for a single entity
-(:meth:`SQLiteOnlineStore.read_one` is the allocation-free form of that), an ``IN`` list (a ``VALUES``
+(:meth:`SQLiteOnlineStore.read_one` is that lookup without any Arrow data), an ``IN`` list (a ``VALUES``
 join for composite keys) for up to a few thousand distinct entities, and a join through a temporary key
 table for larger batches.
 """
@@ -48,7 +48,9 @@ _IN_LIMIT = 4_096
 _VALUES_LIMIT = 512
 """The same for views keyed by several columns (a ``VALUES`` join)."""
 _ATTEMPTS = 3
+"""Reads retried after finding the view's metadata changed underneath (then the error is raised)."""
 _CACHED_STATEMENTS = 512
+"""Prepared statements kept per connection (sqlite3's default, 128, is too few for many views)."""
 
 
 class OnlineStoreError(LakebedError):
@@ -144,12 +146,11 @@ class SQLiteOnlineStore:
             return None
         return json.loads(row[0]), pa.ipc.read_schema(pa.py_buffer(row[1])), row[2]
 
-    def _view(self, view_key: str, connection: sqlite3.Connection | None = None) -> _View:
+    def _view(self, view_key: str) -> _View:
         """The view's metadata: the cached one while the stored bytes are unchanged, else parsed afresh
         (and cached). Raises if the store has no table for the view."""
         validate_table_name(view_key)
-        connection = connection or self._connection()
-        row = connection.execute(_META_RAW, (view_key,)).fetchone()
+        row = self._connection().execute(_META_RAW, (view_key,)).fetchone()
         if row is None:
             self._views.pop(view_key, None)
             raise OnlineStoreError(
@@ -240,21 +241,28 @@ class SQLiteOnlineStore:
                 f"entity rows lack key column(s) {missing} of online table {view_key!r} "
                 f"(their columns: {', '.join(entity_rows.column_names)})"
             )
+        changed: _Changed | None = None
         for attempt in range(_ATTEMPTS):
+            fresh = view is None or attempt > 0
             if view is None or attempt:
                 view = self._view(view_key)
             if list(view.keys) != keys:
+                if not fresh:
+                    continue  # the cached metadata may be outdated: decide on the stored one
                 raise OnlineStoreError(f"online table {view_key!r} is keyed by {list(view.keys)}, not {keys}")
             probe = [_to_sqlite(entity_rows.column(k).cast(view.key_types[i])) for i, k in enumerate(keys)]
             try:
                 fetched = self._fetch(view, probe, entity_rows.num_rows)
-            except _Changed:
+            except _Changed as exc:
+                changed = exc
                 continue
             columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in view.values]
             result = entity_rows.select(keys)
             for stored_field, values in zip(view.values, columns, strict=True):
-                result = result.append_column(stored_field, _from_sqlite(list(values), stored_field.type))
+                result = result.append_column(stored_field, _from_sqlite(values, stored_field.type))
             return result
+        if changed is not None and isinstance(changed.__cause__, sqlite3.Error):
+            raise changed.__cause__  # not a concurrent change after all: the database's own error
         raise _changed_error(view_key)
 
     def read_one(
@@ -307,9 +315,12 @@ class SQLiteOnlineStore:
     ) -> tuple[Any, ...] | None:
         view = self._views.get(view_key)
         for attempt in range(_ATTEMPTS):
+            fresh = view is None or attempt > 0
             if view is None or attempt:
                 view = self._view(view_key)
             if keys != view.keys and tuple(keys) != view.keys:
+                if not fresh:
+                    continue  # the cached metadata may be outdated: decide on the stored one
                 raise OnlineStoreError(
                     f"online table {view_key!r} is keyed by {list(view.keys)}, not {list(keys)}"
                 )
@@ -663,7 +674,7 @@ def _to_sqlite(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return column.to_pylist()
 
 
-def _from_sqlite(values: list[Any], kind: pa.DataType) -> pa.Array:
+def _from_sqlite(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     if pa.types.is_timestamp(kind):
         return pa.array(values, pa.int64()).cast(kind)
     if pa.types.is_date(kind):

@@ -21,6 +21,11 @@ match older than the ttl yields nulls, never an older row, which is the same thi
 is the greatest ``feature_ts <= ts``). Entity timestamps may be any timestamp unit or a date; naive ones
 are read as UTC; finer-than-microsecond ones are floored to the microsecond, which is exact because
 ``feature_ts`` and ttl are whole microseconds.
+
+Online reads (:func:`get_online_features`, :func:`get_online_feature_dict`) take the latest stored row per
+entity and null it when ``feature_ts <= now - ttl``. A single entity given as a plain dict
+(``{"user_id": 42}``) is served by the SQLite store's primary-key lookup (``read_one``) without building
+Arrow data for the request; :class:`OnlinePlan` holds everything resolved once per feature list.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import operator
 import os
 import re
 import time
@@ -517,10 +523,10 @@ class OnlinePlan:
         stored types of the features."""
         types = tuple(map(type, entity.values()))
         key = (*entity, *types)
-        schemas = tuple(store.schema(view.table) for view in self.views)
+        schemas = tuple([store.schema(view.table) for view in self.views])
         cached = self._layouts.get(key)
-        if cached is not None and all(a is b for a, b in zip(cached[0], schemas, strict=True)):
-            return cached[1]
+        if cached is not None and all(map(operator.is_, cached[0], schemas)):
+            return cached[1]  # the stored schemas are the very objects the layout was built from
         fields = [pa.field(name, _PLAIN_TYPES[kind]) for name, kind in zip(entity, types, strict=True)]
         for view, schema in zip(self.views, schemas, strict=True):
             for feature, column in zip(view.features, view.columns, strict=True):
