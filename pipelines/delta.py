@@ -24,6 +24,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.deltalog import find_commit, is_local
 from lakebed.schemas.contract import DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema, widens_to
 
@@ -141,6 +142,7 @@ def commit(
 
     reader = _as_reader(data)
     existing = _open(uri)
+    base_version = existing.version() if existing is not None else -1
     current_schema = pa.schema(existing.schema().to_arrow()) if existing is not None else None
     if current_schema is None and contract is not None and contract.columns:
         current_schema = contract.arrow_schema()
@@ -200,7 +202,7 @@ def commit(
 
     if entry is None or (contract is not None and entry.contract != contract):
         catalog.register(table, uri=uri, kind=kind, contract=contract)
-    version = _find_version(uri, commit_id)
+    version = _find_version(uri, base_version, commit_id)
     return CommitResult(
         table=table,
         uri=uri,
@@ -367,16 +369,15 @@ def _ensure_parent(uri: str) -> None:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _find_version(uri: str, commit_id: str) -> int | None:
-    """The version our commit landed at (found by its commit id, robust to concurrent writers)."""
+def _find_version(uri: str, base_version: int, commit_id: str) -> int | None:
+    """The version our commit landed at, found by its commit id (robust to concurrent writers)."""
+    if is_local(uri):
+        return find_commit(uri, base_version, commit_id)
     try:
         history = DeltaTable(uri).history(50)
     except DeltaTableNotFoundError:
         return None
-    for entry in history:
-        if entry.get("lakebed.commit_id") == commit_id:
-            return int(entry["version"])
-    return None
+    return next((int(e["version"]) for e in history if e.get("lakebed.commit_id") == commit_id), None)
 
 
 def table_history(uri: str, limit: int | None = None) -> list[dict[str, Any]]:

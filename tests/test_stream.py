@@ -152,6 +152,30 @@ def test_decoder_schema_contract_and_strict_drift() -> None:
     assert 5 in reasons
 
 
+def test_batch_keeps_kafka_columns_compactly() -> None:
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    def record(p: int, offset: int, value: bytes | None) -> ConsumerRecord:
+        size = -1 if value is None else len(value)
+        return ConsumerRecord(
+            "t", p, 0, offset, 1_700_000_000_000 + offset, 0, b"k", value, [], None, 1, size, -1
+        )
+
+    batch = Batch()
+    batch.extend(0, [record(0, 5, b"{}"), record(0, 6, b'{"a":1}')], 9, special=False)
+    batch.extend(1, [record(1, 0, None)], 0, special=True)
+    batch.extend(0, [record(0, 7, b"{}")], 2, special=False)
+    assert len(batch) == 4 and batch.nbytes == 11 and batch.special
+    assert batch.bounds == {0: (5, 7), 1: (0, 0)}
+    topic, partitions, offsets, ts = batch.meta_columns("t", [0, 2, 3])
+    assert topic.to_pylist() == ["t"] * 3 and partitions.to_pylist() == [0, 1, 0]
+    assert offsets.to_pylist() == [5, 0, 7] and ts.type == pa.timestamp("us", tz="UTC")
+    assert ts[0].as_py() == dt.datetime.fromtimestamp(1_700_000_000.005, dt.UTC)
+    kept = batch.without({1})
+    assert list(kept.offsets) == [5, 6, 7] and kept.bounds == {0: (5, 7)} and kept.nbytes == 11
+    assert kept.values == [b"{}", b'{"a":1}', b"{}"] and kept.keys == [b"k"] * 3
+
+
 # --- exactly once against the real broker -------------------------------------------------------
 
 

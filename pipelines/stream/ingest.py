@@ -23,7 +23,11 @@ check of the table's commit log since that version for foreign transactions on t
 partitions (delta-rs loads the snapshot before it reads the batches, so anything later is caught by
 Delta's own conflict detection). A zombie worker therefore fails its commit instead of writing
 duplicates. (The log check needs a local table path; on object stores only Delta's conflict detection
-applies.)
+applies.) The version of each commit is found in the log too, by a batch id in its metadata.
+
+A round whose records are all bad makes no data commit (the write path makes no empty commits), so the
+table's transactions stay behind those records; a restart reads them again and finds their dead letters
+already written (the ``dlq:`` transactions).
 """
 
 from __future__ import annotations
@@ -39,10 +43,8 @@ import uuid
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
@@ -54,6 +56,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import CommitResult, RunContext, commit
+from lakebed.pipelines.deltalog import find_commit, foreign_transactions, is_local
 from lakebed.pipelines.stream.kafka import (
     end_offsets,
     kafka_namespace,
@@ -95,6 +98,7 @@ DEAD_LETTER_SCHEMA = pa.schema(
 _MAX_CONSECUTIVE_FAILURES = 8
 BATCH_KEY = "lakebed.stream.batch"  # commit metadata: unique id of the micro-batch
 _IDLE_POLL_SECONDS = 0.2
+_POLL_RECORDS = 5_000  # records per poll: kafka-python's record objects live only until they are batched
 # Decoded batches are allocated from the system allocator: it hands a round's large buffers back to the
 # OS when the round is committed, where the default pool (mimalloc) keeps tens of MiB per round around.
 # Same speed here; keeps the worker's peak RSS flat as batches come and go.
@@ -439,55 +443,6 @@ def _classify(value: bytes) -> str:
     return _not_object(obj)
 
 
-# --- the fence ------------------------------------------------------------------------------------
-
-
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
-
-
-def foreign_transactions(uri: str, after_version: int, app_ids: Iterable[str]) -> str | None:
-    """Whether a commit of ``uri`` after ``after_version`` set one of ``app_ids`` (i.e. another writer
-    advanced those partitions). Reads the JSON commit files of the Delta log directly; None when not."""
-    if not _is_local(uri):
-        return None
-    wanted = set(app_ids)
-    folder = _local_path(uri) / "_delta_log"
-    version = after_version + 1
-    while True:
-        try:
-            data = (folder / f"{version:020d}.json").read_bytes()
-        except FileNotFoundError:
-            return None
-        if b'"txn"' in data:
-            for line in data.splitlines():
-                if b'"txn"' not in line:
-                    continue
-                txn = json.loads(line).get("txn")
-                if txn and txn.get("appId") in wanted:
-                    return f"version {version} set {txn['appId']} to {txn.get('version')}"
-        version += 1
-
-
-def find_commit(uri: str, after_version: int, batch_id: str) -> int | None:
-    """The version of the commit of ``uri`` after ``after_version`` whose metadata holds ``batch_id``."""
-    folder = _local_path(uri) / "_delta_log"
-    needle = batch_id.encode()
-    version = after_version + 1
-    while True:
-        try:
-            data = (folder / f"{version:020d}.json").read_bytes()
-        except FileNotFoundError:
-            return None
-        if needle in data:
-            return version
-        version += 1
-
-
 # --- the worker -----------------------------------------------------------------------------------
 
 
@@ -557,19 +512,25 @@ class Batch:
 
     def meta_columns(self, topic: str, rows: Sequence[int] | None = None) -> list[pa.Array]:
         """``_topic``, ``_partition``, ``_offset`` and ``_kafka_ts`` of the batch (or of ``rows`` of it)."""
-        partitions = pa.array(np.frombuffer(self.partitions, dtype=np.int32))
-        offsets = pa.array(np.frombuffer(self.offsets, dtype=np.int64))
-        millis = pa.array(np.frombuffer(self.timestamps, dtype=np.int64))
+        partitions = _from_array(self.partitions, pa.int32())
+        offsets = _from_array(self.offsets, pa.int64())
+        millis = _from_array(self.timestamps, pa.int64())
         if rows is not None:
             index = pa.array(rows, pa.int64())
             partitions, offsets, millis = partitions.take(index), offsets.take(index), millis.take(index)
         millis = pc.if_else(pc.less(millis, 0), pa.scalar(None, pa.int64()), millis)
         return [
-            pa.array([topic], pa.string()).take(pa.array(np.zeros(len(offsets), dtype=np.int64))),
+            pa.repeat(pa.scalar(topic, pa.string()), len(offsets)),
             partitions,
             offsets,
             pc.multiply(millis, 1000).cast(_UTC_MICROS),
         ]
+
+
+def _from_array(values: array[int], dtype: pa.DataType) -> pa.Array:
+    """An Arrow array of a Python ``array``: one copy of its memory, no per-item work (a copy, so the
+    ``array`` stays resizable)."""
+    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(bytes(values))])
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -774,7 +735,8 @@ class StreamIngestor:
             else:
                 timeout = min(_IDLE_POLL_SECONDS, self.max_seconds)
             polled = consumer.poll(
-                timeout_ms=int(timeout * 1000), max_records=max(1, self.max_records - len(batch))
+                timeout_ms=int(timeout * 1000),
+                max_records=max(1, min(_POLL_RECORDS, self.max_records - len(batch))),
             )
             if self._needs_resync:
                 self._resync()
@@ -1053,7 +1015,7 @@ class StreamIngestor:
             raise
         # CommitResult.version comes from DeltaTable.history(), which mislabels versions while other
         # writers commit (delta-rs 1.6); the log itself is exact.
-        version = find_commit(uri, base_version, batch_id) if _is_local(uri) else result.version
+        version = find_commit(uri, base_version, batch_id) if is_local(uri) else result.version
         return result, version
 
     def _commit_kafka_offsets(self, bounds: Mapping[int, tuple[int, int]]) -> None:
@@ -1160,12 +1122,12 @@ def ingest_stream(
     ).run()
 
 
-StopReason = Literal["caught_up", "stop_event", "max_batches"]
-
 __all__ = [
+    "BATCH_KEY",
     "DEAD_LETTER_SCHEMA",
     "META_COLUMNS",
     "META_SCHEMA",
+    "Batch",
     "Decoded",
     "JsonDecoder",
     "RoundInfo",
@@ -1175,6 +1137,5 @@ __all__ = [
     "data_app_id",
     "dead_letter_app_id",
     "dead_letter_table",
-    "foreign_transactions",
     "ingest_stream",
 ]

@@ -1,0 +1,62 @@
+"""Direct reads of a local Delta log's JSON commit files.
+
+delta-rs 1.6's ``DeltaTable.history()`` can label versions off by one while other writers commit, so the
+questions "which version did my commit get" and "did another writer advance these transactions" are
+answered here from the commit files themselves. Remote (object-store) tables return None: callers fall
+back to Delta's own conflict detection and history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def foreign_transactions(uri: str, after_version: int, app_ids: Iterable[str]) -> str | None:
+    """Whether a commit of ``uri`` after ``after_version`` set one of ``app_ids`` (i.e. another writer
+    advanced those partitions). Reads the JSON commit files of the Delta log directly; None when not."""
+    if not is_local(uri):
+        return None
+    wanted = set(app_ids)
+    folder = _local_path(uri) / "_delta_log"
+    version = after_version + 1
+    while True:
+        try:
+            data = (folder / f"{version:020d}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        if b'"txn"' in data:
+            for line in data.splitlines():
+                if b'"txn"' not in line:
+                    continue
+                txn = json.loads(line).get("txn")
+                if txn and txn.get("appId") in wanted:
+                    return f"version {version} set {txn['appId']} to {txn.get('version')}"
+        version += 1
+
+
+def find_commit(uri: str, after_version: int, marker: str) -> int | None:
+    """The version of the commit of ``uri`` after ``after_version`` whose JSON holds ``marker`` (a unique id
+    in its commit metadata); None when there is none or the table is not local."""
+    if not is_local(uri):
+        return None
+    folder = _local_path(uri) / "_delta_log"
+    needle = marker.encode()
+    version = after_version + 1
+    while True:
+        try:
+            data = (folder / f"{version:020d}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        if needle in data:
+            return version
+        version += 1
