@@ -1,7 +1,8 @@
 """``python -m bench [TARGET ...] [--quick]``: run lakebed's benchmarks and print one summary line each.
 
 Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_peak_rss`` (alias ``rss``),
-``unstructured``, ``features`` (= ``pit_retrieval`` + ``online_lookup``); none given runs them all.
+``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
+``online_lookup``); none given runs them all.
 ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs about 20× for a smoke run. Data lives in a
 fresh folder under ``bench/out/`` (or ``--workdir``), each lakebed run in its own fresh lakebed home there,
 and is removed afterwards. Exit status 1 only when a
