@@ -1,9 +1,6 @@
 """Pytest fixtures for streaming tests: a real Tansu Kafka broker and topics on it.
 
-Test modules load it with ``pytest_plugins = ["streaming_fixtures"]``
-
-
-(``tests/`` has no ``__init__.py``, so pytest puts the folder on ``sys.path`` and the module imports by
+Test modules load it with ``pytest_plugins = ["streaming_fixtures"]`` (``tests/`` has no ``__init__.py``, so pytest puts the folder on ``sys.path`` and the module imports by
 its bare name.) One broker serves the whole session (it starts in well under a second, but topics are
 cheap and unique per test); it is stopped at the end of the session.
 """
