@@ -29,16 +29,12 @@ from types import TracebackType
 from typing import IO, Any
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import LakebedError
+from lakebed.errors import BrokerError
 
 BROKER_FILE = "broker.json"
 BROKER_LOG = "broker.log"
 STORAGE_ENGINE = "memory://tansu/"
 _HOST = "127.0.0.1"
-
-
-class BrokerError(LakebedError):
-    """The embedded broker cannot be found, started or stopped."""
 
 
 def tansu_binary() -> Path:

@@ -180,12 +180,8 @@ def training_set_create(
     out_path: Path | None,
 ) -> None:
     """Record training set NAME under HOME/training_sets/NAME/ and print its manifest."""
-    from lakebed.pipelines.features.retrieval import (
-        ENTITY_TIMESTAMP,
-        create_training_set,
-        load_manifest,
-        training_set,
-    )
+    from lakebed.pipelines.features.retrieval import ENTITY_TIMESTAMP
+    from lakebed.pipelines.features.training import create_training_set, load_manifest, training_set
 
     ts_column = timestamp_column or ENTITY_TIMESTAMP
     rows = _read_rows(entities_path, timestamp_column=ts_column)
@@ -204,7 +200,7 @@ def training_set_create(
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def training_set_rebuild(manifest: str, out_path: Path | None) -> None:
     """Rebuild the rows of a training set (NAME, its folder or its manifest.json) exactly."""
-    from lakebed.pipelines.features.retrieval import training_set
+    from lakebed.pipelines.features.training import training_set
 
     _emit(training_set(manifest), out_path)
 

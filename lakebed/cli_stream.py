@@ -1,14 +1,12 @@
 """Streaming commands of the ``lakebed`` CLI: ``broker start|stop|status``, ``produce``, ``stream run``.
 
 Attach them to the main group with :func:`register` (``lakebed.cli`` does). Heavy layers are imported
-inside the commands, so ``lakebed --help`` stays fast. ``python -m lakebed.cli_stream`` runs the same
-commands on their own.
+inside the commands, so ``lakebed --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -17,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lakebed.config import get_config
-from lakebed.errors import LakebedError
 
 if TYPE_CHECKING:
-    from lakebed.pipelines.stream.ingest import RoundInfo
+    from lakebed.pipelines.stream.batch import RoundInfo
 
 
 @click.group("broker")
@@ -215,21 +212,3 @@ def register(group: click.Group) -> None:
     """Add ``broker``, ``produce`` and ``stream`` to ``group`` (the ``lakebed`` main group)."""
     for command in COMMANDS:
         group.add_command(command)
-
-
-class _Standalone(click.Group):
-    """``python -m lakebed.cli_stream``: lakebed errors as one line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LakebedError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
-
-
-cli = _Standalone("lakebed-stream", help="lakebed streaming commands (also under `lakebed`).")
-register(cli)
-
-if __name__ == "__main__":
-    cli()

@@ -107,3 +107,43 @@ class FeatureViewNotFoundError(LakebedError, LookupError):
 
 class FeatureSourceError(LakebedError):
     """The raw table of a feature view cannot be processed incrementally (names the table and version)."""
+
+
+class FeatureRetrievalError(LakebedError):
+    """Features cannot be retrieved as asked (names the reference, view or column at fault)."""
+
+
+class UnknownFeatureError(FeatureRetrievalError):
+    """A feature reference names a view, view version or feature that does not exist."""
+
+
+class EntityRowsError(FeatureRetrievalError):
+    """The entity rows lack a key or timestamp column, or a column has an unusable type."""
+
+
+class TrainingSetError(LakebedError):
+    """A training set cannot be created or rebuilt."""
+
+
+class TrainingSetIntegrityError(TrainingSetError):
+    """A training set's stored entity rows no longer match the hash recorded in its manifest."""
+
+
+class OnlineStoreError(LakebedError):
+    """The online store cannot serve or store the rows as asked (names the view and the problem)."""
+
+
+class BrokerError(LakebedError):
+    """The embedded broker cannot be found, started or stopped."""
+
+
+class TopicNotFoundError(LakebedError):
+    """The Kafka topic does not exist (or has no partitions)."""
+
+
+class ProduceError(LakebedError):
+    """Messages could not be delivered to Kafka."""
+
+
+class StreamFenced(LakebedError):
+    """Another writer committed offsets of this worker's partitions since it last read them."""

@@ -1,6 +1,6 @@
 """``lakebed.FeatureStore``: the public Python API for models.
 
-A thin layer over :mod:`lakebed.pipelines.features.retrieval`::
+A thin layer over :mod:`lakebed.pipelines.features.retrieval`, ``.training`` and ``.online_read``::
 
     from lakebed import FeatureStore
 
@@ -29,7 +29,9 @@ from lakebed.config import LakebedConfig, get_config
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from lakebed.pipelines.features.retrieval import OnlinePlan, TrainingSetManifest, ViewPlan
+    from lakebed.pipelines.features.online_read import OnlinePlan
+    from lakebed.pipelines.features.retrieval import ViewPlan
+    from lakebed.pipelines.features.training import TrainingSetManifest
     from lakebed.schemas.features import FeatureView
 
 
@@ -50,7 +52,7 @@ class FeatureStore:
         # same plans prepared for online reads (tables, keys, ttl, output columns, checked layouts).
         self._plans: dict[tuple[str, ...], list[ViewPlan]] = {}
         self._online: dict[tuple[str, ...], OnlinePlan] = {}
-        self._retrieval_module: ModuleType | None = None
+        self._online_read_module: ModuleType | None = None
 
     def __repr__(self) -> str:
         return f"FeatureStore(home={str(self.config.home)!r})"
@@ -93,7 +95,7 @@ class FeatureStore:
     ) -> pa.Table:
         """The latest values of ``features`` for ``entity_rows`` (a table, DataFrame, ``{"key": [...]}``
         or a single ``{"key": value}``), in input order; values older than the view's ttl are null."""
-        return self._retrieval().get_online_features(
+        return self._online_read().get_online_features(
             features,
             entity_rows,
             store=self.online_store,
@@ -110,7 +112,7 @@ class FeatureStore:
         no row or the row is older than the view's ttl at ``now``. The same values as
         ``get_online_features(features, entity).to_pylist()[0]``, without building Arrow data: the
         lowest-latency read for serving a single prediction."""
-        return self._retrieval().get_online_feature_dict(
+        return self._online_read().get_online_feature_dict(
             features,
             entity,
             store=self.online_store,
@@ -119,20 +121,20 @@ class FeatureStore:
             plans=self._online_plan(features),
         )
 
-    def _retrieval(self) -> ModuleType:
+    def _online_read(self) -> ModuleType:
         # Imported on first use (it pulls in pyarrow, numpy, pydantic), then kept: an import statement
         # per online read would cost as much as a tenth of the read.
-        if self._retrieval_module is None:
-            from lakebed.pipelines.features import retrieval
+        if self._online_read_module is None:
+            from lakebed.pipelines.features import online_read
 
-            self._retrieval_module = retrieval
-        return self._retrieval_module
+            self._online_read_module = online_read
+        return self._online_read_module
 
     def _online_plan(self, features: Sequence[str]) -> OnlinePlan:
         key = (features,) if isinstance(features, str) else tuple(features)
         online = self._online.get(key)
         if online is None:
-            online = self._retrieval().OnlinePlan(self._resolve(key))
+            online = self._online_read().OnlinePlan(self._resolve(key))
             with self._lock:
                 if len(self._online) > 256:
                     self._online.clear()
@@ -164,13 +166,14 @@ class FeatureStore:
     ) -> TrainingSetManifest:
         """Record a training set (entity rows' Parquet copy and hash, view versions, Delta versions) under
         ``HOME/training_sets/<name>/``; rebuild it with :meth:`training_set`."""
-        from lakebed.pipelines.features import retrieval
+        from lakebed.pipelines.features.retrieval import ENTITY_TIMESTAMP
+        from lakebed.pipelines.features.training import create_training_set
 
-        return retrieval.create_training_set(
+        return create_training_set(
             entity_rows,
             features,
             name=name,
-            timestamp_column=timestamp_column or retrieval.ENTITY_TIMESTAMP,
+            timestamp_column=timestamp_column or ENTITY_TIMESTAMP,
             overwrite=overwrite,
             config=self.config,
         )
@@ -178,7 +181,7 @@ class FeatureStore:
     def training_set(self, manifest: TrainingSetManifest | str | os.PathLike[str]) -> pa.Table:
         """The rows of a training set, rebuilt exactly from its manifest (object, JSON path, folder or
         name)."""
-        from lakebed.pipelines.features.retrieval import training_set
+        from lakebed.pipelines.features.training import training_set
 
         return training_set(manifest, config=self.config)
 

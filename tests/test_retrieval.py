@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lakebed.config import LakebedConfig
-from lakebed.errors import LakebedError
+from lakebed.errors import EntityRowsError, LakebedError, UnknownFeatureError
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
@@ -90,9 +90,19 @@ def brute_force(
 
 @pytest.fixture
 def retrieval() -> Any:
-    from lakebed.pipelines.features import retrieval
+    """The retrieval functions under test, from their three modules."""
+    from types import SimpleNamespace
 
-    return retrieval
+    from lakebed.pipelines.features import online_read, retrieval, training
+
+    return SimpleNamespace(
+        get_historical_features=retrieval.get_historical_features,
+        create_training_set=training.create_training_set,
+        training_set=training.training_set,
+        entity_hash=training.entity_hash,
+        get_online_features=online_read.get_online_features,
+        get_online_feature_dict=online_read.get_online_feature_dict,
+    )
 
 
 @pytest.fixture
@@ -621,17 +631,17 @@ def test_online_feature_dict_and_single_entity_reads_match_the_table_path(
     assert facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": 2}, now=ts(69))["clicks__n"] == 20
     assert facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": 2}, now=ts(70))["clicks__n"] is None
     # Errors are those of the table path.
-    with pytest.raises(retrieval.EntityRowsError, match=r"lack entity key column\(s\) \['shop'\]"):
+    with pytest.raises(EntityRowsError, match=r"lack entity key column\(s\) \['shop'\]"):
         facade.get_online_feature_dict(refs, {"user_id": 1})
-    with pytest.raises(retrieval.EntityRowsError, match=r"lack entity key column\(s\) \['shop'\]"):
+    with pytest.raises(EntityRowsError, match=r"lack entity key column\(s\) \['shop'\]"):
         facade.get_online_features(refs, {"user_id": 1})
-    with pytest.raises(retrieval.UnknownFeatureError, match="already entity-row columns"):
+    with pytest.raises(UnknownFeatureError, match="already entity-row columns"):
         facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": 1, "clicks__n": 0})
-    with pytest.raises(retrieval.UnknownFeatureError, match="already entity-row columns"):
+    with pytest.raises(UnknownFeatureError, match="already entity-row columns"):
         facade.get_online_features(["clicks:v1:n"], {"user_id": 1, "clicks__n": 0})
-    with pytest.raises(retrieval.UnknownFeatureError, match="already have"):
+    with pytest.raises(UnknownFeatureError, match="already have"):
         retrieval.get_online_feature_dict(["clicks:v1:n"], {"user_id": 1, "clicks__n": 0}, store=store)
-    with pytest.raises(retrieval.EntityRowsError, match="one entity; got 2"):
+    with pytest.raises(EntityRowsError, match="one entity; got 2"):
         facade.get_online_feature_dict(["clicks:v1:n"], {"user_id": [1, 2]})
 
     # A store with only the OnlineStore protocol (no read_one) gives the same answers.

@@ -325,7 +325,7 @@ def test_round_retried_after_crash_never_doubles_dead_letters(
 
 def _worker(topic: str, home: Path, bootstrap: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LAKEBED_HOME": str(home), "LAKEBED_KAFKA_BOOTSTRAP": bootstrap}
-    command = [sys.executable, "-m", "lakebed.cli_stream", "stream", "run", "--topic", topic]
+    command = [sys.executable, "-m", "lakebed.cli", "stream", "run", "--topic", topic]
     command += ["--table", "events", "--max-records", "300", "--max-seconds", "0.05", "--quiet"]
     return subprocess.Popen(
         command, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -541,7 +541,7 @@ def test_resync_seeks_every_partition_to_the_stored_offset(
 def test_produce_file_and_cli_stream_run(
     kafka_env: str, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    from lakebed.cli_stream import cli
+    from lakebed.cli import main as cli
 
     source = tmp_path / "events.jsonl"
     source.write_text("".join(json.dumps(event(i)) + "\n" for i in range(300)))

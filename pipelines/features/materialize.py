@@ -23,13 +23,8 @@ Semantics (ARCHITECTURE.md "Feature store semantics", docs/streaming.md):
   The late table's commits carry the same transaction id, so a run that stops between the two commits
   never records a late event twice.
 
-Which rows did raw version ``v`` add? The raw table is append-only (stream ingest appends; compaction
-rewrites files without changing data). Delta data files are immutable and uniquely named, so the rows
-added by ``v`` are exactly the rows of the files in ``v``'s snapshot that are not in ``v - 1``'s. That
-needs no ``_partition``/``_offset`` columns (any lakebed table can be a source) and is exact however the
-ingest batched its offsets. A version that removes files is accepted only if it is a data-neutral
-``OPTIMIZE`` (compaction: same row count in and out, nothing new); any other rewrite (delete, update,
-merge, overwrite) raises :class:`FeatureSourceError`, since features never retract events.
+The rows each raw version added, and their split by the lateness rule, come from
+:mod:`lakebed.pipelines.features.raw_changes` (which also says why the raw table must be append-only).
 """
 
 from __future__ import annotations
@@ -47,9 +42,16 @@ from deltalake.exceptions import DeltaError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
 from lakebed.pipelines.features.online import OnlineStore, default_online_store
+from lakebed.pipelines.features.raw_changes import (
+    LATE_COLUMNS,
+    RawChanges,
+    VersionSplit,
+    mark_late,
+    project,
+    split_version,
+)
 from lakebed.pipelines.features.registry import FeatureRegistry
 from lakebed.pipelines.features.windows import (
-    TIEBREAK_COLUMNS,
     affected_window_ends,
     compute_features,
     event_time_us,
@@ -66,9 +68,7 @@ RAW_VERSION_KEY = "lakebed.features.raw_version"
 VIEW_KEY = "lakebed.features.view"
 HASH_KEY = "lakebed.features.definition_hash"
 
-LATE_COLUMNS = ("_raw_version", "_watermark", "_reason")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_DATA_NEUTRAL = ("OPTIMIZE",)
 
 
 # State ---------------------------------------------------------------------------------------------
@@ -144,149 +144,6 @@ class MaterializeResult:
     """Things worth telling the operator (an online rebuild, versions left undecided offline, ...)."""
 
 
-# Raw changes ---------------------------------------------------------------------------------------
-class _RawChanges:
-    """The rows each version of an append-only raw Delta table added."""
-
-    def __init__(self, name: str, config: LakebedConfig) -> None:
-        self.name = name
-        self.uri = Catalog(config).get(name).uri  # TableNotFoundError names the table
-        self.latest = DeltaTable(self.uri).version()
-        self._snapshot: DeltaTable | None = None
-        self._files: dict[str, int | None] = {}
-        self._at: int | None = None
-        self._operations: dict[int, str] = {}
-
-    def _load(self, version: int) -> DeltaTable:
-        try:
-            if self._snapshot is None:
-                self._snapshot = DeltaTable(self.uri, version=version)
-            else:
-                self._snapshot.load_as_version(version)
-        except DeltaError as exc:
-            raise FeatureSourceError(
-                f"cannot read version {version} of raw table {self.name!r} (was its log cleaned up?): {exc}"
-            ) from exc
-        return self._snapshot
-
-    def _files_of(self, snapshot: DeltaTable) -> dict[str, int | None]:
-        actions = pa.table(snapshot.get_add_actions(flatten=True))
-        records = actions.column("num_records").to_pylist() if "num_records" in actions.column_names else None
-        paths = actions.column("path").to_pylist()
-        return dict(zip(paths, records or [None] * len(paths), strict=True))
-
-    def _operation(self, version: int) -> str:
-        if version not in self._operations:
-            for entry in DeltaTable(self.uri).history(self.latest - version + 1):
-                self._operations[int(entry["version"])] = str(entry.get("operation", ""))
-        return self._operations.get(version, "")
-
-    def schema(self, version: int) -> pa.Schema:
-        return pa.schema(self._load(version).schema().to_arrow())
-
-    def added(self, version: int) -> pa.Table:
-        """The rows raw version ``version`` added (none for a compaction); raises on a rewrite."""
-        if self._at != version - 1:
-            self._files = self._files_of(self._load(version - 1)) if version > 0 else {}
-        snapshot = self._load(version)
-        files = self._files_of(snapshot)
-        added = {p: n for p, n in files.items() if p not in self._files}
-        removed = {p: n for p, n in self._files.items() if p not in files}
-        self._files, self._at = files, version
-        schema = pa.schema(snapshot.schema().to_arrow())
-        if removed:
-            operation = self._operation(version)
-            added_rows = [n for n in added.values() if n is not None]
-            removed_rows = [n for n in removed.values() if n is not None]
-            known = len(added_rows) == len(added) and len(removed_rows) == len(removed)
-            balanced = not known or sum(added_rows) == sum(removed_rows)
-            if operation.upper() in _DATA_NEUTRAL and balanced:
-                return schema.empty_table()
-            raise FeatureSourceError(
-                f"raw table {self.name!r} version {version} ({operation or 'unknown operation'}) removed "
-                f"{len(removed)} data file(s): feature views need an append-only source (appends and "
-                "compaction only); rows cannot be retracted from features"
-            )
-        if not added:
-            return schema.empty_table()
-        dataset = snapshot.to_pyarrow_dataset()
-        assert isinstance(dataset, ds.FileSystemDataset)
-        fragments = [f for f in dataset.get_fragments() if f.path in added]
-        if len(fragments) != len(added):
-            raise FeatureSourceError(
-                f"raw table {self.name!r} version {version}: found {len(fragments)} of the {len(added)} files "
-                "it added"
-            )
-        subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-        return subset.to_table()
-
-
-# Lateness ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Split:
-    """One raw version, split by the lateness rule."""
-
-    version: int
-    rows: int
-    on_time: pa.Table  # the columns the view reads
-    late: pa.Table  # full raw rows + LATE_COLUMNS
-    max_us: int | None  # max event time seen through this version
-
-
-def _split(view: FeatureView, rows: pa.Table, version: int, seen_us: int | None) -> _Split:
-    times = event_time_us(rows.column(view.event_time), view.event_time) if rows.num_rows else None
-    watermark = None if seen_us is None else seen_us - view.allowed_lateness_us
-    if times is None or rows.num_rows == 0:
-        return _Split(version, 0, _project(rows, view), _late_rows(rows, [], version, watermark), seen_us)
-    null_key = pl.any_horizontal([pl.col(k).is_null() for k in view.entities])
-    keys = pl.from_arrow(rows.select(list(view.entities)))
-    assert isinstance(keys, pl.DataFrame)
-    frame = keys.with_columns(times.alias("__t"))
-    reason = (
-        pl.when(pl.col("__t").is_null())
-        .then(pl.lit("null_event_time"))
-        .when(null_key)
-        .then(pl.lit("null_entity"))
-        .when(pl.col("__t") < watermark if watermark is not None else pl.lit(False))
-        .then(pl.lit("late"))
-    )
-    reasons = frame.select(reason.alias("r")).to_series()
-    late_mask = reasons.is_not_null().to_arrow()
-    late = rows.filter(late_mask)
-    on_time = rows.filter(pc.invert(late_mask))
-    latest = times.max()
-    max_us = seen_us
-    if latest is not None:
-        max_us = int(latest) if seen_us is None else max(int(latest), seen_us)
-    return _Split(
-        version,
-        rows.num_rows,
-        _project(on_time, view),
-        _late_rows(late, reasons.drop_nulls().to_list(), version, watermark),
-        max_us,
-    )
-
-
-def _project(rows: pa.Table, view: FeatureView) -> pa.Table:
-    wanted = [*view.source_columns, *(c for c in TIEBREAK_COLUMNS if c not in view.source_columns)]
-    return rows.select([c for c in wanted if c in rows.column_names])
-
-
-def _late_rows(rows: pa.Table, reasons: list[str], version: int, watermark: int | None) -> pa.Table:
-    n = rows.num_rows
-    stamp = pa.timestamp("us", tz="UTC")
-    mark = (
-        pa.nulls(n, stamp)
-        if watermark is None
-        else pa.repeat(pa.scalar(watermark, pa.int64()).cast(stamp), n)
-    )
-    return (
-        rows.append_column(LATE_COLUMNS[0], pa.repeat(pa.scalar(version, pa.int64()), n))
-        .append_column(LATE_COLUMNS[1], mark)
-        .append_column(LATE_COLUMNS[2], pa.array(reasons, pa.string()))
-    )
-
-
 # Incremental ---------------------------------------------------------------------------------------
 def materialize(
     view: FeatureView,
@@ -308,7 +165,7 @@ def materialize(
     config = config or get_config()
     run = run or RunContext(job=f"features.materialize.{view.name}.v{view.version}")
     FeatureRegistry(config).register(view, run=run)
-    raw = _RawChanges(view.source.table, config)
+    raw = RawChanges(view.source.table, config)
     state = read_state(view, config=config)
     if state.raw_version is not None and state.raw_version > raw.latest:
         raise FeatureSourceError(
@@ -331,10 +188,10 @@ def materialize(
     events = late_events = feature_rows = 0
     seen = state.watermark_us  # max event time seen through the last version decided
     committed = state.watermark_us  # ... through the last version committed to the offline table
-    pending: list[_Split] = []
+    pending: list[VersionSplit] = []
     first = 0 if state.raw_version is None else state.raw_version + 1
     for version in range(first, raw.latest + 1):
-        split = _split(view, raw.added(version), version, seen)
+        split = split_version(view, raw.added(version), version, seen)
         seen = split.max_us
         pending.append(split)
         processed.append(version)
@@ -386,8 +243,8 @@ class _Outcome:
 
 def _apply(
     view: FeatureView,
-    splits: Sequence[_Split],
-    raw: _RawChanges,
+    splits: Sequence[VersionSplit],
+    raw: RawChanges,
     previous_watermark: int | None,
     store: OnlineStore | None,
     run: RunContext,
@@ -454,12 +311,12 @@ def _state_metadata(view: FeatureView, raw_version: int, watermark: int | None) 
 
 
 def _on_time_history(
-    view: FeatureView, raw: _RawChanges, version: int, ends: pa.Table, config: LakebedConfig
+    view: FeatureView, raw: RawChanges, version: int, ends: pa.Table, config: LakebedConfig
 ) -> pl.DataFrame:
     """Every on-time raw event (through ``version``) that can fall in a window of ``ends``: the raw table
     at ``version`` around those entities and times, minus the recorded late events (as a multiset)."""
     schema = raw.schema(version)
-    columns = _project(schema.empty_table(), view).column_names
+    columns = project(schema.empty_table(), view).column_names
     span = max(a.window_us for a in view.aggregations)
     times = event_time_us(ends.column(FEATURE_TS), FEATURE_TS)
     low, high = int(times.min()) - span, int(times.max())
@@ -602,13 +459,13 @@ def backfill(
     config = config or get_config()
     run = run or RunContext(job=f"features.backfill.{view.name}.v{view.version}")
     FeatureRegistry(config).register(view, run=run)
-    raw = _RawChanges(view.source.table, config)
+    raw = RawChanges(view.source.table, config)
     seen: int | None = None
     on_time: list[pa.Table] = []
     late: list[pa.Table] = []
     events = 0
     for version in range(raw.latest + 1):
-        split = _split(view, raw.added(version), version, seen)
+        split = split_version(view, raw.added(version), version, seen)
         seen = split.max_us
         events += split.rows
         on_time.append(split.on_time)
@@ -618,7 +475,7 @@ def backfill(
     late_rows = _concat(late)
     if late_rows.num_rows or _open(view.late_table, config) is not None:
         if not late_rows.num_rows:
-            late_rows = _late_rows(schema.empty_table(), [], last, None)
+            late_rows = mark_late(schema.empty_table(), [], last, None)
         commit(
             view.late_table,
             late_rows,

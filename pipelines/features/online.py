@@ -2,7 +2,9 @@
 
 :class:`OnlineStore` is the interface (a server store such as Redis can implement it);
 :class:`SQLiteOnlineStore` is the embedded default, one SQLite file (WAL) at ``HOME/online/features.sqlite``
-with one table per view version (``fv_<view>_v<N>``) whose primary key is the entity keys.
+with one table per view version (``fv_<view>_v<N>``) whose primary key is the entity keys. The SQL of
+each view and the conversions between Arrow and SQLite values are in
+:mod:`lakebed.pipelines.features.online_sql`.
 
 Writes are upserts that never go backwards: a row replaces the stored one only when its ``feature_ts`` is
 at least the stored one's, so replaying a write is harmless and the store always holds, per entity, the
@@ -25,23 +27,31 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from lakebed.pipelines.features.online_sql import (
+    META_TABLE,
+    StoredView,
+    check_rows,
+    create_table,
+    decode_row,
+    from_sqlite,
+    quote,
+    same_columns,
+    to_sqlite,
+)
 from lakebed.schemas.features import FEATURE_TS
 from lakebed.schemas.naming import validate_table_name
-from lakebed.schemas.types import delta_schema
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import LakebedError
+from lakebed.errors import OnlineStoreError
 
-_META = "_lakebed_online_views"
-_META_RAW = f"SELECT keys, schema FROM {_META} WHERE view_key = ?"
+_META_RAW = f"SELECT keys, schema FROM {META_TABLE} WHERE view_key = ?"
 _BATCH = 10_000
 _IN_LIMIT = 4_096
 """Distinct entities up to which a read of a one-key view uses an ``IN`` list (else the temp-table join)."""
@@ -51,10 +61,6 @@ _ATTEMPTS = 3
 """Reads retried after finding the view's metadata changed underneath (then the error is raised)."""
 _CACHED_STATEMENTS = 512
 """Prepared statements kept per connection (sqlite3's default, 128, is too few for many views)."""
-
-
-class OnlineStoreError(LakebedError):
-    """The online store cannot serve or store the rows as asked (names the view and the problem)."""
 
 
 @runtime_checkable
@@ -98,10 +104,10 @@ class SQLiteOnlineStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         # view key -> parsed metadata; shared by the threads (each has its own connection)
-        self._views: dict[str, _View] = {}
+        self._views: dict[str, StoredView] = {}
         with self._transaction() as connection:
             connection.execute(
-                f"CREATE TABLE IF NOT EXISTS {_META} (view_key TEXT PRIMARY KEY, keys TEXT NOT NULL, "
+                f"CREATE TABLE IF NOT EXISTS {META_TABLE} (view_key TEXT PRIMARY KEY, keys TEXT NOT NULL, "
                 "schema BLOB NOT NULL, source_version INTEGER)"
             )
 
@@ -140,13 +146,13 @@ class SQLiteOnlineStore:
         self, connection: sqlite3.Connection, view_key: str
     ) -> tuple[list[str], pa.Schema, int | None] | None:
         row = connection.execute(
-            f"SELECT keys, schema, source_version FROM {_META} WHERE view_key = ?", (view_key,)
+            f"SELECT keys, schema, source_version FROM {META_TABLE} WHERE view_key = ?", (view_key,)
         ).fetchone()
         if row is None:
             return None
         return json.loads(row[0]), pa.ipc.read_schema(pa.py_buffer(row[1])), row[2]
 
-    def _view(self, view_key: str) -> _View:
+    def _view(self, view_key: str) -> StoredView:
         """The view's metadata: the cached one while the stored bytes are unchanged, else parsed afresh
         (and cached). Raises if the store has no table for the view."""
         validate_table_name(view_key)
@@ -160,7 +166,7 @@ class SQLiteOnlineStore:
         cached = self._views.get(view_key)
         if cached is not None and cached.stored == (row[0], row[1]):
             return cached
-        view = _View.parse(view_key, row[0], row[1])
+        view = StoredView.parse(view_key, row[0], row[1])
         self._views[view_key] = view
         return view
 
@@ -169,7 +175,7 @@ class SQLiteOnlineStore:
 
     def views(self) -> list[str]:
         """Every view key the store holds a table for."""
-        rows = self._connection().execute(f"SELECT view_key FROM {_META} ORDER BY view_key").fetchall()
+        rows = self._connection().execute(f"SELECT view_key FROM {META_TABLE} ORDER BY view_key").fetchall()
         return [r[0] for r in rows]
 
     def schema(self, view_key: str) -> pa.Schema:
@@ -183,16 +189,16 @@ class SQLiteOnlineStore:
     ) -> int:
         validate_table_name(view_key)
         keys = list(keys)
-        schema = _check_rows(view_key, rows, keys)
+        schema = check_rows(view_key, rows, keys)
         rows = rows.cast(schema)
         columns = schema.names
-        table = _quote(view_key)
-        assignments = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns if c not in keys)
+        table = quote(view_key)
+        assignments = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in keys)
         statement = (
-            f"INSERT INTO {table} ({', '.join(_quote(c) for c in columns)}) "
+            f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)}) "
-            f"ON CONFLICT ({', '.join(_quote(k) for k in keys)}) DO UPDATE SET {assignments} "
-            f"WHERE excluded.{_quote(FEATURE_TS)} >= {table}.{_quote(FEATURE_TS)}"
+            f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET {assignments} "
+            f"WHERE excluded.{quote(FEATURE_TS)} >= {table}.{quote(FEATURE_TS)}"
         )
         # Ascending feature_ts: within one batch, the newest row of an entity is applied last.
         ordered = rows.take(pc.sort_indices(rows, [(FEATURE_TS, "ascending")])) if rows.num_rows else rows
@@ -200,19 +206,19 @@ class SQLiteOnlineStore:
             with self._transaction() as connection:
                 stored = self._meta(connection, view_key)
                 if stored is None:
-                    _create(connection, view_key, schema, keys)
-                elif stored[0] != keys or not _same_columns(stored[1], schema):
+                    create_table(connection, view_key, schema, keys)
+                elif stored[0] != keys or not same_columns(stored[1], schema):
                     raise OnlineStoreError(
                         f"online table {view_key!r} holds keys {stored[0]} and columns {stored[1].names}; "
                         f"cannot write keys {keys} and columns {schema.names} (a view version's schema is "
                         "fixed)"
                     )
                 for batch in ordered.to_batches(max_chunksize=_BATCH):
-                    values = [_to_sqlite(batch.column(i)) for i in range(batch.num_columns)]
+                    values = [to_sqlite(batch.column(i)) for i in range(batch.num_columns)]
                     connection.executemany(statement, zip(*values, strict=True))
                 if source_version is not None:
                     connection.execute(
-                        f"UPDATE {_META} SET source_version = ? WHERE view_key = ?",
+                        f"UPDATE {META_TABLE} SET source_version = ? WHERE view_key = ?",
                         (int(source_version), view_key),
                     )
         finally:
@@ -224,8 +230,8 @@ class SQLiteOnlineStore:
         validate_table_name(view_key)
         try:
             with self._transaction() as connection:
-                connection.execute(f"DROP TABLE IF EXISTS {_quote(view_key)}")
-                connection.execute(f"DELETE FROM {_META} WHERE view_key = ?", (view_key,))
+                connection.execute(f"DROP TABLE IF EXISTS {quote(view_key)}")
+                connection.execute(f"DELETE FROM {META_TABLE} WHERE view_key = ?", (view_key,))
         finally:
             self._forget(view_key)
 
@@ -250,7 +256,7 @@ class SQLiteOnlineStore:
                 if not fresh:
                     continue  # the cached metadata may be outdated: decide on the stored one
                 raise OnlineStoreError(f"online table {view_key!r} is keyed by {list(view.keys)}, not {keys}")
-            probe = [_to_sqlite(entity_rows.column(k).cast(view.key_types[i])) for i, k in enumerate(keys)]
+            probe = [to_sqlite(entity_rows.column(k).cast(view.key_types[i])) for i, k in enumerate(keys)]
             try:
                 fetched = self._fetch(view, probe, entity_rows.num_rows)
             except _Changed as exc:
@@ -259,7 +265,7 @@ class SQLiteOnlineStore:
             columns = list(zip(*fetched, strict=True)) if fetched else [() for _ in view.values]
             result = entity_rows.select(keys)
             for stored_field, values in zip(view.values, columns, strict=True):
-                result = result.append_column(stored_field, _from_sqlite(values, stored_field.type))
+                result = result.append_column(stored_field, from_sqlite(values, stored_field.type))
             return result
         if changed is not None and isinstance(changed.__cause__, sqlite3.Error):
             raise changed.__cause__  # not a concurrent change after all: the database's own error
@@ -288,7 +294,7 @@ class SQLiteOnlineStore:
             fast = view.fast_keys[0]
             value = key[0]
             try:
-                point = view.points.get(columns)  # type: ignore[arg-type]
+                point = view.points.get(columns)
             except TypeError:  # a list of columns
                 point = None
             if (
@@ -307,7 +313,7 @@ class SQLiteOnlineStore:
                         return None
                     if point.decoders is None:
                         return row[3:]
-                    return _decode(row, point.decoders)
+                    return decode_row(row, point.decoders)
         return self._read_one(view_key, key, keys, columns)
 
     def _read_one(
@@ -339,10 +345,10 @@ class SQLiteOnlineStore:
                 continue  # the view's metadata changed since it was cached: reload it
             if row[2] is None:
                 return None
-            return row[3:] if point.decoders is None else _decode(row, point.decoders)
+            return row[3:] if point.decoders is None else decode_row(row, point.decoders)
         raise _changed_error(view_key)
 
-    def _fetch(self, view: _View, probe: list[list[Any]], n: int) -> list[tuple[Any, ...]]:
+    def _fetch(self, view: StoredView, probe: list[list[Any]], n: int) -> list[tuple[Any, ...]]:
         """The stored non-key values of every probe row (a row of Nones where none), in probe order."""
         connection = self._connection()
         width = len(view.keys)
@@ -405,7 +411,7 @@ class SQLiteOnlineStore:
             connection.execute("COMMIT")
         return fetched
 
-    def _check(self, connection: sqlite3.Connection, view: _View) -> None:
+    def _check(self, connection: sqlite3.Connection, view: StoredView) -> None:
         """Raise :class:`_Changed` unless the stored metadata of ``view`` is still the cached one."""
         row = connection.execute(_META_RAW, (view.view_key,)).fetchone()
         if row is None or (row[0], row[1]) != view.stored:
@@ -416,7 +422,7 @@ class SQLiteOnlineStore:
         connection = self._connection()
         if self._meta(connection, view_key) is None:
             return None
-        value = connection.execute(f"SELECT MAX({_quote(FEATURE_TS)}) FROM {_quote(view_key)}").fetchone()[0]
+        value = connection.execute(f"SELECT MAX({quote(FEATURE_TS)}) FROM {quote(view_key)}").fetchone()[0]
         return (
             None
             if value is None
@@ -433,10 +439,10 @@ class SQLiteOnlineStore:
         connection = self._connection()
         if self._meta(connection, view_key) is None:
             return 0
-        return int(connection.execute(f"SELECT COUNT(*) FROM {_quote(view_key)}").fetchone()[0])
+        return int(connection.execute(f"SELECT COUNT(*) FROM {quote(view_key)}").fetchone()[0])
 
 
-# Cached metadata -----------------------------------------------------------------------------------
+# Read helpers --------------------------------------------------------------------------------------
 class _Changed(Exception):
     """A view's stored metadata differs from the cached one (another process dropped or rebuilt it)."""
 
@@ -445,245 +451,12 @@ def _changed_error(view_key: str) -> OnlineStoreError:
     return OnlineStoreError(f"online table {view_key!r} kept changing while being read; try again")
 
 
-@dataclass(frozen=True, eq=False)
-class _Point:
-    """A single-entity lookup of some of a view's columns."""
-
-    sql: str
-    decoders: tuple[Callable[[Any], Any] | None, ...] | None
-    """Per value column (after ``feature_ts``): storage value → Python value; None when all are as is."""
-
-
-@dataclass(eq=False)
-class _View:
-    """One view's stored metadata, parsed once, with the SQL and conversions derived from it."""
-
-    view_key: str
-    stored: tuple[str, bytes]
-    """The metadata row as stored (keys JSON, schema IPC): compared with the database on every read."""
-    keys: tuple[str, ...]
-    schema: pa.Schema
-    values: tuple[pa.Field, ...]
-    """The non-key columns (``feature_ts`` and the features) in stored order."""
-    value_names: tuple[str, ...]
-    key_types: tuple[pa.DataType, ...]
-    fast_keys: tuple[_FastKey | None, ...]
-    join_sql: str
-    points: dict[tuple[str, ...] | None, _Point] = field(default_factory=dict)
-    lookups: dict[int, str] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, view_key: str, keys_json: str, schema_ipc: bytes) -> _View:
-        keys = tuple(json.loads(keys_json))
-        schema = pa.ipc.read_schema(pa.py_buffer(schema_ipc))
-        values = tuple(f for f in schema if f.name not in keys)
-        key_types = tuple(schema.field(k).type for k in keys)
-        table = _quote(view_key)
-        join = " AND ".join(f"t.{_quote(k)} = q.k{i}" for i, k in enumerate(keys))
-        selected = ", ".join(f"t.{_quote(f.name)}" for f in values)
-        join_sql = (
-            f"SELECT {selected} FROM temp._lakebed_query_{len(keys)} AS q LEFT JOIN {table} AS t ON {join} "
-            "ORDER BY q.i"
-        )
-        return cls(
-            view_key=view_key,
-            stored=(keys_json, schema_ipc),
-            keys=keys,
-            schema=schema,
-            values=values,
-            value_names=tuple(f.name for f in values),
-            key_types=key_types,
-            fast_keys=tuple(_fast_key(kind) for kind in key_types),
-            join_sql=join_sql,
-        )
-
-    def point(self, columns: Sequence[str] | None) -> _Point:
-        """The single-entity lookup of ``columns`` (None: every non-key column after ``feature_ts``)."""
-        names = [f.name for f in self.values if f.name != FEATURE_TS] if columns is None else list(columns)
-        unknown = [c for c in names if self.schema.get_field_index(c) < 0]
-        if unknown:
-            raise OnlineStoreError(
-                f"online table {self.view_key!r} has no column(s) {unknown} (its columns: "
-                f"{', '.join(self.schema.names)})"
-            )
-        on = " AND ".join(f"t.{_quote(k)} = ?" for k in self.keys)
-        selected = ", ".join(f"t.{_quote(c)}" for c in [self.keys[0], FEATURE_TS, *names])
-        sql = (
-            f"SELECT m.keys, m.schema, {selected} FROM {_META} AS m LEFT JOIN {_quote(self.view_key)} AS t "
-            f"ON {on} WHERE m.view_key = ?"
-        )
-        decoders = tuple(_decoder(self.schema.field(c).type) for c in names)
-        point = _Point(sql=sql, decoders=None if all(d is None for d in decoders) else decoders)
-        self.points[None if columns is None else tuple(columns)] = point
-        return point
-
-    def lookup_sql(self, size: int) -> str:
-        """Rows (keys, then the non-key columns) of up to ``size`` entities: an ``IN`` list for one key
-        column, a ``VALUES`` join for several (SQLite's row-value ``IN`` would scan the table)."""
-        sql = self.lookups.get(size)
-        if sql is None:
-            table = _quote(self.view_key)
-            values = ", ".join(f"t.{_quote(f.name)}" for f in self.values)
-            if len(self.keys) == 1:
-                key = _quote(self.keys[0])
-                marks = ", ".join("?" for _ in range(size))
-                sql = f"SELECT t.{key}, {values} FROM {table} AS t WHERE t.{key} IN ({marks})"
-            else:
-                row = "(" + ", ".join("?" for _ in self.keys) + ")"
-                on = " AND ".join(f"t.{_quote(k)} = q.column{i + 1}" for i, k in enumerate(self.keys))
-                probe = ", ".join(f"q.column{i + 1}" for i in range(len(self.keys)))
-                sql = (
-                    f"SELECT {probe}, {values} FROM (VALUES {', '.join(row for _ in range(size))}) AS q "
-                    f"JOIN {table} AS t ON {on}"
-                )
-            self.lookups[size] = sql
-        return sql
-
-    def probe(self, key: Sequence[Any]) -> list[Any]:
-        """``key`` (one value per key column) as the values SQLite compares with the stored keys."""
-        if len(key) != len(self.keys):
-            raise OnlineStoreError(
-                f"online table {self.view_key!r} is keyed by {list(self.keys)}: got {len(key)} key value(s)"
-            )
-        out = []
-        for value, fast, kind in zip(key, self.fast_keys, self.key_types, strict=True):
-            if (
-                fast is not None
-                and type(value) is fast.kind
-                and (not fast.bounded or fast.low <= value <= fast.high)
-            ):
-                out.append(value)
-            else:
-                out.append(_to_sqlite(pa.array([value]).cast(kind))[0])
-        return out
-
-
-@dataclass(frozen=True)
-class _FastKey:
-    """Key values of Python type ``kind`` (integers: within ``[low, high]``) that ``pa.array([value])
-    .cast(key_type)`` would store unchanged, so they are bound as they are."""
-
-    kind: type[Any]
-    bounded: bool = False
-    low: int = 0
-    high: int = 0
-
-
-def _decode(row: tuple[Any, ...], decoders: tuple[Callable[[Any], Any] | None, ...]) -> tuple[Any, ...]:
-    """``(feature_ts, *values)`` of a single-entity row, the values made Python values."""
-    return (row[3], *(v if d is None else d(v) for d, v in zip(decoders, row[4:], strict=True)))
-
-
-def _fast_key(kind: pa.DataType) -> _FastKey | None:
-    if pa.types.is_signed_integer(kind):
-        bound = 1 << (kind.bit_width - 1)
-        return _FastKey(int, True, -bound, bound - 1)
-    if pa.types.is_string(kind):
-        return _FastKey(str)
-    if kind == pa.float64():
-        return _FastKey(float)
-    return None
-
-
-def _decoder(kind: pa.DataType) -> Callable[[Any], Any] | None:
-    """Stored value → the Python value ``to_pylist()`` gives for it (None: the stored value as is)."""
-    if pa.types.is_boolean(kind):
-        return _as_bool
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_decimal(kind):
-
-        def decode(value: Any) -> Any:
-            return None if value is None else _from_sqlite([value], kind)[0].as_py()
-
-        return decode
-    return None
-
-
-def _as_bool(value: Any) -> bool | None:
-    return None if value is None else bool(value)
-
-
 def _bucket(n: int) -> int:
     """``n`` rounded up to one of four sizes per power of two, so few distinct statements are cached."""
     if n <= 4:
         return n
     step = 1 << (n.bit_length() - 3)
     return -(-n // step) * step
-
-
-# Helpers -------------------------------------------------------------------------------------------
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _check_rows(view_key: str, rows: pa.Table, keys: list[str]) -> pa.Schema:
-    if not keys:
-        raise OnlineStoreError(f"online table {view_key!r}: no entity key columns given")
-    missing = [c for c in [*keys, FEATURE_TS] if c not in rows.column_names]
-    if missing:
-        raise OnlineStoreError(f"rows for online table {view_key!r} lack column(s) {missing}")
-    for key in [*keys, FEATURE_TS]:
-        if rows.column(key).null_count:
-            raise OnlineStoreError(f"rows for online table {view_key!r} have nulls in {key!r}")
-    schema = delta_schema(rows.schema)
-    for column in schema:
-        _sqlite_type(column.type, view_key, column.name)
-    return pa.schema([f.with_nullable(True) for f in schema])
-
-
-def _same_columns(stored: pa.Schema, new: pa.Schema) -> bool:
-    return [(f.name, f.type) for f in stored] == [(f.name, f.type) for f in new]
-
-
-def _sqlite_type(kind: pa.DataType, view_key: str = "", column: str = "") -> str:
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_timestamp(kind):
-        return "INTEGER"
-    if pa.types.is_date(kind):
-        return "INTEGER"
-    if pa.types.is_floating(kind):
-        return "REAL"
-    if pa.types.is_string(kind) or pa.types.is_decimal(kind):
-        return "TEXT"
-    if pa.types.is_binary(kind):
-        return "BLOB"
-    raise OnlineStoreError(
-        f"online table {view_key!r}: column {column!r} has type {kind}, which it cannot store"
-    )
-
-
-def _create(connection: sqlite3.Connection, view_key: str, schema: pa.Schema, keys: list[str]) -> None:
-    columns = ", ".join(f"{_quote(f.name)} {_sqlite_type(f.type, view_key, f.name)}" for f in schema)
-    connection.execute(
-        f"CREATE TABLE IF NOT EXISTS {_quote(view_key)} ({columns}, "
-        f"PRIMARY KEY ({', '.join(_quote(k) for k in keys)})) WITHOUT ROWID"
-    )
-    connection.execute(
-        f"INSERT INTO {_META} (view_key, keys, schema) VALUES (?, ?, ?)",
-        (view_key, json.dumps(keys), schema.serialize().to_pybytes()),
-    )
-
-
-def _to_sqlite(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """Python values SQLite stores: timestamps as µs since the epoch, dates as days, decimals as text."""
-    kind = column.type
-    if pa.types.is_timestamp(kind):
-        column = column.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
-    elif pa.types.is_date(kind):
-        column = column.cast(pa.date32()).cast(pa.int32())
-    elif pa.types.is_decimal(kind):
-        column = column.cast(pa.string())
-    return column.to_pylist()
-
-
-def _from_sqlite(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
-    if pa.types.is_timestamp(kind):
-        return pa.array(values, pa.int64()).cast(kind)
-    if pa.types.is_date(kind):
-        return pa.array(values, pa.int32()).cast(kind)
-    if pa.types.is_decimal(kind):
-        return pa.array(values, pa.string()).cast(kind)
-    if pa.types.is_boolean(kind):
-        return pa.array(values, pa.int64()).cast(kind)
-    return pa.array(values, kind)
 
 
 __all__ = ["OnlineStore", "OnlineStoreError", "SQLiteOnlineStore", "default_online_store"]

@@ -1,4 +1,4 @@
-"""Feature retrieval: point-in-time joins over the offline store, online reads, training-set manifests.
+"""Point-in-time feature retrieval over the offline store.
 
 Semantics (ARCHITECTURE.md, "Feature store semantics"):
 
@@ -22,35 +22,33 @@ is the greatest ``feature_ts <= ts``). Entity timestamps may be any timestamp un
 are read as UTC; finer-than-microsecond ones are floored to the microsecond, which is exact because
 ``feature_ts`` and ttl are whole microseconds.
 
-Online reads (:func:`get_online_features`, :func:`get_online_feature_dict`) take the latest stored row per
-entity and null it when ``feature_ts <= now - ttl``. A single entity given as a plain dict
-(``{"user_id": 42}``) is served by the SQLite store's primary-key lookup (``read_one``) without building
-Arrow data for the request; :class:`OnlinePlan` holds everything resolved once per feature list.
+Reproducible training sets (:mod:`lakebed.pipelines.features.training`) and online reads
+(:mod:`lakebed.pipelines.features.online_read`) build on the reference resolution and entity-row handling
+here; their public names remain importable from this module.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import hashlib
-import operator
-import os
-import re
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from lakebed.schemas.features import FEATURE_TS, FeatureRef, FeatureView, duration_us
-from pydantic import BaseModel, ConfigDict, Field
+from lakebed.schemas.features import FEATURE_TS, FeatureRef, FeatureView
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import LakebedError, TableNotFoundError
+from lakebed.errors import (
+    EntityRowsError,
+    FeatureRetrievalError,
+    LakebedError,
+    TableNotFoundError,
+    TrainingSetError,
+    TrainingSetIntegrityError,
+    UnknownFeatureError,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -59,34 +57,10 @@ if TYPE_CHECKING:
 ENTITY_TIMESTAMP = "event_timestamp"
 """Default name of the entity rows' timestamp column (override with ``timestamp_column=``)."""
 COLUMN_SEPARATOR = "__"
-MANIFEST_FILE = "manifest.json"
-ENTITIES_FILE = "entities.parquet"
 
 _ROW = "__lakebed_row"
 _TS = "__lakebed_ts"
 _FTS = "__lakebed_fts"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-# Errors ----------------------------------------------------------------------------------------------
-class FeatureRetrievalError(LakebedError):
-    """Features cannot be retrieved as asked (names the reference, view or column at fault)."""
-
-
-class UnknownFeatureError(FeatureRetrievalError):
-    """A feature reference names a view, view version or feature that does not exist."""
-
-
-class EntityRowsError(FeatureRetrievalError):
-    """The entity rows lack a key or timestamp column, or a column has an unusable type."""
-
-
-class TrainingSetError(LakebedError):
-    """A training set cannot be created or rebuilt."""
-
-
-class TrainingSetIntegrityError(TrainingSetError):
-    """A training set's stored entity rows no longer match the hash recorded in its manifest."""
 
 
 # Resolution of references ---------------------------------------------------------------------------
@@ -228,11 +202,14 @@ def as_arrow(rows: Any) -> pa.Table:
     )
 
 
-def _check_columns(entities: pa.Table, plans: Sequence[ViewPlan], timestamp_column: str | None) -> None:
-    _check_names(entities.column_names, plans, timestamp_column)
+def check_columns(entities: pa.Table, plans: Sequence[ViewPlan], timestamp_column: str | None) -> None:
+    """Raise :class:`EntityRowsError` unless ``entities`` hold the key columns of every plan (and the
+    timestamp column, if given)."""
+    check_names(entities.column_names, plans, timestamp_column)
 
 
-def _check_names(columns: Sequence[str], plans: Sequence[ViewPlan], timestamp_column: str | None) -> None:
+def check_names(columns: Sequence[str], plans: Sequence[ViewPlan], timestamp_column: str | None) -> None:
+    """:func:`check_columns` for entity rows with the column names ``columns``."""
     names = set(columns)
     problems = []
     if timestamp_column is not None and timestamp_column not in names:
@@ -247,7 +224,7 @@ def _check_names(columns: Sequence[str], plans: Sequence[ViewPlan], timestamp_co
         )
 
 
-def _epoch_us(column: pa.ChunkedArray, name: str) -> pa.Array:
+def epoch_us(column: pa.ChunkedArray, name: str) -> pa.Array:
     """Entity timestamps as int64 microseconds since the epoch (UTC), floored; nulls stay null."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     kind = array.type
@@ -268,7 +245,8 @@ def _epoch_us(column: pa.ChunkedArray, name: str) -> pa.Array:
 
 
 # Offline data ---------------------------------------------------------------------------------------
-def _open_offline(plan: ViewPlan, version: int | None, config: LakebedConfig) -> DeltaTable:
+def open_offline(plan: ViewPlan, version: int | None, config: LakebedConfig) -> DeltaTable:
+    """The offline Delta table of ``plan`` at ``version`` (None: the latest), or a clear error."""
     from lakebed.pipelines.read import open_table
 
     try:
@@ -285,7 +263,8 @@ def _open_offline(plan: ViewPlan, version: int | None, config: LakebedConfig) ->
         ) from exc
 
 
-def _plain(kind: pa.DataType) -> pa.DataType:
+def plain_type(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with large and view string/binary types made plain ``string``/``binary``."""
     if kind in (pa.string_view(), pa.large_string()):
         return pa.string()
     if kind in (pa.binary_view(), pa.large_binary()):
@@ -364,7 +343,7 @@ def _pit_join(
     columns = []
     for selection in plan.features:
         column = result.column(selection.column)
-        target = _plain(schema.field(selection.feature).type)
+        target = plain_type(schema.field(selection.feature).type)
         if column.type != target:
             column = column.cast(target)
         columns.append(column)
@@ -380,7 +359,7 @@ def _align_key(column: pa.ChunkedArray, target: pa.DataType, name: str, plan: Vi
     if _family(source) == _family(target) and _family(source) != "other":
         return column
     try:
-        return column.cast(_plain(target), safe=True)
+        return column.cast(plain_type(target), safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise EntityRowsError(
             f"entity key column {name!r} is {source} but feature view {plan.key} keys it as {target}: {exc}"
@@ -442,18 +421,20 @@ def get_historical_features(
     config = config or get_config()
     entities = as_arrow(entity_rows)
     plans = resolve_features(features, config=config, reserved=entities.column_names)
-    _check_columns(entities, plans, timestamp_column)
+    check_columns(entities, plans, timestamp_column)
     pinned = _pinned(versions, plans)
-    tables = {plan.key: _open_offline(plan, pinned.get(plan.key), config) for plan in plans}
-    return _historical(entities, plans, tables, timestamp_column)
+    tables = {plan.key: open_offline(plan, pinned.get(plan.key), config) for plan in plans}
+    return join_features(entities, plans, tables, timestamp_column)
 
 
-def _historical(
+def join_features(
     entities: pa.Table, plans: Sequence[ViewPlan], tables: Mapping[str, DeltaTable], timestamp_column: str
 ) -> pa.Table:
+    """``entities`` followed by the point-in-time joined feature columns of every plan, each view read
+    from ``tables[plan.key]``."""
     import duckdb
 
-    ts_us = _epoch_us(entities.column(timestamp_column), timestamp_column)
+    ts_us = epoch_us(entities.column(timestamp_column), timestamp_column)
     result = entities
     connection = duckdb.connect()
     try:
@@ -467,513 +448,8 @@ def _historical(
     return result
 
 
-# Online reads ---------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _OnlineView:
-    table: str
-    keys: tuple[str, ...]
-    ttl_us: int
-    features: tuple[str, ...]
-    """Stored column names of the requested features, in request order within the view."""
-    columns: tuple[str, ...]
-    """Their output column names."""
-    missing: tuple[None, ...]
-    """One None per feature: the values of a missing or stale row."""
-
-
-class OnlinePlan:
-    """Resolved view plans prepared for online reads: per view its table, keys, ttl and the features to
-    read, plus caches of the entity-row layouts already checked. Build one per feature list and reuse it
-    (``FeatureStore`` does); view versions are immutable, so it never goes stale."""
-
-    def __init__(self, plans: Sequence[ViewPlan]) -> None:
-        self.plans = tuple(plans)
-        self.views = tuple(
-            _OnlineView(
-                table=plan.table,
-                keys=tuple(plan.entities),
-                ttl_us=plan.ttl_us,
-                features=tuple(s.feature for s in plan.features),
-                columns=tuple(s.column for s in plan.features),
-                missing=(None,) * len(plan.features),
-            )
-            for plan in self.plans
-        )
-        self.columns = tuple(c for view in self.views for c in view.columns)
-        self._checked: set[tuple[str, ...]] = set()
-        self._layouts: dict[tuple[Any, ...], tuple[tuple[pa.Schema, ...], pa.StructType]] = {}
-
-    def check(self, names: Iterable[str]) -> None:
-        """Raise unless entity rows with columns ``names`` can be read with this plan (no feature column
-        among them, every view's key columns present)."""
-        key = tuple(names)
-        if key in self._checked:
-            return
-        clash = [c for c in self.columns if c in key]
-        if clash:
-            raise UnknownFeatureError(
-                f"feature column(s) {clash} are already entity-row columns; rename those"
-            )
-        _check_names(key, self.plans, None)
-        if len(self._checked) < 64:
-            self._checked.add(key)
-
-    def struct_type(self, entity: Mapping[str, Any], store: Any) -> pa.StructType:
-        """The type of one output row: the entity values' types (as ``as_arrow`` infers them), then the
-        stored types of the features."""
-        types = tuple(map(type, entity.values()))
-        key = (*entity, *types)
-        schemas = tuple([store.schema(view.table) for view in self.views])
-        cached = self._layouts.get(key)
-        if cached is not None and all(map(operator.is_, cached[0], schemas)):
-            return cached[1]  # the stored schemas are the very objects the layout was built from
-        fields = [pa.field(name, _PLAIN_TYPES[kind]) for name, kind in zip(entity, types, strict=True)]
-        for view, schema in zip(self.views, schemas, strict=True):
-            for feature, column in zip(view.features, view.columns, strict=True):
-                fields.append(pa.field(column, schema.field(feature).type))
-        struct = pa.struct(fields)
-        if len(self._layouts) > 64:
-            self._layouts.clear()
-        self._layouts[key] = (schemas, struct)
-        return struct
-
-
-# Python types of single-entity values whose Arrow type needs no inference, and that type.
-_PLAIN_TYPES: dict[type, pa.DataType] = {
-    int: pa.int64(),
-    float: pa.float64(),
-    str: pa.string(),
-    bool: pa.bool_(),
-}
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-def _single_entity(rows: Any) -> dict[str, Any] | None:
-    """``rows`` if it is one entity given as a plain dict of scalars (``{"key": 42}``) whose Arrow types
-    are obvious (``int`` within int64, ``float``, ``str``, ``bool``), else None."""
-    if type(rows) is not dict or not rows:
-        return None
-    for name, value in rows.items():
-        kind = type(value)
-        if type(name) is not str or kind not in _PLAIN_TYPES:
-            return None
-        if kind is int and not _INT64_MIN <= value <= _INT64_MAX:
-            return None
-    return rows
-
-
-def online_plan(
-    features: Sequence[str],
-    *,
-    plans: Sequence[ViewPlan] | OnlinePlan | None = None,
-    config: LakebedConfig | None = None,
-    reserved: Sequence[str] = (),
-) -> OnlinePlan:
-    """The :class:`OnlinePlan` of ``features`` (from ``plans`` when given, else resolved in the registry)."""
-    if isinstance(plans, OnlinePlan):
-        return plans
-    if plans is None:
-        plans = resolve_features(features, config=config or get_config(), reserved=reserved)
-    return OnlinePlan(plans)
-
-
-def _online_store(store: Any, config: LakebedConfig | None) -> Any:
-    if store is not None:
-        return store
-    from lakebed.pipelines.features.online import default_online_store
-
-    return default_online_store(config or get_config())
-
-
-def get_online_features(
-    features: Sequence[str],
-    entity_rows: Any,
-    *,
-    store: Any = None,
-    config: LakebedConfig | None = None,
-    now: dt.datetime | None = None,
-    plans: Sequence[ViewPlan] | OnlinePlan | None = None,
-) -> pa.Table:
-    """The latest feature values of each entity row from the online store, in input order.
-
-    ``entity_rows`` holds the views' entity key columns (a table, a DataFrame, ``{"key": [..]}`` or one
-    row ``{"key": value}``). Output columns as in :func:`get_historical_features`. A value older than the
-    view's ttl at ``now`` (default: the current time) is returned as null, as the offline join would.
-    ``plans`` may be the resolved view plans or an :class:`OnlinePlan` (fastest: nothing is resolved).
-    """
-    single = _single_entity(entity_rows)
-    if single is not None:
-        names: list[str] = list(single)
-    else:
-        entities = as_arrow(entity_rows)
-        names = entities.column_names
-    online = (
-        plans
-        if isinstance(plans, OnlinePlan)
-        else online_plan(features, plans=plans, config=config, reserved=names)
-    )
-    online.check(names)
-    store = _online_store(store, config)
-    if single is not None:
-        if hasattr(store, "read_one") and hasattr(store, "schema"):
-            values = _read_single(online, single, store, _now_us(now))
-            row = pa.array([(*single.values(), *values)], online.struct_type(single, store))
-            return pa.Table.from_batches([pa.RecordBatch.from_struct_array(row)])
-        entities = as_arrow(single)
-    now_us = _now_us(now)
-    result = entities
-    for view in online.views:
-        keys = entities.select(list(view.keys))
-        rows = store.read(view.table, keys, list(view.keys))
-        # A stored row at most now - ttl is as stale as it would be offline: nulls. (A null feature_ts
-        # means no stored row: its features are null already, so a null ``stale`` is harmless.)
-        stale = pc.less_equal(_epoch_us(rows.column(FEATURE_TS), FEATURE_TS), now_us - view.ttl_us)
-        any_stale = bool(pc.any(stale).as_py())
-        for feature, name in zip(view.features, view.columns, strict=True):
-            column = rows.column(feature)
-            if any_stale:
-                column = pc.if_else(stale, pa.nulls(len(column), column.type), column)
-            result = result.append_column(name, column)
-    return result
-
-
-def get_online_feature_dict(
-    features: Sequence[str],
-    entity: Mapping[str, Any],
-    *,
-    store: Any = None,
-    config: LakebedConfig | None = None,
-    now: dt.datetime | None = None,
-    plans: Sequence[ViewPlan] | OnlinePlan | None = None,
-) -> dict[str, Any]:
-    """The latest feature values of one entity as a plain dict: exactly the one row of
-    ``get_online_features(features, entity, ...).to_pylist()``, i.e. the entity's values then one
-    ``<view>__<feature>`` value per feature (None where missing or older than the view's ttl at ``now``).
-
-    ``entity`` is one row, ``{"key": value, ...}``. With the embedded SQLite store and plain ``int``/
-    ``float``/``str``/``bool`` values this skips Arrow entirely (the low-latency path for serving).
-    """
-    single = _single_entity(entity)
-    if single is not None:
-        online = (
-            plans
-            if isinstance(plans, OnlinePlan)
-            else online_plan(features, plans=plans, config=config, reserved=list(single))
-        )
-        online.check(single)
-        store = _online_store(store, config)
-        if hasattr(store, "read_one"):
-            result = single.copy()
-            result.update(
-                zip(online.columns, _read_single(online, single, store, _now_us(now)), strict=False)
-            )
-            return result
-        plans = online
-    table = get_online_features(features, entity, store=store, config=config, now=now, plans=plans)
-    if table.num_rows != 1:
-        raise EntityRowsError(
-            f"get_online_feature_dict reads one entity; got {table.num_rows} entity rows "
-            "(use get_online_features for several)"
-        )
-    return table.to_pylist()[0]
-
-
-def _read_single(online: OnlinePlan, entity: Mapping[str, Any], store: Any, now_us: int) -> list[Any]:
-    """The feature values (request order) of one entity through the store's ``read_one``."""
-    values: list[Any] = []
-    for view in online.views:
-        keys = view.keys
-        key = (entity[keys[0]],) if len(keys) == 1 else tuple(entity[k] for k in keys)
-        row = store.read_one(view.table, key, keys, view.features)
-        # Stale (feature_ts at most now - ttl) or missing: nulls, as in the Arrow path.
-        if row is None or row[0] <= now_us - view.ttl_us:
-            values.extend(view.missing)
-        else:
-            values.extend(row[1:])
-    return values
-
-
-def _now_us(now: dt.datetime | None) -> int:
-    if now is None:
-        return time.time_ns() // 1_000
-    moment = now
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return duration_us(moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
-
-
-# Training sets --------------------------------------------------------------------------------------
-class ViewPin(BaseModel):
-    """One view version of a training set, read at one Delta version of its offline table."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    table: str
-    delta_version: int
-    definition_hash: str | None = None
-    """The view version's definition hash when the set was created (checked on rebuild)."""
-
-
-class TrainingSetManifest(BaseModel):
-    """What rebuilds a training set exactly: features, pinned table versions and the entity rows' hash."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str
-    features: list[str]
-    views: dict[str, ViewPin]
-    entity_hash: str = Field(description="sha256 (hex) of the canonical Arrow IPC stream of the entity rows")
-    entity_rows: str = Field(description="Path of the Parquet copy of the entity rows")
-    entity_row_count: int
-    timestamp_column: str = ENTITY_TIMESTAMP
-    created_at: dt.datetime
-    lakebed_version: str | None = None
-    manifest_version: int = 1
-
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2)
-
-
-def training_set_dir(name: str, config: LakebedConfig | None = None) -> Path:
-    if not _NAME.fullmatch(name):
-        raise TrainingSetError(
-            f"invalid training set name {name!r}: use letters, digits, '_', '-' or '.' (at most 128)"
-        )
-    return (config or get_config()).home / "training_sets" / name
-
-
-def create_training_set(
-    entity_rows: Any,
-    features: Sequence[str],
-    *,
-    name: str,
-    timestamp_column: str = ENTITY_TIMESTAMP,
-    overwrite: bool = False,
-    config: LakebedConfig | None = None,
-) -> TrainingSetManifest:
-    """Record a reproducible training set: the entity rows (a Parquet copy and their hash), the feature
-    references, and the Delta version of every offline table read. Writes
-    ``HOME/training_sets/<name>/entities.parquet`` and ``manifest.json`` beside it.
-    Rebuild the rows with :func:`training_set`."""
-    import pyarrow.parquet as pq
-
-    from lakebed import __version__
-
-    config = config or get_config()
-    folder = training_set_dir(name, config)
-    manifest_path = folder / MANIFEST_FILE
-    if manifest_path.exists() and not overwrite:
-        raise TrainingSetError(
-            f"training set {name!r} already exists ({manifest_path}); choose another name or overwrite=True"
-        )
-    entities = as_arrow(entity_rows)
-    plans = resolve_features(features, config=config, reserved=entities.column_names)
-    _check_columns(entities, plans, timestamp_column)
-    _epoch_us(entities.column(timestamp_column), timestamp_column)  # type check before writing anything
-    pins = {}
-    for plan in plans:
-        table = _open_offline(plan, None, config)
-        pins[plan.key] = ViewPin(
-            table=plan.table, delta_version=table.version(), definition_hash=plan.spec.definition_hash()
-        )
-    digest = entity_hash(entities)
-
-    folder.mkdir(parents=True, exist_ok=True)
-    entities_path = folder / ENTITIES_FILE
-    partial = folder / f".{ENTITIES_FILE}.{os.getpid()}.tmp"
-    pq.write_table(entities, partial, compression="zstd")
-    stored = pq.read_table(partial)
-    if entity_hash(stored) != digest:
-        partial.unlink(missing_ok=True)
-        raise TrainingSetError(
-            f"the entity rows of training set {name!r} do not survive a Parquet round trip unchanged "
-            f"(schema {entities.schema}); convert unusual column types first"
-        )
-    partial.replace(entities_path)
-    manifest = TrainingSetManifest(
-        name=name,
-        features=list(features),
-        views=pins,
-        entity_hash=digest,
-        entity_rows=str(entities_path),
-        entity_row_count=entities.num_rows,
-        timestamp_column=timestamp_column,
-        created_at=dt.datetime.now(dt.UTC),
-        lakebed_version=__version__,
-    )
-    partial_manifest = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
-    partial_manifest.write_text(manifest.to_json())
-    partial_manifest.replace(manifest_path)
-    return manifest
-
-
-def load_manifest(
-    source: TrainingSetManifest | str | os.PathLike[str], *, config: LakebedConfig | None = None
-) -> tuple[TrainingSetManifest, Path]:
-    """A manifest and the folder it lives in, from a manifest, its JSON file, its folder or its name."""
-    config = config or get_config()
-    if isinstance(source, TrainingSetManifest):
-        path = Path(source.entity_rows)
-        folder = path.parent if path.exists() else training_set_dir(source.name, config)
-        return source, folder
-    path = Path(source)
-    if not path.exists() and isinstance(source, str) and _NAME.fullmatch(source):
-        path = training_set_dir(source, config)
-    if path.is_dir():
-        path = path / MANIFEST_FILE
-    if not path.is_file():
-        raise TrainingSetError(f"no training set manifest at {str(source)!r}")
-    try:
-        manifest = TrainingSetManifest.model_validate_json(path.read_text())
-    except ValueError as exc:
-        raise TrainingSetError(f"invalid training set manifest {path}: {exc}") from exc
-    return manifest, path.parent
-
-
-def training_set(
-    manifest: TrainingSetManifest | str | os.PathLike[str], *, config: LakebedConfig | None = None
-) -> pa.Table:
-    """Rebuild a training set: the stored entity rows (hash verified) joined point-in-time with each
-    offline table read at the Delta version recorded in the manifest. Identical rows every time."""
-    import pyarrow.parquet as pq
-
-    config = config or get_config()
-    manifest, folder = load_manifest(manifest, config=config)
-    path = Path(manifest.entity_rows)
-    if not path.exists():
-        path = folder / ENTITIES_FILE
-    if not path.exists():
-        raise TrainingSetError(f"the entity rows of training set {manifest.name!r} are missing ({path})")
-    entities = pq.read_table(path)
-    digest = entity_hash(entities)
-    if digest != manifest.entity_hash:
-        raise TrainingSetIntegrityError(
-            f"the entity rows of training set {manifest.name!r} ({path}) have changed: sha256 {digest} "
-            f"but the manifest records {manifest.entity_hash}"
-        )
-    plans = resolve_features(manifest.features, config=config, reserved=entities.column_names)
-    missing = [p.key for p in plans if p.key not in manifest.views]
-    if missing:
-        raise TrainingSetError(f"training set {manifest.name!r}: manifest pins no Delta version of {missing}")
-    tables = {}
-    for plan in plans:
-        pin = manifest.views[plan.key]
-        if pin.table != plan.table:
-            raise TrainingSetError(
-                f"training set {manifest.name!r}: view {plan.key} was read from table {pin.table!r} "
-                f"but now lives in {plan.table!r}"
-            )
-        if pin.definition_hash and pin.definition_hash != plan.spec.definition_hash():
-            raise TrainingSetError(
-                f"training set {manifest.name!r}: feature view {plan.key} is registered with a different "
-                f"definition than when the set was created (hash {plan.spec.definition_hash()[:12]}, "
-                f"recorded {pin.definition_hash[:12]})"
-            )
-        tables[plan.key] = _open_offline(plan, pin.delta_version, config)
-    _check_columns(entities, plans, manifest.timestamp_column)
-    return _historical(entities, plans, tables, manifest.timestamp_column)
-
-
-# Canonical hash of entity rows ----------------------------------------------------------------------
-class _HashSink:
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.digest.update(view)
-        return view.nbytes
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
-_HASH_CHUNK_ROWS = 65_536
-
-
-def canonical_entities(table: pa.Table) -> pa.Table:
-    """The canonical form hashed for training sets.
-
-    Same column names and order, metadata dropped, types made plain where a Parquet round trip may change
-    them (dictionaries decoded; large/view strings and binaries plain; second and millisecond timestamps
-    as microseconds; time32 as time64[us]; date64 as date32), and every column null-free: a column with
-    nulls becomes its values with nulls filled by the type's zero plus a ``<name>\\x00valid`` uint8
-    column, so bytes under null slots and bitmap padding, which Arrow leaves unspecified, never reach
-    the hash.
-    """
-    fields: list[pa.Field] = []
-    arrays: list[pa.Array] = []
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        kind = array.type
-        if pa.types.is_dictionary(kind):
-            array = array.dictionary_decode()
-            kind = array.type
-        plain = _canonical_type(kind)
-        if plain != kind:
-            array = array.cast(plain)
-        if pa.types.is_boolean(plain):
-            array = array.cast(pa.uint8())
-        if array.null_count:
-            valid = array.is_valid().cast(pa.uint8())
-            array = _zero_filled(array)
-            fields.append(pa.field(name, array.type))
-            arrays.append(array)
-            fields.append(pa.field(name + "\x00valid", pa.uint8()))
-            arrays.append(valid)
-        else:
-            fields.append(pa.field(name, array.type))
-            arrays.append(array)
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _canonical_type(kind: pa.DataType) -> pa.DataType:
-    if pa.types.is_timestamp(kind) and kind.unit in ("s", "ms"):
-        return pa.timestamp("us", tz=kind.tz)
-    if pa.types.is_time32(kind):
-        return pa.time64("us")
-    if pa.types.is_date64(kind):
-        return pa.date32()
-    return _plain(kind)
-
-
-_INT_OF_WIDTH = {8: pa.int8(), 16: pa.int16(), 32: pa.int32(), 64: pa.int64()}
-
-
-def _zero_filled(array: pa.Array) -> pa.Array:
-    """``array`` with its null slots holding the type's zero (and no validity bitmap)."""
-    kind = array.type
-    if pa.types.is_string(kind):
-        return pc.fill_null(array, pa.scalar("", kind))
-    if pa.types.is_binary(kind):
-        return pc.fill_null(array, pa.scalar(b"", kind))
-    if pa.types.is_fixed_size_binary(kind):
-        return pc.fill_null(array, pa.scalar(b"\x00" * kind.byte_width, kind))
-    if pa.types.is_decimal(kind):
-        return pc.fill_null(array, pa.scalar(decimal.Decimal(0)).cast(kind))
-    width = kind.bit_width if pa.types.is_primitive(kind) else None
-    if width in _INT_OF_WIDTH:
-        storage = _INT_OF_WIDTH[width]
-        return pc.fill_null(array.view(storage), pa.scalar(0, storage)).view(kind)
-    return array  # nested types: Arrow's own representation
-
-
-def entity_hash(table: pa.Table) -> str:
-    """sha256 (hex) of the Arrow IPC stream of :func:`canonical_entities` in 65,536-row batches."""
-    canonical = canonical_entities(table)
-    sink = _HashSink()
-    stream = pa.PythonFile(sink, mode="w")
-    options = pa.ipc.IpcWriteOptions(compression=None)
-    with pa.ipc.new_stream(stream, canonical.schema, options=options) as writer:
-        for batch in canonical.to_batches(max_chunksize=_HASH_CHUNK_ROWS):
-            writer.write_batch(batch)
-    return sink.digest.hexdigest()
-
-
+# Training sets and online reads have their own modules, which import this one; their public names stay
+# importable from here, loaded on first use.
 __all__ = [
     "ENTITY_TIMESTAMP",
     "EntityRowsError",
@@ -981,20 +457,10 @@ __all__ = [
     "FeatureSelection",
     "TrainingSetError",
     "TrainingSetIntegrityError",
-    "TrainingSetManifest",
     "UnknownFeatureError",
-    "ViewPin",
-    "OnlinePlan",
     "ViewPlan",
     "as_arrow",
-    "create_training_set",
-    "entity_hash",
     "get_historical_features",
-    "get_online_feature_dict",
-    "get_online_features",
-    "load_manifest",
-    "online_plan",
     "parse_reference",
     "resolve_features",
-    "training_set",
 ]

@@ -28,26 +28,25 @@ applies.) The version of each commit is found in the log too, by a batch id in i
 A round whose records are all bad makes no data commit (the write path makes no empty commits), so the
 table's transactions stay behind those records; a restart reads them again and finds their dead letters
 already written (the ``dlq:`` transactions).
+
+The pieces live beside this module: decoding in :mod:`lakebed.pipelines.stream.decode`, the column-wise
+micro-batch in :mod:`lakebed.pipelines.stream.batch` and the dead-letter table and application ids in
+:mod:`lakebed.pipelines.stream.dead_letter`; this module is the worker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
-import re
 import threading
 import time
 import uuid
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pajson
 from deltalake import DeltaTable, Transaction
 from deltalake.exceptions import CommitFailedError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
@@ -57,6 +56,14 @@ from kafka.structs import OffsetAndMetadata
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import CommitResult, RunContext, commit
 from lakebed.pipelines.deltalog import find_commit, foreign_transactions, is_local
+from lakebed.pipelines.stream.batch import META_COLUMNS, META_SCHEMA, Batch, RoundInfo
+from lakebed.pipelines.stream.dead_letter import (
+    data_app_id,
+    dead_letter_app_id,
+    dead_letter_rows,
+    dead_letter_table,
+)
+from lakebed.pipelines.stream.decode import JsonDecoder, MiB
 from lakebed.pipelines.stream.kafka import (
     end_offsets,
     kafka_namespace,
@@ -68,70 +75,14 @@ from lakebed.schemas.contract import ColumnSpec, DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import CommitError, LakebedError, SchemaDriftError
+from lakebed.errors import CommitError, LakebedError, SchemaDriftError, StreamFenced
 
 log = logging.getLogger(__name__)
 
-MiB = 1 << 20
-META_SCHEMA = pa.schema(
-    [
-        pa.field("_topic", pa.string()),
-        pa.field("_partition", pa.int32()),
-        pa.field("_offset", pa.int64()),
-        pa.field("_kafka_ts", pa.timestamp("us", tz="UTC")),
-    ]
-)
-META_COLUMNS = tuple(META_SCHEMA.names)
-DEAD_LETTER_SUFFIX = "__dead_letter"
-DEAD_LETTER_SCHEMA = pa.schema(
-    [
-        pa.field("topic", pa.string(), nullable=False),
-        pa.field("partition", pa.int32(), nullable=False),
-        pa.field("offset", pa.int64(), nullable=False),
-        pa.field("key", pa.binary()),
-        pa.field("value", pa.binary()),
-        pa.field("error", pa.string(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("failed_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ]
-)
 _MAX_CONSECUTIVE_FAILURES = 8
 BATCH_KEY = "lakebed.stream.batch"  # commit metadata: unique id of the micro-batch
 _IDLE_POLL_SECONDS = 0.2
 _POLL_RECORDS = 5_000  # records per poll: kafka-python's record objects live only until they are batched
-# Decoded batches are allocated from the system allocator: it hands a round's large buffers back to the
-# OS when the round is committed, where the default pool (mimalloc) keeps tens of MiB per round around.
-# Same speed here; keeps the worker's peak RSS flat as batches come and go.
-_DECODE_POOL = pa.system_memory_pool()
-_UTC_MICROS = pa.timestamp("us", tz="UTC")
-
-
-def data_app_id(table: str, topic: str, partition: int) -> str:
-    """The Delta application id fencing ``partition`` of ``topic`` in ``table``."""
-    return f"{table}:{topic}:{partition}"
-
-
-def dead_letter_app_id(table: str, topic: str, partition: int) -> str:
-    return f"dlq:{table}:{topic}:{partition}"
-
-
-def dead_letter_table(table: str) -> str:
-    return f"{table}{DEAD_LETTER_SUFFIX}"
-
-
-class StreamFenced(LakebedError):
-    """Another writer committed offsets of this worker's partitions since it last read them."""
-
-
-@dataclass
-class RoundInfo:
-    """One committed micro-batch (handed to the ``progress`` callback)."""
-
-    records: int
-    dead_letters: int
-    version: int | None
-    offsets: dict[int, tuple[int, int]]  # partition → (first, last) offset of the round
-    seconds: float
 
 
 @dataclass
@@ -152,385 +103,6 @@ class StreamResult:
     seconds: float = 0.0
     caught_up: bool = False
     stopped_by: str = ""  # "caught_up" | "stop_event" | "max_batches"
-
-
-# --- decoding -------------------------------------------------------------------------------------
-
-
-class _DecodeError(ValueError):
-    """A block decoded to the wrong number of rows."""
-
-
-@dataclass
-class Decoded:
-    """The result of decoding a block of values: rows of the good ones, reasons for the bad ones."""
-
-    table: pa.Table | None  # rows of the good values, in order
-    good: list[int]  # index (into the values) of each row
-    dead: list[tuple[int, str]]  # (index, reason) of every bad value
-
-
-_JSON_COLUMN = re.compile(r"Column\(/([^)]*)\)")
-
-
-def _read_type(dtype: pa.DataType) -> pa.DataType:
-    """The type pyarrow.json reads a column as: JSON holds dates and times as strings (cast after)."""
-    if pa.types.is_date(dtype) or pa.types.is_time(dtype):
-        return pa.string()
-    return dtype
-
-
-class JsonDecoder:
-    """Decodes Kafka values (JSON objects) into Arrow rows against a schema, finding bad values.
-
-    ``schema`` holds the known columns (the table's, plus the contract's); ``None`` infers the schema
-    from the values. ``drift="strict"`` makes a field outside the schema a bad value; ``evolve`` lets it
-    in as a new column. ``required`` columns must be present and non-null.
-    """
-
-    def __init__(
-        self,
-        schema: pa.Schema | None,
-        *,
-        drift: DriftPolicy = "evolve",
-        required: Iterable[str] = (),
-        max_bytes: int = 64 * MiB,
-    ) -> None:
-        self.schema = schema
-        self.drift = drift
-        self.required = [name for name in required if name not in META_COLUMNS]
-        self.max_bytes = max_bytes
-
-    # The fast path ---------------------------------------------------------------------------------
-    def decode(self, values: Sequence[bytes | None], *, screen: bool = False) -> Decoded:
-        """Decode ``values``. ``screen`` checks each value for ``None`` and size first (the caller
-        knows whether any value needs it)."""
-        dead: list[tuple[int, str]] = []
-        items: list[tuple[int, bytes]]
-        if screen:
-            items = []
-            for index, value in enumerate(values):
-                if value is None:
-                    dead.append((index, "null value (a tombstone): nothing to decode"))
-                elif len(value) > self.max_bytes:
-                    dead.append(
-                        (index, f"value of {len(value):,} bytes exceeds max_bytes {self.max_bytes:,}")
-                    )
-                else:
-                    items.append((index, value))
-            lines = [value for _, value in items]
-        else:
-            lines = values  # type: ignore[assignment]
-            items = []
-        if not lines:
-            return Decoded(None, [], dead)
-        payload = b"\n".join(lines)
-        n = len(lines)
-        clean = (
-            payload[:1] == b"{"
-            and payload.count(b"\n") == n - 1
-            and payload.count(b"\n{") == n - 1
-            and b"\r" not in payload
-        )
-        if clean:
-            # Every value is one line starting with "{" (compact JSON): parse the joined block at once.
-            try:
-                table = self._parse(payload, n, self.schema, max(map(len, lines)))
-            except (pa.ArrowException, ValueError):
-                pass
-            else:
-                good = [index for index, _ in items] if screen else list(range(n))
-                return self._required(Decoded(table, good, dead))
-        if not screen:
-            items = list(enumerate(lines))
-        items = self._screen_lines(items, dead)
-        return self._required(self._decode_careful(items, dead))
-
-    def _parse(self, payload: bytes, rows: int, schema: pa.Schema | None, longest: int) -> pa.Table:
-        read_schema = None
-        if schema is not None:
-            read_schema = pa.schema([pa.field(f.name, _read_type(f.type)) for f in schema])
-        unexpected = "error" if self.drift == "strict" and schema is not None else "infer"
-        table = pajson.read_json(
-            pa.py_buffer(payload),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=max(1 << 20, longest + 2)),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=read_schema, unexpected_field_behavior=unexpected
-            ),
-            memory_pool=_DECODE_POOL,
-        )
-        if table.num_rows != rows:
-            raise _DecodeError(f"{rows} value(s) held {table.num_rows} JSON object(s)")
-        table.validate(full=True)  # invalid UTF-8 in strings
-        if schema is not None:
-            for f in schema:
-                index = table.schema.get_field_index(f.name)
-                if index >= 0 and table.column(index).type != f.type:
-                    table = table.set_column(
-                        index, f.name, pc.cast(table.column(index), f.type, memory_pool=_DECODE_POOL)
-                    )
-        known = set(schema.names) if schema is not None else set()
-        for index, f in enumerate(table.schema):
-            if f.name not in known and pa.types.is_timestamp(f.type) and f.type.tz is None:
-                # An inferred timestamp is an instant: pyarrow applies any offset in the string, and
-                # one without an offset is read as UTC (as the Kafka timestamps are).
-                column = pc.cast(table.column(index), _UTC_MICROS, memory_pool=_DECODE_POOL)
-                table = table.set_column(index, f.name, column)
-        # A field that is null in every value has no type yet: leave it out until one is seen.
-        drop = [f.name for f in table.schema if pa.types.is_null(f.type) and f.name not in known]
-        return table.drop_columns(drop) if drop else table
-
-    # The careful path ------------------------------------------------------------------------------
-    @staticmethod
-    def _screen_lines(items: list[tuple[int, bytes]], dead: list[tuple[int, str]]) -> list[tuple[int, bytes]]:
-        """Values that cannot go into a newline-joined block as they are: multi-line JSON is rewritten
-        compactly; anything not starting with ``{`` is classified and sent to the dead letters (a bare
-        ``null`` must never reach pyarrow.json)."""
-        kept: list[tuple[int, bytes]] = []
-        for index, value in items:
-            if b"\n" in value or b"\r" in value:
-                try:
-                    obj = json.loads(value)
-                except ValueError as exc:
-                    dead.append((index, _json_problem(value, exc)))
-                    continue
-                if not isinstance(obj, dict):
-                    dead.append((index, _not_object(obj)))
-                    continue
-                value = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-            elif value.lstrip(b" \t")[:1] != b"{":
-                dead.append((index, _classify(value)))
-                continue
-            kept.append((index, value))
-        return kept
-
-    def _decode_careful(self, items: list[tuple[int, bytes]], dead: list[tuple[int, str]]) -> Decoded:
-        schema = self.schema
-        for attempt in range(4):
-            pieces: list[tuple[list[int], pa.Table]] = []
-            self._bisect(items, schema, pieces, dead)
-            if not pieces:
-                return Decoded(None, [], dead)
-            try:
-                table = (
-                    pieces[0][1]
-                    if len(pieces) == 1
-                    else pa.concat_tables([t for _, t in pieces], promote_options="permissive")
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                if attempt == 3:
-                    raise
-                # Good pieces disagree on a new field's type: adopt the first piece's schema (explicit
-                # fields plus its new ones) and decode again, so values that disagree become bad values.
-                first = pieces[0][1].schema
-                extra = [f for f in first if schema is None or schema.get_field_index(f.name) < 0]
-                schema = pa.schema(list(schema or []) + extra)
-                keep = {i for indices, _ in pieces for i in indices}
-                items = [item for item in items if item[0] in keep]
-                continue
-            good = [i for indices, _ in pieces for i in indices]
-            return Decoded(table, good, dead)
-        raise AssertionError("unreachable")
-
-    def _bisect(
-        self,
-        items: list[tuple[int, bytes]],
-        schema: pa.Schema | None,
-        pieces: list[tuple[list[int], pa.Table]],
-        dead: list[tuple[int, str]],
-    ) -> None:
-        if not items:
-            return
-        lines = [value for _, value in items]
-        try:
-            table = self._parse(b"\n".join(lines), len(lines), schema, max(map(len, lines)))
-        except (pa.ArrowException, ValueError) as exc:
-            if len(items) == 1:
-                dead.append((items[0][0], self._explain(items[0][1], exc, schema)))
-                return
-            middle = len(items) // 2
-            self._bisect(items[:middle], schema, pieces, dead)
-            self._bisect(items[middle:], schema, pieces, dead)
-            return
-        pieces.append(([index for index, _ in items], table))
-
-    def _explain(self, value: bytes, exc: Exception, schema: pa.Schema | None) -> str:
-        try:
-            obj = json.loads(value)
-        except ValueError as problem:
-            return _json_problem(value, problem)
-        if not isinstance(obj, dict):
-            return _not_object(obj)
-        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if isinstance(exc, _DecodeError):
-            return message
-        if "unexpected field" in message and schema is not None:
-            extra = sorted(set(obj) - set(schema.names))
-            return f"field(s) {extra} not in the table's schema (drift policy: strict)"
-        if "UTF8" in message or "UTF-8" in message:
-            return f"not valid UTF-8: {message}"
-        match = _JSON_COLUMN.search(message)
-        column = match.group(1) if match else self._bad_field(obj, schema)
-        if column is not None:
-            expected = schema.field(column).type if schema is not None and column in schema.names else None
-            got = type(obj.get(column)).__name__ if column in obj else "missing"
-            want = f" (expected {expected}, got JSON {got})" if expected is not None else ""
-            return f"wrong type for field {column!r}{want}: {message}"
-        return f"does not fit the table's schema: {message}"
-
-    def _bad_field(self, obj: dict[str, Any], schema: pa.Schema | None) -> str | None:
-        """The first field of ``obj`` whose value alone does not convert to its column's type."""
-        if schema is None:
-            return None
-        for f in schema:
-            if f.name not in obj:
-                continue
-            line = json.dumps({f.name: obj[f.name]}).encode()
-            try:
-                self._parse(line, 1, pa.schema([f]), len(line))
-            except (pa.ArrowException, ValueError):
-                return f.name
-        return None
-
-    def _required(self, decoded: Decoded) -> Decoded:
-        """Move rows missing a required field (absent or null) to the dead letters."""
-        table = decoded.table
-        if table is None or not self.required:
-            return decoded
-        masks: dict[str, list[bool]] = {}
-        combined: Any = None
-        for name in self.required:
-            index = table.schema.get_field_index(name)
-            mask: Any = pa.array([True] * table.num_rows) if index < 0 else pc.is_null(table.column(index))
-            combined = mask if combined is None else pc.or_(combined, mask)
-            masks[name] = mask.to_pylist()
-        if combined is None or not pc.any(combined).as_py():
-            return decoded
-        good: list[int] = []
-        dead = list(decoded.dead)
-        for row, bad in enumerate(combined.to_pylist()):
-            if bad:
-                names = [name for name in self.required if masks[name][row]]
-                dead.append((decoded.good[row], f"missing required field(s) {names}"))
-            else:
-                good.append(decoded.good[row])
-        kept = table.filter(pc.invert(combined))
-        return Decoded(kept if kept.num_rows else None, good, dead)
-
-
-def _json_problem(value: bytes, exc: Exception) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not valid UTF-8: {exc.reason} at byte {exc.start}"
-    if isinstance(exc, json.JSONDecodeError):
-        if not value.strip():
-            return "empty value: not a JSON object"
-        return f"not valid JSON: {exc.msg} at character {exc.pos}"
-    return f"not valid JSON: {exc}"
-
-
-def _not_object(obj: Any) -> str:
-    kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(obj), "null" if obj is None else type(obj).__name__
-    )
-    return f"not a JSON object (a JSON {kind})"
-
-
-def _classify(value: bytes) -> str:
-    try:
-        obj = json.loads(value)
-    except ValueError as exc:
-        return _json_problem(value, exc)
-    return _not_object(obj)
-
-
-# --- the worker -----------------------------------------------------------------------------------
-
-
-class Batch:
-    """The records of one micro-batch, kept column-wise: the Kafka record objects are let go as soon as
-    they are polled (about half the memory per record), and the Kafka columns become Arrow arrays
-    without a per-row pass."""
-
-    __slots__ = (
-        "bounds",
-        "keys",
-        "nbytes",
-        "offsets",
-        "partitions",
-        "special",
-        "started",
-        "timestamps",
-        "values",
-    )
-
-    def __init__(self) -> None:
-        self.values: list[bytes | None] = []
-        self.keys: list[bytes | None] = []
-        self.partitions = array("i")
-        self.offsets = array("q")
-        self.timestamps = array("q")
-        self.bounds: dict[int, tuple[int, int]] = {}  # partition → (first, last) offset
-        self.nbytes = 0
-        self.special = False  # a null or oversized value is in the batch
-        self.started = 0.0
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def extend(self, partition: int, records: Sequence[Any], nbytes: int, special: bool) -> None:
-        """Append ``records`` (consecutive records of one partition, offsets increasing)."""
-        if not self.values:
-            self.started = time.monotonic()
-        self.values.extend([r.value for r in records])
-        self.keys.extend([r.key for r in records])
-        self.offsets.extend([r.offset for r in records])
-        self.timestamps.extend([r.timestamp if r.timestamp is not None else -1 for r in records])
-        self.partitions.extend(array("i", [partition]) * len(records))
-        first = self.bounds.get(partition)
-        self.bounds[partition] = (first[0] if first else records[0].offset, records[-1].offset)
-        self.nbytes += nbytes
-        self.special = self.special or special
-
-    def without(self, partitions: set[int]) -> Batch:
-        """A copy without the records of ``partitions``."""
-        kept = Batch()
-        for i, p in enumerate(self.partitions):
-            if p in partitions:
-                continue
-            value = self.values[i]
-            kept.values.append(value)
-            kept.keys.append(self.keys[i])
-            kept.partitions.append(p)
-            kept.offsets.append(self.offsets[i])
-            kept.timestamps.append(self.timestamps[i])
-            first = kept.bounds.get(p)
-            kept.bounds[p] = (first[0] if first else self.offsets[i], self.offsets[i])
-            kept.nbytes += len(value) if value is not None else 0
-        kept.special = self.special and bool(kept.values)
-        kept.started = self.started
-        return kept
-
-    def meta_columns(self, topic: str, rows: Sequence[int] | None = None) -> list[pa.Array]:
-        """``_topic``, ``_partition``, ``_offset`` and ``_kafka_ts`` of the batch (or of ``rows`` of it)."""
-        partitions = _from_array(self.partitions, pa.int32())
-        offsets = _from_array(self.offsets, pa.int64())
-        millis = _from_array(self.timestamps, pa.int64())
-        if rows is not None:
-            index = pa.array(rows, pa.int64())
-            partitions, offsets, millis = partitions.take(index), offsets.take(index), millis.take(index)
-        millis = pc.if_else(pc.less(millis, 0), pa.scalar(None, pa.int64()), millis)
-        return [
-            pa.repeat(pa.scalar(topic, pa.string()), len(offsets)),
-            partitions,
-            offsets,
-            pc.multiply(millis, 1000).cast(_UTC_MICROS),
-        ]
-
-
-def _from_array(values: array[int], dtype: pa.DataType) -> pa.Array:
-    """An Arrow array of a Python ``array``: one copy of its memory, no per-item work (a copy, so the
-    ``array`` stays resizable)."""
-    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(bytes(values))])
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -910,23 +482,9 @@ class StreamIngestor:
         }
 
     def _commit_dead_letters(self, batch: Batch, dead_rows: list[tuple[int, str]]) -> None:
-        now = dt.datetime.now(dt.UTC)
-        index = [i for i, _ in dead_rows]
-        rows = pa.table(
-            {
-                "topic": pa.array([self.topic] * len(index), pa.string()),
-                "partition": pa.array([batch.partitions[i] for i in index], pa.int32()),
-                "offset": pa.array([batch.offsets[i] for i in index], pa.int64()),
-                "key": pa.array([batch.keys[i] for i in index], pa.binary()),
-                "value": pa.array([batch.values[i] for i in index], pa.binary()),
-                "error": pa.array([reason for _, reason in dead_rows], pa.string()),
-                "run_id": pa.array([self.run_context.run_id] * len(index), pa.string()),
-                "failed_at": pa.array([now] * len(index), pa.timestamp("us", tz="UTC")),
-            },
-            schema=DEAD_LETTER_SCHEMA,
-        )
+        rows = dead_letter_rows(batch, dead_rows, topic=self.topic, run_id=self.run_context.run_id)
         bounds = batch.bounds
-        partitions = sorted({batch.partitions[i] for i in index})
+        partitions = sorted({batch.partitions[i] for i, _ in dead_rows})
         versions = {
             dead_letter_app_id(self.table, self.topic, p): max(
                 bounds[p][1], _or(self._dead_stored.get(p), -1)
@@ -1122,13 +680,12 @@ def ingest_stream(
     ).run()
 
 
+# The worker's API and the names of its parts that used to be defined here (still importable from here).
 __all__ = [
     "BATCH_KEY",
-    "DEAD_LETTER_SCHEMA",
     "META_COLUMNS",
     "META_SCHEMA",
     "Batch",
-    "Decoded",
     "JsonDecoder",
     "RoundInfo",
     "StreamFenced",

@@ -26,7 +26,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from lakebed.pipelines.formats import detect_format, open_file
 
 from lakebed.config import LakebedConfig
-from lakebed.errors import InputError, LakebedError
+from lakebed.errors import InputError, LakebedError, ProduceError, TopicNotFoundError
 
 # Consumer settings shared by the ingest worker and the benchmark's bare baseline. The group timeouts
 # keep a group join at ~3 s on Tansu (the defaults wait up to the full rebalance timeout).
@@ -58,14 +58,6 @@ class _QuietClose(logging.Filter):
 
 
 logging.getLogger("kafka.cluster").addFilter(_QuietClose())
-
-
-class TopicNotFoundError(LakebedError):
-    """The Kafka topic does not exist (or has no partitions)."""
-
-
-class ProduceError(LakebedError):
-    """Messages could not be delivered to Kafka."""
 
 
 def resolve_bootstrap(bootstrap: str | None = None, config: LakebedConfig | None = None) -> str:
