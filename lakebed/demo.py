@@ -54,29 +54,44 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         from lakebed.assets.definitions import defs
         from lakebed.assets.ingest import SAMPLE_ASSETS
 
-        instance = dg.DagsterInstance.get()
-        resources = {"lakebed": defs.resources["lakebed"]}
+        runner = _Materializer(
+            progress, task, dg.DagsterInstance.get(), {"lakebed": defs.resources["lakebed"]}
+        )
         progress.update(task, total=len(SAMPLE_ASSETS), completed=0)
-        for asset in SAMPLE_ASSETS:
-            name = asset.key.to_user_string()
-            progress.update(task, description=f"materialising {name}")
-            result = dg.materialize(
-                SAMPLE_ASSETS, selection=[name], instance=instance, resources=resources, run_config=QUIET_LOGS
-            )
-            if not result.success:
-                raise RuntimeError(f"materialising {name} failed (run {result.run_id})")
-            progress.advance(task)
+        runner.each(SAMPLE_ASSETS)
         progress.update(task, description="sample data materialised")
-        _stream_features(progress, instance, resources)
+        _stream_features(progress, runner)
     _summary(console)
     _features_summary(console)
     _where_to_look(console, time.monotonic() - started)
 
 
-def _stream_features(progress: Any, instance: Any, resources: dict[str, Any]) -> None:
-    """Replay the sample event feed through the broker, then materialise raw events and features."""
-    import dagster as dg
+class _Materializer:
+    """Materialises assets one run each (so the Dagster UI shows every run) and advances a progress bar."""
 
+    def __init__(self, progress: Any, task: Any, instance: Any, resources: dict[str, Any]) -> None:
+        self.progress, self.task, self.instance, self.resources = progress, task, instance, resources
+
+    def each(self, assets: list[Any], *, label: str = "") -> None:
+        import dagster as dg
+
+        for asset in assets:
+            name = asset.key.to_user_string()
+            self.progress.update(self.task, description=f"{label}materialising {name}")
+            result = dg.materialize(
+                assets,
+                selection=[name],
+                instance=self.instance,
+                resources=self.resources,
+                run_config=QUIET_LOGS,
+            )
+            if not result.success:
+                raise RuntimeError(f"materialising {name} failed (run {result.run_id})")
+            self.progress.advance(self.task)
+
+
+def _stream_features(progress: Any, runner: _Materializer) -> None:
+    """Replay the sample event feed through the broker, then materialise raw events and features."""
     from lakebed.assets.features import FEATURE_ASSETS
     from lakebed.assets.streaming import RAW_EVENT_ASSETS
     from lakebed.broker import embedded_bootstrap
@@ -84,7 +99,7 @@ def _stream_features(progress: Any, instance: Any, resources: dict[str, Any]) ->
     from lakebed.samples import STREAM
 
     config = get_config()
-    task = progress.add_task("starting the Kafka broker", total=None)
+    task = runner.task = progress.add_task("starting the Kafka broker", total=None)
     with embedded_bootstrap(config) as bootstrap:
         create_topic(bootstrap, DEMO_TOPIC, partitions=3)
         lines = (STREAM / "shop_events.jsonl").read_bytes().splitlines()
@@ -104,15 +119,7 @@ def _stream_features(progress: Any, instance: Any, resources: dict[str, Any]) ->
                 task, description=f"part {number}/3: producing {len(part):,} events to {bootstrap}"
             )
             produce_records(bootstrap, DEMO_TOPIC, part, key=_customer_key)
-            for asset in assets:
-                name = asset.key.to_user_string()
-                progress.update(task, description=f"part {number}/3: materialising {name}")
-                result = dg.materialize(
-                    assets, selection=[name], instance=instance, resources=resources, run_config=QUIET_LOGS
-                )
-                if not result.success:
-                    raise RuntimeError(f"materialising {name} failed (run {result.run_id})")
-                progress.advance(task)
+            runner.each(assets, label=f"part {number}/3: ")
         progress.update(task, description="stream ingested and features materialised")
 
 

@@ -9,7 +9,7 @@ back to Delta's own conflict detection and history.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -21,27 +21,32 @@ def _local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
+def _commits_after(uri: str, after_version: int) -> Iterator[tuple[int, bytes]]:
+    """The JSON commit files of a local table after ``after_version``, in order, until the first gap."""
+    folder = _local_path(uri) / "_delta_log"
+    version = after_version + 1
+    while True:
+        try:
+            yield version, (folder / f"{version:020d}.json").read_bytes()
+        except FileNotFoundError:
+            return
+        version += 1
+
+
 def foreign_transactions(uri: str, after_version: int, app_ids: Iterable[str]) -> str | None:
     """Whether a commit of ``uri`` after ``after_version`` set one of ``app_ids`` (i.e. another writer
     advanced those partitions). Reads the JSON commit files of the Delta log directly; None when not."""
     if not is_local(uri):
         return None
     wanted = set(app_ids)
-    folder = _local_path(uri) / "_delta_log"
-    version = after_version + 1
-    while True:
-        try:
-            data = (folder / f"{version:020d}.json").read_bytes()
-        except FileNotFoundError:
-            return None
-        if b'"txn"' in data:
-            for line in data.splitlines():
-                if b'"txn"' not in line:
-                    continue
-                txn = json.loads(line).get("txn")
-                if txn and txn.get("appId") in wanted:
-                    return f"version {version} set {txn['appId']} to {txn.get('version')}"
-        version += 1
+    for version, data in _commits_after(uri, after_version):
+        if b'"txn"' not in data:
+            continue
+        for line in data.splitlines():
+            txn = json.loads(line).get("txn") if b'"txn"' in line else None
+            if txn and txn.get("appId") in wanted:
+                return f"version {version} set {txn['appId']} to {txn.get('version')}"
+    return None
 
 
 def find_commit(uri: str, after_version: int, marker: str) -> int | None:
@@ -49,14 +54,5 @@ def find_commit(uri: str, after_version: int, marker: str) -> int | None:
     in its commit metadata); None when there is none or the table is not local."""
     if not is_local(uri):
         return None
-    folder = _local_path(uri) / "_delta_log"
     needle = marker.encode()
-    version = after_version + 1
-    while True:
-        try:
-            data = (folder / f"{version:020d}.json").read_bytes()
-        except FileNotFoundError:
-            return None
-        if needle in data:
-            return version
-        version += 1
+    return next((version for version, data in _commits_after(uri, after_version) if needle in data), None)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import yaml
+from lakebed.schemas.loading import read_yaml, validate
 from lakebed.schemas.naming import validate_table_name
 from lakebed.schemas.types import parse_type, type_name
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from lakebed.errors import ContractError, LakebedError
 
@@ -98,22 +98,11 @@ class TableContract(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> TableContract:
         """Load a contract from YAML; an invalid file names itself and the offending field."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ContractError(f"{path}: cannot read contract: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, what="contract"), source=str(path))
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<contract>") -> TableContract:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-            )
-            raise ContractError(f"{source}: invalid contract: {problems}") from exc
+        return validate(cls, data, source=source, what="contract")
 
 
 def load_contracts(folder: str | Path) -> dict[str, TableContract]:

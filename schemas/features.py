@@ -20,12 +20,11 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from lakebed.schemas.loading import read_yaml, validate
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
@@ -366,30 +365,11 @@ class FeatureView(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> FeatureView:
         """Load a view from YAML; an invalid file names itself and the offending field."""
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ContractError(f"{path}: cannot read feature view: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml(path, what="feature view"), source=str(path))
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<feature view>") -> FeatureView:
-        if not isinstance(data, dict):
-            raise ContractError(
-                f"{source}: invalid feature view: expected a mapping, got {type(data).__name__}"
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(_problem(err) for err in exc.errors())
-            raise ContractError(f"{source}: invalid feature view: {problems}") from exc
-
-
-def _problem(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {message}" if where else message
+        return validate(cls, data, source=source, what="feature view")
 
 
 def load_feature_views(folder: str | Path) -> dict[str, FeatureView]:

@@ -235,3 +235,16 @@ def test_cli_ingest_show_history_sql(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no lakebed table named 'missing'" in result.output
     result = runner.invoke(main, ["ingest", str(tmp_path / "nope.csv"), "--table", "t"])
     assert result.exit_code == 1 and "nope.csv" in result.output
+
+
+def test_invalid_contract_names_file_and_field(tmp_path: Path) -> None:
+    from lakebed.errors import ContractError
+
+    path = _write(tmp_path / "bad.yaml", "name: t\ncolumns:\n  - {name: id, type: integer}\n")
+    with pytest.raises(
+        ContractError, match=r"bad\.yaml: invalid contract: columns\.0\.type: unknown column type"
+    ):
+        TableContract.from_yaml(path)
+    path.write_text("name: t\nkeys: [missing]\ncolumns:\n  - {name: id, type: int64}\n")
+    with pytest.raises(ContractError, match=r"keys names unknown columns \['missing'\]"):
+        TableContract.from_yaml(path)

@@ -1,0 +1,39 @@
+"""Reading specs (table contracts, feature views) from YAML with errors that name the file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lakebed.errors import ContractError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_yaml(path: str | Path, *, what: str) -> object:
+    """The parsed YAML of ``path``; unreadable or malformed files raise :class:`ContractError`."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ContractError(f"{path}: cannot read {what}: {exc}") from exc
+
+
+def validate(model: type[Model], data: object, *, source: str, what: str) -> Model:
+    """``data`` validated as ``model``; problems raise one :class:`ContractError` naming ``source`` and
+    every offending field."""
+    if not isinstance(data, dict):
+        raise ContractError(f"{source}: invalid {what}: expected a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_problem(err) for err in exc.errors())
+        raise ContractError(f"{source}: invalid {what}: {problems}") from exc
+
+
+def _problem(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {message}" if where else message
