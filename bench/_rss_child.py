@@ -19,12 +19,10 @@ as a cross-check. It imports only what the chosen path needs.
 
 from __future__ import annotations
 
-import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from bench.common import isolated_config, launch_worker, report_work  # stdlib-only at import time
 
 USAGE = "usage: python -m bench._rss_child [launch] {lakebed|baseline} CSV OUT"
 
@@ -40,41 +38,11 @@ def _baseline(csv: Path, out: Path) -> int:
 def _lakebed(csv: Path, out: Path) -> int:
     from lakebed.pipelines.ingest import ingest_files
 
-    from bench.common import isolated_config  # stdlib-only at import time
-
     return ingest_files(csv, table="orders_bench", config=isolated_config(out.resolve())).rows
 
 
-def _vm_hwm_kib() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _work(which: str, csv: Path, out: Path) -> int:
-    start = time.perf_counter()
-    rows = (_lakebed if which == "lakebed" else _baseline)(csv, out)
-    seconds = time.perf_counter() - start
-    report = {"which": which, "rows": rows, "seconds": seconds, "vm_hwm_kib": _vm_hwm_kib()}
-    print(json.dumps(report), flush=True)
-    return 0
-
-
-def _launch(args: list[str]) -> int:
-    worker = subprocess.run(
-        [sys.executable, "-m", "bench._rss_child", *args], stdout=subprocess.PIPE, text=True, check=False
-    )
-    if worker.returncode != 0:
-        print(f"worker exited with status {worker.returncode}", file=sys.stderr)
-        return 1
-    report = json.loads(worker.stdout.strip().splitlines()[-1])
-    report["maxrss_children_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps(report), flush=True)
-    return 0
+    return report_work(lambda: (_lakebed if which == "lakebed" else _baseline)(csv, out), which=which)
 
 
 def main(argv: list[str]) -> int:
@@ -84,7 +52,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     if launch:
-        return _launch(args)
+        return launch_worker("bench._rss_child", args)
     return _work(args[0], Path(args[1]), Path(args[2]))
 
 

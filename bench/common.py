@@ -1,15 +1,20 @@
-"""Shared helpers: options, isolated lakebed homes, timing, sizes and output formatting."""
+"""Shared helpers: options, isolated lakebed homes, timing, sizes, output formatting, and the peak-RSS
+child-process protocol (launcher + worker report) used by ``bench._rss_child`` and ``bench.stream_ingest``.
+
+Stdlib only at import time: the RSS workers import this module, and their peak memory should not include
+anything they do not need."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -129,6 +134,36 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
+@dataclass
+class RoundTimes:
+    """Wall-clock seconds of alternating baseline/lakebed rounds of benchmark ``name``; the summary compares
+    the best (shortest) round of each side as a rate in ``unit`` (see :func:`ratio_line`)."""
+
+    name: str
+    unit: str
+    baseline_name: str
+    target: float | None
+    quick: bool
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {"baseline": [], "lakebed": []})
+
+    def record(self, which: str, round_no: int, seconds: float, detail: str) -> None:
+        """Keep ``seconds`` for ``which`` (``baseline`` or ``lakebed``) and log its round line."""
+        self.seconds[which].append(seconds)
+        log(f"  round {round_no} {which + ':':9} {seconds:6.2f} s  {detail}")
+
+    def summary(self, work: float) -> str:
+        """The :func:`ratio_line` of ``work`` (rows, MB, files, ...) per best round of each side."""
+        return ratio_line(
+            self.name,
+            ours=work / min(self.seconds["lakebed"]),
+            theirs=work / min(self.seconds["baseline"]),
+            unit=self.unit,
+            baseline_name=self.baseline_name,
+            target=self.target,
+            quick=self.quick,
+        )
+
+
 def ratio_line(
     name: str,
     *,
@@ -180,3 +215,92 @@ def machine_line() -> str:
         f"python {sys.version.split()[0]}, pyarrow {pyarrow.__version__}, deltalake {deltalake.__version__}, "
         f"{os.cpu_count()} CPU(s)"
     )
+
+
+# --- peak RSS of a child process ----------------------------------------------------------------------
+#
+# ``python -m MODULE launch ARGS...`` is a small launcher: it starts ``python -m MODULE ARGS...`` (the
+# worker) as its only child, waits for it, and adds ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (KiB on
+# Linux) to the worker's JSON report. See ``bench._rss_child`` for why the launcher is needed.
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    rows: int
+    seconds: float
+    peak_rss_kib: int  # getrusage(RUSAGE_CHILDREN).ru_maxrss in the launcher, whose only child this was
+    vm_hwm_kib: int | None  # the child's own /proc VmHWM, as a cross-check
+
+    @property
+    def hwm_text(self) -> str:
+        return f"{self.vm_hwm_kib / 1024:.0f} MiB" if self.vm_hwm_kib is not None else "n/a"
+
+
+def run_rss_child(module: str, args: list[str], home: Path, *, what: str, make_home: bool = True) -> ChildRun:
+    """Run ``python -m module launch *args`` with its lakebed in ``home`` (fresh, removed afterwards;
+    created first when ``make_home``) and return the worker's report."""
+    import subprocess
+
+    remove(home)
+    if make_home:
+        home.mkdir(parents=True)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, "launch", *args],
+            cwd=str(REPO_ROOT),
+            env=isolated_env(home.resolve()),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        remove(home)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} child exited with status {done.returncode}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    hwm = report.get("vm_hwm_kib")
+    return ChildRun(
+        rows=int(report["rows"]),
+        seconds=float(report["seconds"]),
+        peak_rss_kib=int(report["maxrss_children_kib"]),
+        vm_hwm_kib=int(hwm) if hwm is not None else None,
+    )
+
+
+def launch_worker(module: str, args: list[str]) -> int:
+    """The launcher: run ``python -m module *args`` as the only child and print its report with
+    ``maxrss_children_kib`` added."""
+    import resource
+    import subprocess
+
+    worker = subprocess.run(
+        [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if worker.returncode != 0:
+        print(f"worker exited with status {worker.returncode}", file=sys.stderr)
+        return 1
+    report = json.loads(worker.stdout.strip().splitlines()[-1])
+    report["maxrss_children_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+def vm_hwm_kib() -> int | None:
+    """This process's ``VmHWM`` (high-water RSS of its address space) from ``/proc``, if readable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def report_work(work: Callable[[], int], **extra: object) -> int:
+    """The worker: time ``work()`` (which returns the rows written) and print one JSON line with
+    ``extra``, ``rows``, ``seconds`` and ``vm_hwm_kib``."""
+    start = time.perf_counter()
+    rows = work()
+    seconds = time.perf_counter() - start
+    print(json.dumps({**extra, "rows": rows, "seconds": seconds, "vm_hwm_kib": vm_hwm_kib()}), flush=True)
+    return 0

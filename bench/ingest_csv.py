@@ -16,25 +16,21 @@ peak. The child's ``VmHWM`` is printed as a cross-check. Target: lakebed ≤ 102
 from __future__ import annotations
 
 import itertools
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
     GB,
     MB,
-    REPO_ROOT,
     BenchOptions,
+    ChildRun,
     GiB,
+    RoundTimes,
     fmt_size,
     free_bytes,
-    isolated_env,
     lakebed_home,
     log,
-    ratio_line,
     remove,
+    run_rss_child,
     timed,
     verdict,
 )
@@ -127,72 +123,29 @@ def run_throughput(opts: BenchOptions) -> str:
         _run_baseline(warm, opts.workdir / "warmup_table")
         _run_lakebed(warm, opts.workdir / "warmup_home")
 
-        base_times: list[float] = []
-        ours_times: list[float] = []
+        times = RoundTimes("csv_ingest", "MB/s", BASELINE_NAME, THROUGHPUT_TARGET, opts.quick)
         for round_no in range(1, opts.rounds + 1):
             seconds, base_rows = _run_baseline(csv, opts.workdir / "baseline_table")
-            base_times.append(seconds)
-            log(
-                f"  round {round_no} baseline: {seconds:6.2f} s  {size / MB / seconds:7.1f} MB/s  {base_rows:,} rows"
+            times.record(
+                "baseline", round_no, seconds, f"{size / MB / seconds:7.1f} MB/s  {base_rows:,} rows"
             )
             seconds, our_rows = _run_lakebed(csv, opts.workdir / "lakebed_home")
-            ours_times.append(seconds)
-            log(
-                f"  round {round_no} lakebed:  {seconds:6.2f} s  {size / MB / seconds:7.1f} MB/s  {our_rows:,} rows"
-            )
+            times.record("lakebed", round_no, seconds, f"{size / MB / seconds:7.1f} MB/s  {our_rows:,} rows")
             if our_rows != base_rows:
                 raise RuntimeError(f"row counts differ: lakebed wrote {our_rows:,}, baseline {base_rows:,}")
     finally:
         remove(csv)
         remove(warm)
-    return ratio_line(
-        "csv_ingest",
-        ours=size / MB / min(ours_times),
-        theirs=size / MB / min(base_times),
-        unit="MB/s",
-        baseline_name=BASELINE_NAME,
-        target=THROUGHPUT_TARGET,
-        quick=opts.quick,
-    )
+    return times.summary(size / MB)
 
 
 # --- peak RSS -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChildRun:
-    rows: int
-    seconds: float
-    peak_rss_kib: int  # getrusage(RUSAGE_CHILDREN).ru_maxrss in the launcher, whose only child this was
-    vm_hwm_kib: int | None  # the child's own /proc VmHWM, as a cross-check
-
-
 def _run_child(which: str, csv: Path, out: Path) -> ChildRun:
     """Ingest ``csv`` in a child process (through the small launcher) and return its report."""
-    remove(out)
-    if which == "lakebed":
-        out.mkdir(parents=True)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench._rss_child", "launch", which, str(csv), str(out)],
-            cwd=str(REPO_ROOT),
-            env=isolated_env(out.resolve()),
-            stdout=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-    finally:
-        remove(out)
-    if done.returncode != 0:
-        raise RuntimeError(f"{which} child exited with status {done.returncode}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    hwm = report.get("vm_hwm_kib")
-    return ChildRun(
-        rows=int(report["rows"]),
-        seconds=float(report["seconds"]),
-        peak_rss_kib=int(report["maxrss_children_kib"]),
-        vm_hwm_kib=int(hwm) if hwm is not None else None,
-    )
+    args = [which, str(csv), str(out)]
+    return run_rss_child("bench._rss_child", args, out, what=which, make_home=which == "lakebed")
 
 
 def run_peak_rss(opts: BenchOptions) -> str:
@@ -212,9 +165,9 @@ def run_peak_rss(opts: BenchOptions) -> str:
         for which in ("baseline", "lakebed"):
             run = _run_child(which, csv, opts.workdir / f"rss_{which}")
             runs[which] = run
-            hwm = f"{run.vm_hwm_kib / 1024:.0f} MiB" if run.vm_hwm_kib is not None else "n/a"
             log(
-                f"  {which + ' child:':16} peak RSS {run.peak_rss_kib / 1024:6.0f} MiB (VmHWM {hwm}), "
+                f"  {which + ' child:':16} peak RSS {run.peak_rss_kib / 1024:6.0f} MiB "
+                f"(VmHWM {run.hwm_text}), "
                 f"{run.seconds:6.2f} s ({size / MB / run.seconds:.0f} MB/s), {run.rows:,} rows"
             )
     finally:
@@ -228,5 +181,5 @@ def run_peak_rss(opts: BenchOptions) -> str:
     return (
         f"csv_peak_rss: lakebed {ours:,.0f} MiB (vs {BASELINE_NAME} {theirs:,.0f} MiB) "
         f"ingesting a {fmt_size(size)} CSV (target ≤ {RSS_TARGET_MIB} MiB) {verdict(ours <= RSS_TARGET_MIB)}"
-        + (" [quick]" if opts.quick else "")
+        f"{opts.label}"
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from bench.common import BenchOptions, lakebed_home, log, ratio_line, timed
+from bench.common import BenchOptions, RoundTimes, lakebed_home, log, timed
 
 BASELINE_NAME = "hand-written DuckDB ASOF JOIN"
 ENTITY_ROWS = 1_000_000
@@ -153,27 +153,16 @@ def run(opts: BenchOptions) -> str:
         baseline(entities.slice(0, 1000), in_memory)
         get_historical_features(entities.slice(0, 1000), refs, config=config)
 
-        base_times: list[float] = []
-        ours_times: list[float] = []
+        times = RoundTimes("pit_retrieval", "rows/s", BASELINE_NAME, TARGET, opts.quick)
         ours = theirs = None
         for round_no in range(1, opts.rounds + 1):
             seconds, theirs = timed(lambda: baseline(entities, in_memory))
-            base_times.append(seconds)
-            log(f"  round {round_no} baseline: {seconds:6.2f} s  {n_entities / seconds:12,.0f} rows/s")
+            times.record("baseline", round_no, seconds, f"{n_entities / seconds:12,.0f} rows/s")
             seconds, ours = timed(lambda: get_historical_features(entities, refs, config=config))
-            ours_times.append(seconds)
-            log(f"  round {round_no} lakebed:  {seconds:6.2f} s  {n_entities / seconds:12,.0f} rows/s")
+            times.record("lakebed", round_no, seconds, f"{n_entities / seconds:12,.0f} rows/s")
         identical = ours is not None and theirs is not None and _same_rows(ours, theirs)
         matched = ours.column(ours.num_columns - 1).drop_null().__len__() if ours is not None else 0
         log(f"  {matched:,} of {n_entities:,} entity rows matched a fresh feature row")
         log(f"  identical rows: {'yes' if identical else 'no'}")
-    line = ratio_line(
-        "pit_retrieval",
-        ours=n_entities / min(ours_times),
-        theirs=n_entities / min(base_times),
-        unit="rows/s",
-        baseline_name=BASELINE_NAME,
-        target=TARGET,
-        quick=opts.quick,
-    )
+    line = times.summary(n_entities)
     return f"{line}; identical rows: {'yes' if identical else 'no'}"

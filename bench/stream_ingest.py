@@ -18,23 +18,21 @@ target peak(10×N) / peak(N) ≤ 1.3.
 from __future__ import annotations
 
 import atexit
-import json
-import resource
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.common import (
-    REPO_ROOT,
     BenchOptions,
-    isolated_env,
+    ChildRun,
+    RoundTimes,
+    isolated_config,
     lakebed_home,
+    launch_worker,
     log,
-    ratio_line,
-    remove,
+    report_work,
+    run_rss_child,
     timed,
     verdict,
 )
@@ -161,65 +159,24 @@ def run_throughput(opts: BenchOptions) -> str:
     _run_baseline(bootstrap, warm, 2_000)
     _run_lakebed(bootstrap, warm, opts.workdir / "warmup_home")
 
-    base_times: list[float] = []
-    ours_times: list[float] = []
+    times = RoundTimes("stream_ingest", "msg/s", BASELINE_NAME, THROUGHPUT_TARGET, opts.quick)
     for round_no in range(1, opts.rounds + 1):
         seconds, seen = _run_baseline(bootstrap, topic, messages)
         if seen != messages:
             raise RuntimeError(f"the bare consumer saw {seen:,} of {messages:,} messages")
-        base_times.append(seconds)
-        log(f"  round {round_no} baseline: {seconds:6.2f} s  {messages / seconds:9,.0f} msg/s")
+        times.record("baseline", round_no, seconds, f"{messages / seconds:9,.0f} msg/s")
         seconds, rows = _run_lakebed(bootstrap, topic, opts.workdir / "lakebed_home")
         if rows != messages:
             raise RuntimeError(f"lakebed wrote {rows:,} rows for {messages:,} messages")
-        ours_times.append(seconds)
-        log(f"  round {round_no} lakebed:  {seconds:6.2f} s  {messages / seconds:9,.0f} msg/s  {rows:,} rows")
-    return ratio_line(
-        "stream_ingest",
-        ours=messages / min(ours_times),
-        theirs=messages / min(base_times),
-        unit="msg/s",
-        baseline_name=BASELINE_NAME,
-        target=THROUGHPUT_TARGET,
-        quick=opts.quick,
-    )
+        times.record("lakebed", round_no, seconds, f"{messages / seconds:9,.0f} msg/s  {rows:,} rows")
+    return times.summary(messages)
 
 
 # --- peak RSS -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChildRun:
-    rows: int
-    seconds: float
-    peak_rss_kib: int
-    vm_hwm_kib: int | None
-
-
 def _run_child(bootstrap: str, topic: str, home: Path) -> ChildRun:
-    remove(home)
-    home.mkdir(parents=True)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.stream_ingest", "launch", bootstrap, topic, str(home)],
-            cwd=str(REPO_ROOT),
-            env=isolated_env(home.resolve()),
-            stdout=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-    finally:
-        remove(home)
-    if done.returncode != 0:
-        raise RuntimeError(f"stream ingest child exited with status {done.returncode}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    hwm = report.get("vm_hwm_kib")
-    return ChildRun(
-        rows=int(report["rows"]),
-        seconds=float(report["seconds"]),
-        peak_rss_kib=int(report["maxrss_children_kib"]),
-        vm_hwm_kib=int(hwm) if hwm is not None else None,
-    )
+    return run_rss_child("bench.stream_ingest", [bootstrap, topic, str(home)], home, what="stream ingest")
 
 
 def run_peak_rss(opts: BenchOptions) -> str:
@@ -233,62 +190,35 @@ def run_peak_rss(opts: BenchOptions) -> str:
         if run.rows != messages:
             raise RuntimeError(f"the child wrote {run.rows:,} rows for {messages:,} messages")
         runs[messages] = run
-        hwm = f"{run.vm_hwm_kib / 1024:.0f} MiB" if run.vm_hwm_kib is not None else "n/a"
         log(
-            f"  {messages:>9,} messages: peak RSS {run.peak_rss_kib / 1024:6.0f} MiB (VmHWM {hwm}), "
+            f"  {messages:>9,} messages: peak RSS {run.peak_rss_kib / 1024:6.0f} MiB (VmHWM {run.hwm_text}), "
             f"{run.seconds:6.2f} s ({messages / run.seconds:,.0f} msg/s)"
         )
     ratio = runs[large].peak_rss_kib / runs[small].peak_rss_kib
     return (
         f"stream_peak_rss: peak RSS {runs[large].peak_rss_kib / 1024:,.0f} MiB at {large:,} messages vs "
         f"{runs[small].peak_rss_kib / 1024:,.0f} MiB at {small:,} → ratio {ratio:.2f} "
-        f"(target ≤ {RSS_RATIO_TARGET:.2f}) {verdict(ratio <= RSS_RATIO_TARGET)}"
-        + (" [quick]" if opts.quick else "")
+        f"(target ≤ {RSS_RATIO_TARGET:.2f}) {verdict(ratio <= RSS_RATIO_TARGET)}{opts.label}"
     )
 
 
 # --- the child ----------------------------------------------------------------------------------------
 
 
-def _vm_hwm_kib() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _work(bootstrap: str, topic: str, home: Path) -> int:
     from lakebed.pipelines.stream.ingest import ingest_stream
 
-    from bench.common import isolated_config
-
-    start = time.perf_counter()
-    result = ingest_stream(
-        topic, TABLE, bootstrap=bootstrap, until_caught_up=True, config=isolated_config(home.resolve())
+    return report_work(
+        lambda: (
+            ingest_stream(
+                topic,
+                TABLE,
+                bootstrap=bootstrap,
+                until_caught_up=True,
+                config=isolated_config(home.resolve()),
+            ).records
+        )
     )
-    report = {
-        "rows": result.records,
-        "seconds": time.perf_counter() - start,
-        "vm_hwm_kib": _vm_hwm_kib(),
-    }
-    print(json.dumps(report), flush=True)
-    return 0
-
-
-def _launch(args: list[str]) -> int:
-    worker = subprocess.run(
-        [sys.executable, "-m", "bench.stream_ingest", *args], stdout=subprocess.PIPE, text=True, check=False
-    )
-    if worker.returncode != 0:
-        print(f"worker exited with status {worker.returncode}", file=sys.stderr)
-        return 1
-    report = json.loads(worker.stdout.strip().splitlines()[-1])
-    report["maxrss_children_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps(report), flush=True)
-    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -297,7 +227,7 @@ def main(argv: list[str]) -> int:
     if len(args) != 3:
         print("usage: python -m bench.stream_ingest [launch] BOOTSTRAP TOPIC HOME", file=sys.stderr)
         return 2
-    return _launch(args) if launch else _work(args[0], args[1], Path(args[2]))
+    return launch_worker("bench.stream_ingest", args) if launch else _work(args[0], args[1], Path(args[2]))
 
 
 if __name__ == "__main__":

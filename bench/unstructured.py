@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchOptions, fresh_dir, lakebed_home, log, ratio_line, remove, timed
+from bench.common import BenchOptions, RoundTimes, fresh_dir, lakebed_home, log, remove, timed
 
 MODULE = "lakebed.pipelines.unstructured"
 BASELINE_NAME = "bare read+sha256+copy"
@@ -174,33 +174,23 @@ def run(opts: BenchOptions) -> str:
         baseline_ingest(warm, fresh_dir(dest))
         lakebed_round(warm, opts.workdir / "warmup_home")
 
-        base_times: list[float] = []
-        ours_times: list[float] = []
+        times = RoundTimes("unstructured", "files/s", BASELINE_NAME, None, opts.quick)
         for round_no in range(1, opts.rounds + 1):
             fresh_dir(dest)
             seconds, seen = timed(lambda: baseline_ingest(folder, dest))
-            base_times.append(seconds)
-            log(
-                f"  round {round_no} baseline: {seconds:6.2f} s  {count / seconds:8.0f} files/s  {seen:,} seen"
-            )
+            times.record("baseline", round_no, seconds, f"{count / seconds:8.0f} files/s  {seen:,} seen")
             seconds, result = lakebed_round(folder, opts.workdir / "lakebed_home")
-            ours_times.append(seconds)
-            log(
-                f"  round {round_no} lakebed:  {seconds:6.2f} s  {count / seconds:8.0f} files/s  "
+            times.record(
+                "lakebed",
+                round_no,
+                seconds,
+                f"{count / seconds:8.0f} files/s  "
                 f"{result.files_seen:,} seen, {result.rows_written:,} rows written"
-                + (f", {result.duplicates:,} duplicates" if hasattr(result, "duplicates") else "")
+                + (f", {result.duplicates:,} duplicates" if hasattr(result, "duplicates") else ""),
             )
             if result.files_seen != count:
                 log(f"  note: lakebed saw {result.files_seen:,} files, {count:,} were generated")
     finally:
         for path in (folder, warm, dest):
             remove(path)
-    return ratio_line(
-        "unstructured",
-        ours=count / min(ours_times),
-        theirs=count / min(base_times),
-        unit="files/s",
-        baseline_name=BASELINE_NAME,
-        target=None,
-        quick=opts.quick,
-    )
+    return times.summary(count)
