@@ -506,6 +506,50 @@ def test_commit_failed_error_from_delta_re_reads_offsets(
     assert sorted(rows.column("id").to_pylist()) == list(range(2000))
 
 
+def test_recovery_while_the_poller_holds_records_never_duplicates(
+    bootstrap: str, new_topic: Callable[..., str]
+) -> None:
+    """The background poller has the next records buffered when a round is fenced: the worker stops
+    it, drops its buffer, re-seeks from Delta and starts a fresh one; nothing is written twice or lost,
+    and no round exceeds max_records though polls come in larger chunks."""
+    topic = new_topic(2)
+    produce_events(bootstrap, topic, 0, 3000)
+    claimed: list[tuple[int, int]] = []
+    pollers: list[Any] = []
+    rounds: list[int] = []
+
+    class Interfered(StreamIngestor):
+        def _commit_round(self, batch: Batch) -> Any:
+            poller = self._poller
+            assert poller is not None and poller.running
+            pollers.append(poller._thread)
+            if not claimed:
+                deadline = time.monotonic() + 10
+                while not poller._queue.full() and time.monotonic() < deadline:
+                    time.sleep(0.01)  # let the poller buffer the records after this batch
+                assert poller._queue.full()
+                claimed.append(_claim(topic, batch, 100))
+            return super()._commit_round(batch)
+
+    worker = Interfered(
+        topic,
+        "events",
+        bootstrap=bootstrap,
+        until_caught_up=True,
+        max_records=300,
+        progress=lambda info: rounds.append(info.records),
+    )
+    result = worker.run()
+    assert len(claimed) == 1 and result.retries == 1
+    assert len({id(t) for t in pollers}) >= 2  # a fresh poller thread after the re-seek
+    assert rounds and max(rounds) <= 300
+    partition, last = claimed[0]
+    assert result.records == 3000 - (last + 1)
+    rows = assert_exactly_once(bootstrap, topic, "events")
+    assert sorted(rows.column("id").to_pylist()) == list(range(3000))
+    assert worker._poller is not None and not worker._poller.running  # stopped before the close
+
+
 def test_resync_seeks_every_partition_to_the_stored_offset(
     bootstrap: str, new_topic: Callable[..., str]
 ) -> None:

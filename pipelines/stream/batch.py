@@ -12,6 +12,7 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import pyarrow as pa
@@ -38,6 +39,65 @@ class RoundInfo:
     version: int | None
     offsets: dict[int, tuple[int, int]]  # partition → (first, last) offset of the round
     seconds: float
+
+
+_VALUE = attrgetter("value")
+_KEY = attrgetter("key")
+_OFFSET = attrgetter("offset")
+_TIMESTAMP = attrgetter("timestamp")
+_SIZE = attrgetter("serialized_value_size")
+
+
+class Polled:
+    """Consecutive records of one partition (offsets increasing), kept column-wise as soon as they are
+    polled: the record objects go at once, and each column is taken in one C-level pass (no per-record
+    Python code)."""
+
+    __slots__ = ("keys", "offsets", "partition", "sizes", "timestamps", "values")
+
+    def __init__(
+        self,
+        partition: int,
+        values: list[bytes | None],
+        keys: list[bytes | None],
+        offsets: array[int],
+        timestamps: array[int],
+        sizes: list[int],
+    ) -> None:
+        self.partition = partition
+        self.values = values
+        self.keys = keys
+        self.offsets = offsets
+        self.timestamps = timestamps
+        self.sizes = sizes  # serialized value sizes: -1 for a null value
+
+    @classmethod
+    def of(cls, partition: int, records: Sequence[Any]) -> Polled:
+        """The columns of kafka-python ``records`` (``timestamp`` None becomes -1)."""
+        stamps = list(map(_TIMESTAMP, records))
+        if None in stamps:
+            stamps = [-1 if t is None else t for t in stamps]
+        return cls(
+            partition,
+            list(map(_VALUE, records)),
+            list(map(_KEY, records)),
+            array("q", map(_OFFSET, records)),
+            array("q", stamps),
+            list(map(_SIZE, records)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, start: int, stop: int | None = None) -> Polled:
+        return Polled(
+            self.partition,
+            self.values[start:stop],
+            self.keys[start:stop],
+            self.offsets[start:stop],
+            self.timestamps[start:stop],
+            self.sizes[start:stop],
+        )
 
 
 class Batch:
@@ -85,6 +145,25 @@ class Batch:
         self.nbytes += nbytes
         self.special = self.special or special
 
+    def extend_polled(self, polled: Polled, nbytes: int, special: bool) -> None:
+        """Append the column-wise ``polled`` records (the column lists are extended, never copied per
+        record)."""
+        n = len(polled)
+        if not n:
+            return
+        if not self.values:
+            self.started = time.monotonic()
+        p = polled.partition
+        self.values.extend(polled.values)
+        self.keys.extend(polled.keys)
+        self.offsets.extend(polled.offsets)
+        self.timestamps.extend(polled.timestamps)
+        self.partitions.extend(array("i", [p]) * n)
+        first = self.bounds.get(p)
+        self.bounds[p] = (first[0] if first else polled.offsets[0], polled.offsets[-1])
+        self.nbytes += nbytes
+        self.special = self.special or special
+
     def without(self, partitions: set[int]) -> Batch:
         """A copy without the records of ``partitions``."""
         kept = Batch()
@@ -127,4 +206,4 @@ def _from_array(values: array[int], dtype: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(bytes(values))])
 
 
-__all__ = ["META_COLUMNS", "META_SCHEMA", "UTC_MICROS", "Batch", "RoundInfo"]
+__all__ = ["META_COLUMNS", "META_SCHEMA", "UTC_MICROS", "Batch", "Polled", "RoundInfo"]
