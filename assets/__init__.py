@@ -1,0 +1,1 @@
+"""The Dagster layer: Definitions, assets, sensors, schedules and resources (wiring only)."""

@@ -1,0 +1,1 @@
+"""Lineage: OpenLineage emission, the lineage store, auditor queries and graph rendering."""
