@@ -141,7 +141,7 @@ def commit(
         raise ValueError(f"merge into {table!r} needs key columns (keys=...)")
 
     reader = _as_reader(data)
-    existing = _open(uri)
+    existing = open_delta(uri)
     base_version = existing.version() if existing is not None else -1
     current_schema = pa.schema(existing.schema().to_arrow()) if existing is not None else None
     if current_schema is None and contract is not None and contract.columns:
@@ -357,7 +357,8 @@ def _as_reader(data: Any) -> pa.RecordBatchReader:
     raise TypeError(f"cannot write {type(data).__name__}: pass a pyarrow Table or RecordBatchReader")
 
 
-def _open(uri: str) -> DeltaTable | None:
+def open_delta(uri: str) -> DeltaTable | None:
+    """The Delta table at ``uri``, or None when there is none yet."""
     try:
         return DeltaTable(uri)
     except DeltaTableNotFoundError:
@@ -400,4 +401,4 @@ def table_history(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["CommitResult", "RunContext", "WriteMode", "commit", "table_history"]
+__all__ = ["CommitResult", "RunContext", "WriteMode", "commit", "open_delta", "table_history"]

@@ -73,8 +73,10 @@ def read_table(
     try:
         return data.to_table(columns=wanted, filter=filter)
     except pa.ArrowNotImplementedError:
+        if filter is None:
+            raise
         # Files rewritten by delta-rs merges hold string_view columns, which pyarrow cannot compare
-        # against a plain string literal while scanning; filter after the (projected) scan instead.
+        # against a plain string literal while scanning; filter after the scan instead.
         table = data.to_table().filter(filter)
         return table.select(wanted) if wanted is not None else table
 
