@@ -35,6 +35,9 @@ _CATALOG_SCHEMA = pa.schema(
 
 TABLE_KINDS = ("table", "rejects", "system")
 
+# Parsed catalog entries by catalog URI, with the catalog version they were read at.
+_ENTRIES: dict[str, tuple[int, dict[str, TableEntry]]] = {}
+
 
 @dataclass(frozen=True)
 class TableEntry:
@@ -62,10 +65,15 @@ class Catalog:
 
     def _load(self) -> dict[str, TableEntry]:
         try:
-            rows = DeltaTable(self.uri).to_pyarrow_table().to_pylist()
+            table = DeltaTable(self.uri)
         except DeltaTableNotFoundError:
             return {}
-        return {
+        # Entries are parsed once per catalog version (every commit looks its table up here).
+        version = table.version()
+        cached = _ENTRIES.get(self.uri)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        entries = {
             row["name"]: TableEntry(
                 name=row["name"],
                 uri=row["uri"],
@@ -73,8 +81,10 @@ class Catalog:
                 contract=TableContract.model_validate_json(row["contract"]) if row["contract"] else None,
                 registered_at=row["registered_at"],
             )
-            for row in rows
+            for row in table.to_pyarrow_table().to_pylist()
         }
+        _ENTRIES[self.uri] = (version, entries)
+        return entries
 
     def list(self, *, kind: str | None = None) -> list[TableEntry]:
         entries = sorted(self._load().values(), key=lambda e: e.name)
