@@ -7,6 +7,7 @@ heavy layers inside commands, so ``lakebed --help`` stays fast.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,16 +105,25 @@ def list_views() -> None:
         )
 
 
+def _entity_rows_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options naming entity rows, features and the entity timestamp column (shared by commands)."""
+    command = click.option(
+        "--timestamp-column", default=None, help="Entity timestamp column [default: event_timestamp]."
+    )(command)
+    command = click.option(
+        "--features", "refs", required=True, multiple=True, help="view:vN:feature (repeatable)."
+    )(command)
+    return click.option(
+        "--entities",
+        "entities_path",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=f"Entity rows ({_TABLE_SUFFIXES}).",
+    )(command)
+
+
 @features.command("get-historical")
-@click.option(
-    "--entities",
-    "entities_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=f"Entity rows ({_TABLE_SUFFIXES}).",
-)
-@click.option("--features", "refs", required=True, multiple=True, help="view:vN:feature (repeatable).")
-@click.option("--timestamp-column", default=None, help="Entity timestamp column [default: event_timestamp].")
+@_entity_rows_options
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def get_historical(
     entities_path: Path, refs: tuple[str, ...], timestamp_column: str | None, out_path: Path | None
@@ -160,15 +170,7 @@ def training_set_group() -> None:
 
 @training_set_group.command("create")
 @click.argument("name")
-@click.option(
-    "--entities",
-    "entities_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=f"Entity rows ({_TABLE_SUFFIXES}).",
-)
-@click.option("--features", "refs", required=True, multiple=True, help="view:vN:feature (repeatable).")
-@click.option("--timestamp-column", default=None, help="Entity timestamp column [default: event_timestamp].")
+@_entity_rows_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing training set of that name.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write rows.")
 def training_set_create(

@@ -701,48 +701,16 @@ def _with_meta(table: pa.Table, columns: Sequence[pa.Array]) -> pa.Table:
     return table
 
 
-def ingest_stream(
-    topic: str,
-    table: str,
-    *,
-    group: str | None = None,
-    until_caught_up: bool = False,
-    max_records: int = 50_000,
-    max_bytes: int = 64 * MiB,
-    max_seconds: float = 1.0,
-    max_batches: int | None = None,
-    contract: TableContract | None = None,
-    run: RunContext | None = None,
-    config: LakebedConfig | None = None,
-    bootstrap: str | None = None,
-    stop_event: threading.Event | None = None,
-    progress: ProgressCallback | None = None,
-    consumer_settings: Mapping[str, Any] | None = None,
-) -> StreamResult:
-    """Ingest Kafka ``topic`` into lakebed table ``table`` exactly once (see :class:`StreamIngestor`).
+def ingest_stream(topic: str, table: str, **options: Any) -> StreamResult:
+    """Ingest Kafka ``topic`` into lakebed table ``table`` exactly once (``options``: see
+    :class:`StreamIngestor`).
 
     Micro-batches hold at most ``max_records`` records, ``max_bytes`` bytes of values and
     ``max_seconds`` of waiting. ``until_caught_up`` stops once the end offsets read at start are
     reached ("available now"); ``max_batches`` stops after that many committed micro-batches;
     otherwise the worker runs until ``stop_event`` is set.
     """
-    return StreamIngestor(
-        topic,
-        table,
-        group=group,
-        until_caught_up=until_caught_up,
-        max_records=max_records,
-        max_bytes=max_bytes,
-        max_seconds=max_seconds,
-        max_batches=max_batches,
-        contract=contract,
-        run=run,
-        config=config,
-        bootstrap=bootstrap,
-        stop_event=stop_event,
-        progress=progress,
-        consumer_settings=consumer_settings,
-    ).run()
+    return StreamIngestor(topic, table, **options).run()
 
 
 # The worker's API and the names of its parts that used to be defined here (still importable from here).
