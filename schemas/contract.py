@@ -9,11 +9,11 @@ from typing import Literal
 
 import pyarrow as pa
 from lakebed.schemas.loading import read_yaml, validate
-from lakebed.schemas.naming import validate_table_name
+from lakebed.schemas.naming import table_name_validator
 from lakebed.schemas.types import parse_type, type_name
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from lakebed.errors import ContractError, LakebedError
+from lakebed.errors import ContractError
 
 DriftPolicy = Literal["evolve", "strict"]
 
@@ -61,10 +61,7 @@ class TableContract(BaseModel):
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        try:
-            return validate_table_name(value)
-        except LakebedError as exc:
-            raise ValueError(str(exc)) from None
+        return table_name_validator(value)
 
     @model_validator(mode="after")
     def _known_columns(self) -> TableContract:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lakebed.schemas.loading import read_yaml, validate
+from lakebed.schemas.naming import table_name_validator
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from lakebed.errors import ContractError, FeatureNotFoundError, FeatureRefError, LakebedError
+from lakebed.errors import ContractError, FeatureNotFoundError, FeatureRefError
 
 AggregationFunction = Literal["sum", "mean", "count", "min", "max", "last"]
 
@@ -162,12 +163,7 @@ class FeatureSource(BaseModel):
     @field_validator("table")
     @classmethod
     def _valid_table(cls, value: str) -> str:
-        from lakebed.schemas.naming import validate_table_name
-
-        try:
-            return validate_table_name(value)
-        except LakebedError as exc:
-            raise ValueError(str(exc)) from None
+        return table_name_validator(value)
 
     @field_validator("topic")
     @classmethod

@@ -18,3 +18,11 @@ def validate_table_name(name: str) -> str:
             "or underscores (at most 128 characters)"
         )
     return name
+
+
+def table_name_validator(value: str) -> str:
+    """:func:`validate_table_name` for pydantic field validators (they report a ValueError per field)."""
+    try:
+        return validate_table_name(value)
+    except InvalidTableNameError as exc:
+        raise ValueError(str(exc)) from None
