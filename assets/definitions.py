@@ -3,6 +3,7 @@
 import dagster as dg
 from lakebed.assets.features import FEATURE_ASSETS
 from lakebed.assets.ingest import SAMPLE_ASSETS, landing_ingest_job, landing_sensor
+from lakebed.assets.quality import contract_checks
 from lakebed.assets.resources import LakebedResource
 from lakebed.assets.streaming import (
     RAW_EVENT_ASSETS,
@@ -23,8 +24,12 @@ features_job = dg.define_asset_job(
     description="Consume every topic up to its end offsets, then update feature views offline and online.",
 )
 
+ASSETS = [*SAMPLE_ASSETS, *RAW_EVENT_ASSETS, *FEATURE_ASSETS]
+QUALITY_CHECKS = contract_checks(key.to_user_string() for a in ASSETS for key in a.keys)
+
 defs = dg.Definitions(
-    assets=[*SAMPLE_ASSETS, *RAW_EVENT_ASSETS, *FEATURE_ASSETS],
+    assets=ASSETS,
+    asset_checks=QUALITY_CHECKS,
     jobs=[sample_data_job, features_job, landing_ingest_job, stream_maintenance_job],
     sensors=[landing_sensor, kafka_offsets_sensor],
     schedules=[stream_maintenance_schedule],

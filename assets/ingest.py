@@ -55,6 +55,7 @@ def _structured(
             **{
                 "lakebed/files_ingested": len(result.ingested),
                 "lakebed/rejected_rows": result.rejected,
+                "lakebed/quarantined_rows": result.quarantined,
                 "lakebed/run_id": result.run_id,
             },
         )

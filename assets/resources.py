@@ -17,5 +17,9 @@ class LakebedResource(dg.ConfigurableResource):
             return LakebedConfig(home=self.home)  # type: ignore[arg-type]
         return get_config()
 
-    def run_context(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, job: str) -> RunContext:
+    def run_context(
+        self,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.AssetCheckExecutionContext,
+        job: str,
+    ) -> RunContext:
         return RunContext(job=job, tags={"dagster.run_id": context.run.run_id})

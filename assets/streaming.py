@@ -49,11 +49,13 @@ def _raw_events_asset(topic: str, table: str) -> dg.AssetsDefinition:
         )
         context.log.info(
             f"{table}: {result.records} records, {result.dead_letters} dead letters, "
+            f"{result.quarantined} quarantined, "
             f"{result.skipped} already in Delta, offsets {result.offsets}"
         )
         extra = {
             "lakebed/records": result.records,
             "lakebed/dead_letters": result.dead_letters,
+            "lakebed/quarantined_rows": result.quarantined,
             "lakebed/offsets": dg.MetadataValue.json({str(p): o for p, o in result.offsets.items()}),
         }
         if Catalog(config).find(table) is None:  # the topic has had no records yet

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lakebed.cli_features import features
+from lakebed.cli_quality import quality
 from lakebed.cli_stream import register as register_stream_commands
 from lakebed.config import get_config
 from lakebed.errors import LakebedError
@@ -108,6 +109,11 @@ def ingest(
     )
     if result.rejected:
         console.print(f"[yellow]{result.rejected:,} bad record(s) in {table}__rejects[/]")
+    if result.quarantined:
+        console.print(
+            f"[yellow]{result.quarantined:,} row(s) broke quality rules → {table}__quarantine[/] "
+            f"(lakebed quality quarantine {table})"
+        )
 
 
 @main.command("ingest-files")
@@ -295,6 +301,7 @@ def _progress() -> Iterator[Any]:
 
 
 main.add_command(features)
+main.add_command(quality)
 register_stream_commands(main)
 
 

@@ -51,26 +51,31 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         task = progress.add_task("loading Dagster", total=None)
         import dagster as dg
 
-        from lakebed.assets.definitions import defs
+        from lakebed.assets.definitions import QUALITY_CHECKS, defs
         from lakebed.assets.ingest import SAMPLE_ASSETS
 
         runner = _Materializer(
-            progress, task, dg.DagsterInstance.get(), {"lakebed": defs.resources["lakebed"]}
+            progress, task, dg.DagsterInstance.get(), {"lakebed": defs.resources["lakebed"]}, QUALITY_CHECKS
         )
         progress.update(task, total=len(SAMPLE_ASSETS), completed=0)
         runner.each(SAMPLE_ASSETS)
         progress.update(task, description="sample data materialised")
         _stream_features(progress, runner)
     _summary(console)
+    _quality_summary(console)
     _features_summary(console)
     _where_to_look(console, time.monotonic() - started)
 
 
 class _Materializer:
-    """Materialises assets one run each (so the Dagster UI shows every run) and advances a progress bar."""
+    """Materialises assets one run each (so the Dagster UI shows every run), with their asset checks, and
+    advances a progress bar."""
 
-    def __init__(self, progress: Any, task: Any, instance: Any, resources: dict[str, Any]) -> None:
+    def __init__(
+        self, progress: Any, task: Any, instance: Any, resources: dict[str, Any], checks: list[Any]
+    ) -> None:
         self.progress, self.task, self.instance, self.resources = progress, task, instance, resources
+        self.checks = checks
 
     def each(self, assets: list[Any], *, label: str = "") -> None:
         import dagster as dg
@@ -79,7 +84,7 @@ class _Materializer:
             name = asset.key.to_user_string()
             self.progress.update(self.task, description=f"{label}materialising {name}")
             result = dg.materialize(
-                assets,
+                [*assets, *self.checks],
                 selection=[name],
                 instance=self.instance,
                 resources=self.resources,
@@ -104,7 +109,14 @@ def _stream_features(progress: Any, runner: _Materializer) -> None:
         create_topic(bootstrap, DEMO_TOPIC, partitions=3)
         lines = (STREAM / "shop_events.jsonl").read_bytes().splitlines()
         # Poison messages: the stream goes on, they land in shop_events__dead_letter.
-        poison = [b"{not json", b'{"event_id": "bad-1", "customer_id": "n/a"}']
+        # Two records that cannot be decoded (→ dead letters) and one that breaks the contract's rules
+        # (→ quarantine).
+        poison = [
+            b"{not json",
+            b'{"event_id": "bad-1", "customer_id": "n/a"}',
+            b'{"event_id": "se-refund-1", "customer_id": 7, "event_type": "refund", "amount": -5.0,'
+            b' "event_time": "2025-06-01T12:00:00Z"}',
+        ]
         # The feed arrives in three parts; each part is one "available now" run: raw events, then features
         # updated incrementally (late events are judged against the watermark of the parts before).
         parts = [
@@ -225,6 +237,37 @@ def _summary(console: Console) -> None:
     console.print(media)
 
 
+def _quality_summary(console: Console) -> None:
+    from rich.table import Table
+
+    from lakebed.pipelines.quality import RESULTS_TABLE, quarantine_rows
+    from lakebed.pipelines.read import sql
+
+    config = get_config()
+    out = Table("table", "rows quarantined", "rules broken", "where from", title="Quality: quarantined rows")
+    for table in ("orders", "shop_events"):
+        rows = quarantine_rows(table, config=config)
+        if not rows.num_rows:
+            continue
+        broken = sorted({rule for rules in rows.column("_rules").to_pylist() for rule in rules})
+        first = rows.slice(0, 1).to_pylist()[0]
+        if "_source_file" in rows.column_names:
+            where = f"{first['_source_file'].rsplit('/', 1)[-1]} line {first['_source_line']}"
+        else:
+            where = f"{first['_topic']} partition {first['_partition']} offset {first['_offset']}"
+        out.add_row(f"{table}__quarantine", f"{rows.num_rows:,}", ", ".join(broken), f"e.g. {where}")
+    console.print(out)
+    checks = sql(
+        f"SELECT count(*) AS checks, count(*) FILTER (WHERE NOT passed) AS failed FROM {RESULTS_TABLE}",
+        config=config,
+    ).to_pylist()[0]
+    console.print(
+        f"{checks['checks']:,} rule results recorded in {RESULTS_TABLE} ({checks['failed']:,} not passed); "
+        "every write is checked, and the Dagster asset checks `contract` block downstream assets on errors.",
+        soft_wrap=True,
+    )
+
+
 def _where_to_look(console: Console, seconds: float) -> None:
     config = get_config()
     lines = [
@@ -232,6 +275,8 @@ def _where_to_look(console: Console, seconds: float) -> None:
         f"  • tables (Delta Lake):  {config.tables_root}",
         '  • query them:          lakebed sql "SELECT * FROM orders LIMIT 5"  ·  lakebed tables',
         "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
+        "  • data quality:        lakebed quality quarantine orders  ·  lakebed quality check orders"
+        "  ·  lakebed quality results --failed",
         f"  • Dagster UI:          make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})",
         f"  • landing folder:      drop CSV/JSON/Parquet files into {config.landing_root}/<table>/",
         "  • features in Python:  from lakebed import FeatureStore  (see README: Feature store)",

@@ -81,6 +81,15 @@ class CommitError(LakebedError):
     """A Delta commit failed; nothing of it is visible to readers."""
 
 
+class QualityError(LakebedError):
+    """A write was blocked, or a quality check failed: an ``error``-severity rule did not hold."""
+
+    def __init__(self, message: str, *, table: str, rules: list[str]) -> None:
+        super().__init__(message)
+        self.table = table
+        self.rules = rules
+
+
 class ContentNotFoundError(LakebedError):
     """No row and no blob of the table holds bytes with that sha256."""
 

@@ -205,6 +205,19 @@ def write_orders_csv(path: Path, target_bytes: int) -> Path:
     return path
 
 
+def _order_mistakes(table: pa.Table) -> pa.Table:
+    """A few order lines that break the orders contract's rules (for the demo's quarantine)."""
+    rows = {"quantity": {120: 0, 4_410: 5_000}, "currency": {777: "XXX"}, "sku": {2_500: "sku-9"}}
+    for column, changes in rows.items():
+        values = table.column(column).to_pylist()
+        for index, value in changes.items():
+            values[index] = value
+        table = table.set_column(
+            table.schema.get_field_index(column), column, pa.array(values, table.schema.field(column).type)
+        )
+    return table
+
+
 def write_structured_samples(dest: Path = STRUCTURED) -> list[Path]:
     """The demo's structured inputs: customers (CSV), orders by month (CSV), products (JSON lines),
     web events (Parquet). About 3 MB in all."""
@@ -213,7 +226,7 @@ def write_structured_samples(dest: Path = STRUCTURED) -> list[Path]:
     path = dest / "customers.csv"
     pacsv.write_csv(customers(2_000), path)
     made.append(path)
-    all_orders = orders(24_000)
+    all_orders = _order_mistakes(orders(24_000))
     months = all_orders.column("ordered_at").to_numpy().astype("datetime64[M]")
     (dest / "orders").mkdir(exist_ok=True)
     for month in np.unique(months)[:6]:

@@ -25,6 +25,8 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.deltalog import find_commit, is_local
+from lakebed.pipelines.quality import WriteCheck, checks_writes
+from lakebed.quality.results import CheckRun
 from lakebed.schemas.contract import DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema, widens_to
 
@@ -87,6 +89,8 @@ class CommitResult:
     schema: pa.Schema
     added_columns: tuple[str, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    quarantined: int = 0
+    quality: CheckRun | None = None
 
 
 def commit(
@@ -119,7 +123,9 @@ def commit(
         (int32 → int64, int → float64, null → anything) are applied silently.
     contract:
         The table's contract; registered in the catalog on first write and used for keys, partitioning
-        and drift policy when those are not given.
+        and drift policy when those are not given. When it declares quality rules, every write runs them
+        (:mod:`lakebed.pipelines.quality`): failing rows go to ``<table>__quarantine``, a failing
+        ``error`` table rule raises :class:`~lakebed.errors.QualityError` and writes nothing.
     metadata:
         Extra ``lakebed.*`` commit metadata (e.g. the source files of an ingest).
     app_transactions:
@@ -143,13 +149,27 @@ def commit(
     reader = _as_reader(data)
     existing = open_delta(uri)
     base_version = existing.version() if existing is not None else -1
+    check = None
+    if contract is not None and checks_writes(contract, kind):
+        check = WriteCheck(
+            table,
+            contract,
+            run=run,
+            mode=mode,
+            existing=existing,
+            overwrite_predicate=overwrite_predicate,
+            app_transactions=app_transactions,
+            config=config,
+            catalog=catalog,
+        )
+    incoming = check.target_schema(reader.schema) if check is not None else reader.schema
     current_schema = pa.schema(existing.schema().to_arrow()) if existing is not None else None
     if current_schema is None and contract is not None and contract.columns:
         current_schema = contract.arrow_schema()
     if current_schema is not None:
-        plan = _align(table, reader.schema, current_schema, drift=drift)
+        plan = _align(table, incoming, current_schema, drift=drift)
     else:
-        plan = _Plan(target=delta_schema(reader.schema), added=())
+        plan = _Plan(target=delta_schema(incoming), added=())
     batches = _nonempty(reader)
     first = next(batches, None)
     if first is None and existing is not None and mode in ("append", "merge"):
@@ -164,7 +184,8 @@ def commit(
         custom_metadata=commit_metadata, app_transactions=list(app_transactions) or None
     )
     counted = _Counter()
-    aligned = pa.RecordBatchReader.from_batches(plan.target, counted.wrap(plan.apply(b) for b in batches))
+    checked = check.apply(batches) if check is not None else batches
+    aligned = pa.RecordBatchReader.from_batches(plan.target, counted.wrap(plan.apply(b) for b in checked))
 
     try:
         if mode == "merge":
@@ -203,6 +224,7 @@ def commit(
     if entry is None or (contract is not None and entry.contract != contract):
         catalog.register(table, uri=uri, kind=kind, contract=contract)
     version = _find_version(uri, base_version, commit_id)
+    quality = check.record(version) if check is not None else None
     return CommitResult(
         table=table,
         uri=uri,
@@ -212,6 +234,8 @@ def commit(
         schema=plan.target,
         added_columns=plan.added,
         metrics=metrics,
+        quarantined=check.quarantined_rows if check is not None else 0,
+        quality=quality,
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
@@ -79,15 +80,23 @@ class BadRecord:
     raw: str
 
 
+Numbered = tuple[pa.RecordBatch, np.ndarray]
+"""A batch and the source line of each of its rows (the row number, for Parquet)."""
+
+
 @dataclass
 class FileStream:
-    """An open file: its Arrow schema and a one-shot iterator of batches. Bad records found while
-    iterating (under the ``reject`` policy) are appended to ``bad``."""
+    """An open file: its Arrow schema and a one-shot iterator of batches, each with the line numbers of
+    its rows. Bad records found while iterating (under the ``reject`` policy) are appended to ``bad``."""
 
     path: Path
     schema: pa.Schema
-    batches: Iterator[pa.RecordBatch]
+    numbered: Iterator[Numbered]
     bad: list[BadRecord] = field(default_factory=list)
+
+    @property
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        return (batch for batch, _ in self.numbered)
 
 
 def open_file(
@@ -117,17 +126,19 @@ def _open_parquet(path: Path, column_types: dict[str, pa.DataType] | None, batch
         raise MalformedRecordError(f"not a readable Parquet file: {exc}", path=str(path)) from exc
     schema = parquet.schema_arrow
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def batches() -> Iterator[Numbered]:
+        done = 0
         try:
             for batch in parquet.iter_batches(batch_size=batch_rows):
-                yield _cast_named(batch, column_types, path)
+                yield _cast_named(batch, column_types, path), _numbers(done + 1, batch.num_rows)
+                done += batch.num_rows
         finally:
             parquet.close()
 
     target = pa.schema(
         [f.with_type(column_types[f.name]) if column_types and f.name in column_types else f for f in schema]
     )
-    return FileStream(path=path, schema=target, batches=batches())
+    return FileStream(path=path, schema=target, numbered=batches())
 
 
 def _cast_named(
@@ -171,9 +182,9 @@ def _open_csv(
     except pa.ArrowException as exc:
         raise MalformedRecordError(f"cannot read as {fmt.upper()}: {exc}", path=str(path)) from exc
     schema = reader.schema
-    stream = FileStream(path=path, schema=schema, batches=iter(()))
+    stream = FileStream(path=path, schema=schema, numbered=iter(()))
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def batches() -> Iterator[Numbered]:
         rows_done = 0
         while True:
             try:
@@ -184,13 +195,14 @@ def _open_csv(
                 # Locate the bad record(s) from the first line of the failing block onwards.
                 slow = _LineReader(path, fmt, dict(zip(schema.names, schema.types, strict=True)), on_bad_rows)
                 follow = slow.open(skip_records=rows_done)
-                yield from follow.batches
+                yield from follow.numbered
                 stream.bad.extend(follow.bad)
                 return
+            # The fast path reads one record per line after the header (line 1).
+            yield batch, _numbers(2 + rows_done, batch.num_rows)
             rows_done += batch.num_rows
-            yield batch
 
-    stream.batches = batches()
+    stream.numbered = batches()
     return stream
 
 
@@ -221,16 +233,14 @@ class _LineReader:
             for _ in range(skip_records):
                 next(lines, None)
             first_line += skip_records
-        stream = FileStream(path=self.path, schema=pa.schema([]), batches=iter(()))
+        stream = FileStream(path=self.path, schema=pa.schema([]), numbered=iter(()))
         chunks = self._chunks(lines, first_line, stream)
         first = next(chunks, None)
         stream.schema = self.schema if self.schema is not None else pa.schema([])
-        stream.batches = _prepend(first, chunks)
+        stream.numbered = _prepend(first, chunks)
         return stream
 
-    def _chunks(
-        self, lines: Iterator[bytes], first_line: int, stream: FileStream
-    ) -> Iterator[pa.RecordBatch]:
+    def _chunks(self, lines: Iterator[bytes], first_line: int, stream: FileStream) -> Iterator[Numbered]:
         number = first_line
         chunk: list[bytes] = []
         for line in lines:
@@ -265,9 +275,7 @@ class _LineReader:
             io.BytesIO(self.header + payload), parse_options=_csv_options(self.fmt), convert_options=convert
         )
 
-    def _parse_chunk(
-        self, lines: list[bytes], first_line: int, stream: FileStream
-    ) -> Iterator[pa.RecordBatch]:
+    def _parse_chunk(self, lines: list[bytes], first_line: int, stream: FileStream) -> Iterator[Numbered]:
         lines_with_content = [(i, line) for i, line in enumerate(lines) if line.strip()]
         if not lines_with_content:
             return
@@ -286,7 +294,11 @@ class _LineReader:
             self.schema = table.schema
         elif table.schema != self.schema:
             table = _conform(table, self.schema)
-        yield from table.to_batches()
+        numbers = np.array([first_line + i for i, _ in lines_with_content], dtype=np.int64)
+        done = 0
+        for batch in table.to_batches():
+            yield batch, numbers[done : done + batch.num_rows]
+            done += batch.num_rows
 
     def _bad(self, stream: FileStream, line_number: int, line: bytes, exc: Exception) -> None:
         column, reason = _explain(exc, self.schema)
@@ -351,7 +363,11 @@ def _lines(stream: pa.NativeFile) -> Iterator[bytes]:
         buffered.close()
 
 
-def _prepend(first: pa.RecordBatch | None, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _numbers(first: int, count: int) -> np.ndarray:
+    return np.arange(first, first + count, dtype=np.int64)
+
+
+def _prepend(first: Numbered | None, rest: Iterator[Numbered]) -> Iterator[Numbered]:
     if first is not None:
         yield first
     yield from rest

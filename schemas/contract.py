@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
 from lakebed.schemas.loading import read_yaml, validate
 from lakebed.schemas.naming import table_name_validator
+from lakebed.schemas.rules import ExprRule, Scalar, Severity, TableRules, sql_columns
 from lakebed.schemas.types import parse_type, type_name
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -19,7 +22,12 @@ DriftPolicy = Literal["evolve", "strict"]
 
 
 class ColumnSpec(BaseModel):
-    """One column: its type (see :func:`lakebed.schemas.types.parse_type`) and nullability."""
+    """One column: its type (see :func:`lakebed.schemas.types.parse_type`), nullability and value rules.
+
+    ``min``/``max`` bound the value (inclusive; ISO strings for dates and timestamps), ``allowed`` lists the
+    permitted values, ``regex`` must match string values, ``unique`` forbids repeated values within the
+    data checked. ``severity`` applies to all of this column's rules (``nullable: false`` included).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,6 +35,53 @@ class ColumnSpec(BaseModel):
     type: str
     nullable: bool = True
     description: str | None = None
+    unique: bool = False
+    min: Scalar | None = None
+    max: Scalar | None = None
+    allowed: tuple[Scalar, ...] | None = None
+    regex: str | None = None
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> ColumnSpec:
+        dtype = parse_type(self.type)
+        textual = pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+        if self.regex is not None:
+            if not textual:
+                raise ValueError(f"regex needs a string column, {self.name!r} is {self.type}")
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        ordered = textual or pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+        ordered = ordered or pa.types.is_decimal(dtype) or pa.types.is_temporal(dtype)
+        if (self.min is not None or self.max is not None) and not ordered:
+            raise ValueError(f"min/max need an ordered column, {self.name!r} is {self.type}")
+        for bound in ("min", "max"):
+            value = getattr(self, bound)
+            if value is None:
+                continue
+            numeric = pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+            if numeric and not isinstance(value, int | float):
+                raise ValueError(
+                    f"{bound} of {self.type} column {self.name!r} must be a number, got {value!r}"
+                )
+            if pa.types.is_temporal(dtype):
+                _parse_instant(value, f"{bound} of {self.name!r}")
+        if self.min is not None and self.max is not None and _order_key(self.min) > _order_key(self.max):
+            raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
+        if self.allowed is not None and not self.allowed:
+            raise ValueError("allowed must list at least one value")
+        return self
+
+    def has_value_rules(self) -> bool:
+        return bool(
+            self.unique
+            or self.min is not None
+            or self.max is not None
+            or self.allowed is not None
+            or self.regex is not None
+        )
 
     @field_validator("type")
     @classmethod
@@ -57,6 +112,8 @@ class TableContract(BaseModel):
     partition_by: tuple[str, ...] = ()
     drift: DriftPolicy = "evolve"
     description: str | None = None
+    rules: tuple[ExprRule, ...] = ()
+    table_rules: TableRules = TableRules()
 
     @field_validator("name")
     @classmethod
@@ -74,7 +131,45 @@ class TableContract(BaseModel):
                 unknown = [c for c in cols if c not in names]
                 if unknown:
                     raise ValueError(f"{group} names unknown columns {unknown}")
+        rule_names = [r.name for r in self.rules]
+        repeated = sorted({n for n in rule_names if rule_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"duplicate rule names {repeated}")
+        if not self.columns:
+            return self
+        for index, rule in enumerate(self.rules):
+            unknown = sorted(sql_columns(rule.sql) - set(names))
+            if unknown:
+                raise ValueError(f"rules.{index} ({rule.name}): sql names unknown columns {unknown}")
+        unique_keys = self.table_rules.unique_keys
+        if unique_keys is not None:
+            columns = unique_keys.columns or self.keys
+            if not columns:
+                raise ValueError("table_rules.unique_keys: give columns or declare the contract's keys")
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise ValueError(f"table_rules.unique_keys names unknown columns {unknown}")
+        freshness = self.table_rules.freshness
+        if freshness is not None:
+            column = next((c for c in self.columns if c.name == freshness.column), None)
+            if column is None:
+                raise ValueError(f"table_rules.freshness names unknown column {freshness.column!r}")
+            if not pa.types.is_temporal(column.arrow_type):
+                raise ValueError(
+                    f"table_rules.freshness needs a date or timestamp column, {column.name!r} is {column.type}"
+                )
         return self
+
+    def has_rules(self) -> bool:
+        """Whether writes to this table run quality checks (declared rules or non-nullable columns)."""
+        rules = self.table_rules
+        return bool(
+            self.rules
+            or rules.row_count
+            or rules.unique_keys
+            or rules.freshness
+            or any(not c.nullable or c.has_value_rules() for c in self.columns)
+        )
 
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(c.name, c.arrow_type, c.nullable) for c in self.columns])
@@ -100,6 +195,19 @@ class TableContract(BaseModel):
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<contract>") -> TableContract:
         return validate(cls, data, source=source, what="contract")
+
+
+def _parse_instant(value: object, what: str) -> dt.datetime | dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{what} must be an ISO date or timestamp, got {value!r}") from None
+
+
+def _order_key(value: object) -> tuple[int, object]:
+    return (0, float(value)) if isinstance(value, int | float) else (1, str(value))
 
 
 def load_contracts(folder: str | Path) -> dict[str, TableContract]:

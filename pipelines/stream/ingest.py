@@ -100,6 +100,7 @@ class StreamResult:
     run_id: str
     records: int = 0  # rows appended to the table
     dead_letters: int = 0  # rows appended to <table>__dead_letter
+    quarantined: int = 0  # rows that broke the contract's quality rules, in <table>__quarantine
     skipped: int = 0  # records dropped because Delta already holds them (offset <= stored)
     rounds: int = 0  # micro-batches committed
     retries: int = 0  # rounds abandoned after a conflict and redone from Delta's offsets
@@ -540,6 +541,7 @@ class StreamIngestor:
             result, version = self._commit_data(data, batch.bounds)
             written = result.rows
             self.result.records += written
+            self.result.quarantined += result.quarantined
             self._commit_kafka_offsets(batch.bounds)
         return RoundInfo(
             records=written, dead_letters=len(dead_rows), version=version, offsets=batch.bounds, seconds=0

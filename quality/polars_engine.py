@@ -1,0 +1,367 @@
+"""The fast engine: a contract's rules as Polars expressions, run on every batch the write path commits.
+
+:class:`RowChecker` evaluates all row rules of a batch in one Polars ``select`` over just the columns the
+rules read, and splits the batch: rows failing an ``error`` rule leave with the names and descriptions of
+the rules they broke; the others go on untouched (zero copies when every row passes). String values
+that must become another type (the contract's) are converted here, and a value that cannot be converted
+breaks the ``<column>_type`` rule instead of failing the whole write.
+
+:class:`TableRuleState` accumulates what table rules need over the batches of one write (row count, the
+newest event time, the keys) and judges them at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+from lakebed.quality.results import RuleResult
+from lakebed.quality.rules import Rule, RuleSet, type_rule
+from lakebed.schemas.contract import TableContract
+from lakebed.schemas.durations import format_duration
+from lakebed.schemas.types import type_name
+
+RULES_COLUMN = "_rules"
+REASON_COLUMN = "_reason"
+RAW_COLUMN = "_raw"
+_SAMPLE_ROWS = 5
+
+
+@dataclass
+class RowOutcome:
+    """One batch split: ``valid`` goes on to the table, ``quarantined`` (the failing rows with
+    ``_rules``, ``_reason`` and ``_raw``) to quarantine; ``failed`` counts failing rows per rule."""
+
+    valid: pa.RecordBatch
+    quarantined: pa.Table | None
+    failed: dict[str, int]
+
+
+class RowChecker:
+    """The row rules of ``rules`` compiled for batches of ``schema``'s shape (compiled once per shape)."""
+
+    def __init__(self, rules: RuleSet, contract: TableContract) -> None:
+        self.rules = rules
+        self.row_rules = rules.row_rules
+        self.declared = contract.column_types()
+        self._compiled: dict[pa.Schema, _Compiled] = {}
+
+    def target_schema(self, schema: pa.Schema) -> pa.Schema:
+        """``schema`` with text columns the contract types otherwise converted to the declared type."""
+        return pa.schema([self._target_field(f) for f in schema])
+
+    def _target_field(self, f: pa.Field) -> pa.Field:
+        declared = self.declared.get(f.name)
+        if declared is not None and _is_text(f.type) and not _is_text(declared):
+            return pa.field(f.name, declared, True)
+        return f
+
+    def check(self, batch: pa.RecordBatch) -> RowOutcome:
+        return self._compile(batch.schema).check(batch)
+
+    def failing_rows(self, data: pa.Table) -> dict[str, list[int]]:
+        """For each row rule, the indices of the rows of ``data`` breaking it (for reports and for
+        comparing engines)."""
+        combined = data.combine_chunks()
+        batch = combined.to_batches()[0] if combined.num_rows else pa.RecordBatch.from_pylist([], data.schema)
+        compiled = self._compile(batch.schema)
+        if not compiled.rules:
+            return {}
+        _, fails = compiled.evaluate(batch)
+        return {name: fails[name].arg_true().to_list() for name in fails.columns}
+
+    def _compile(self, schema: pa.Schema) -> _Compiled:
+        compiled = self._compiled.get(schema)
+        if compiled is None:
+            compiled = self._compiled[schema] = _Compiled(self, schema)
+        return compiled
+
+
+class _Compiled:
+    def __init__(self, checker: RowChecker, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.target = checker.target_schema(schema)
+        self.conversions = {f.name: f.type for f in self.target if f.type != schema.field(f.name).type}
+        names = set(schema.names)
+        self.rules: list[Rule] = [type_rule(c, type_name(t)) for c, t in self.conversions.items()]
+        # A rule on a column the data lacks judges nulls (the write path fills absent nullable columns).
+        self.absent = {c for r in checker.row_rules for c in r.columns if c not in names}
+        self.rules.extend(checker.row_rules)
+        self.needed = sorted({c for r in self.rules for c in r.columns if c in names})
+        self.descriptions = {r.name: r.description for r in self.rules}
+        self.errors = [r.name for r in self.rules if r.severity == "error"]
+
+    def evaluate(self, batch: pa.RecordBatch) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The columns the rules read (converted, with ``__raw_<column>`` originals) and one boolean
+        column per rule, true where the row breaks it."""
+        frame = pl.from_arrow(pa.Table.from_batches([batch]).select(self.needed)) if self.needed else None
+        if frame is None or isinstance(frame, pl.Series):
+            frame = pl.DataFrame(height=batch.num_rows)
+        if self.conversions:
+            frame = frame.with_columns(
+                [_convert(frame[c], t).alias(c) for c, t in self.conversions.items()]
+                + [frame[c].alias(f"__raw_{c}") for c in self.conversions]
+            )
+        for column in self.absent:
+            frame = frame.with_columns(pl.lit(None).alias(column))
+        return frame, frame.select([_failing(r, frame.schema).alias(r.name) for r in self.rules])
+
+    def check(self, batch: pa.RecordBatch) -> RowOutcome:
+        if not self.rules or batch.num_rows == 0:
+            return RowOutcome(valid=batch, quarantined=None, failed={})
+        frame, fails = self.evaluate(batch)
+        counts = {name: int(n) for name, n in fails.sum().row(0, named=True).items()}
+        failed = {name: n for name, n in counts.items() if n}
+        bad_count = sum(counts[name] for name in self.errors)
+        if bad_count == 0:
+            return RowOutcome(valid=self._converted(batch, frame), quarantined=None, failed=failed)
+        error_fails = fails.select(self.errors)
+        bad_mask = error_fails.select(pl.any_horizontal(pl.all()).alias("bad")).to_series()
+        if not bad_mask.any():
+            return RowOutcome(valid=self._converted(batch, frame), quarantined=None, failed=failed)
+        mask = bad_mask.to_arrow()
+        whole = self._converted(batch, frame)
+        valid = whole.filter(pc.invert(mask))
+        bad_rows = fails.filter(bad_mask)
+        broken = bad_rows.select(
+            pl.concat_list([pl.when(pl.col(n)).then(pl.lit(n)) for n in fails.columns])
+            .list.drop_nulls()
+            .alias(RULES_COLUMN)
+        )[RULES_COLUMN]
+        reasons = [
+            "; ".join(f"{name}: {self.descriptions[name]}" for name in names) for names in broken.to_list()
+        ]
+        quarantined = pa.Table.from_batches([whole.filter(mask)])
+        quarantined = quarantined.append_column(
+            pa.field(RULES_COLUMN, pa.list_(pa.string())), pa.array(broken.to_list(), pa.list_(pa.string()))
+        )
+        quarantined = quarantined.append_column(REASON_COLUMN, pa.array(reasons, pa.string()))
+        quarantined = quarantined.append_column(RAW_COLUMN, self._raw(frame.filter(bad_mask)))
+        return RowOutcome(valid=valid, quarantined=quarantined, failed=failed)
+
+    def _converted(self, batch: pa.RecordBatch, frame: pl.DataFrame) -> pa.RecordBatch:
+        """``batch`` with converted columns in their declared types (failed conversions null)."""
+        if not self.conversions:
+            return batch
+        arrays = []
+        for f in self.target:
+            if f.name in self.conversions:
+                arrays.append(frame[f.name].to_arrow().cast(f.type))
+            else:
+                arrays.append(batch.column(f.name))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.target)
+
+    def _raw(self, bad: pl.DataFrame) -> pa.Array:
+        """The original text of converted columns per quarantined row, as JSON (so none is lost)."""
+        if not self.conversions:
+            return pa.nulls(bad.height, pa.string())
+        raws = bad.select([pl.col(f"__raw_{c}").alias(c) for c in self.conversions]).to_dicts()
+        return pa.array([json.dumps(r) if any(v is not None for v in r.values()) else None for r in raws])
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype)
+
+
+def _convert(text: pl.Series, target: pa.DataType) -> pl.Series:
+    """Text to the declared type; values that do not convert become null."""
+    if pa.types.is_timestamp(target):
+        unit = target.unit if target.unit in ("ms", "us", "ns") else "us"
+        parsed = text.str.to_datetime(time_unit=unit, strict=False, time_zone=target.tz or None)
+        return parsed
+    if pa.types.is_date(target):
+        return text.str.to_date(strict=False)
+    if pa.types.is_boolean(target):
+        lowered = text.str.to_lowercase().str.strip_chars()
+        return (
+            pl.select(
+                pl.when(lowered.is_in(["true", "1", "yes"]))
+                .then(True)
+                .when(lowered.is_in(["false", "0", "no"]))
+                .then(False)
+                .otherwise(None)
+            )
+            .to_series()
+            .alias(text.name)
+        )
+    dtype = pl.from_arrow(pa.array([], target)).dtype  # type: ignore[union-attr]
+    return text.str.strip_chars().cast(dtype, strict=False)
+
+
+def _failing(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """An expression that is true on the rows breaking ``rule`` (nulls pass all but ``not_null``)."""
+    if rule.kind == "expr":
+        return ~pl.sql_expr(rule.params["sql"]).fill_null(True)
+    column = pl.col(rule.column or "")
+    dtype = schema[rule.column or ""]
+    if rule.kind == "not_null":
+        if f"__raw_{rule.column}" in schema:  # a value that failed conversion breaks the type rule only
+            return column.is_null() & pl.col(f"__raw_{rule.column}").is_null()
+        return column.is_null()
+    if rule.kind == "type":
+        return column.is_null() & pl.col(f"__raw_{rule.column}").is_not_null()
+    if rule.kind == "between":
+        value = column.cast(pl.Float64) if dtype.is_decimal() else column
+        low, high = (_literal(rule.params[b], dtype) for b in ("min", "max"))
+        out = pl.lit(False)
+        if low is not None:
+            out = out | (value < low)
+        if high is not None:
+            out = out | (value > high)
+        return out.fill_null(False)
+    if rule.kind == "allowed":
+        values = pl.Series(rule.params["values"]).cast(dtype, strict=False)
+        return column.is_not_null() & ~column.is_in(values.drop_nulls().implode())
+    if rule.kind == "regex":
+        return column.is_not_null() & ~column.cast(pl.String).str.contains(rule.params["pattern"])
+    if rule.kind == "unique":
+        return column.is_not_null() & column.is_duplicated()
+    raise ValueError(f"{rule.kind} is not a row rule")
+
+
+def _literal(value: Any, dtype: pl.DataType) -> Any:
+    if value is None:
+        return None
+    if isinstance(dtype, pl.Datetime):
+        parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        if dtype.time_zone and parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        if not dtype.time_zone and parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        return pl.lit(parsed, dtype=dtype)
+    if isinstance(dtype, pl.Date):
+        return pl.lit(dt.date.fromisoformat(str(value)[:10]))
+    if dtype.is_decimal():
+        return float(value)
+    return value
+
+
+class TableRuleState:
+    """What the table rules of one write need, accumulated over its valid rows."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules.table_rules
+        self.rows = 0
+        self.newest: Any = None
+        self._key_batches: list[pa.Table] = []
+        self._keys = next((r.columns for r in self.rules if r.kind == "unique_keys"), ())
+        self._fresh = next((r.column for r in self.rules if r.kind == "freshness"), None)
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        if not batch.num_rows:
+            return
+        if self._keys and all(k in batch.schema.names for k in self._keys):
+            self._key_batches.append(pa.Table.from_batches([batch]).select(list(self._keys)))
+        if self._fresh and self._fresh in batch.schema.names:
+            newest = pc.max(batch.column(self._fresh)).as_py()
+            if newest is not None and (self.newest is None or newest > self.newest):
+                self.newest = newest
+
+    def evaluate(
+        self,
+        *,
+        existing_rows: int | None = 0,
+        existing_keys: pa.Table | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[RuleResult]:
+        """Judge the table rules; ``existing_rows`` (None: unknown, e.g. a merge) and ``existing_keys`` are
+        what the table holds besides the rows written."""
+        results = []
+        for rule in self.rules:
+            if rule.kind == "row_count":
+                if existing_rows is None:
+                    continue
+                total = existing_rows + self.rows
+                low, high = rule.params["min"], rule.params["max"]
+                ok = (low is None or total >= low) and (high is None or total <= high)
+                results.append(RuleResult(rule, ok, self.rows, 0 if ok else 1, f"{total} rows"))
+            elif rule.kind == "unique_keys":
+                duplicates = _duplicate_keys(self._key_batches, existing_keys, self._keys)
+                results.append(
+                    RuleResult(
+                        rule, duplicates == 0, self.rows, duplicates, f"{duplicates} rows with a repeated key"
+                    )
+                )
+            elif rule.kind == "freshness":
+                results.append(self._freshness(rule, now or dt.datetime.now(dt.UTC)))
+        return results
+
+    def _freshness(self, rule: Rule, now: dt.datetime) -> RuleResult:
+        newest = self.newest
+        if newest is None:
+            return RuleResult(rule, False, self.rows, 0, "no event times")
+        if isinstance(newest, dt.datetime):
+            newest = newest if newest.tzinfo else newest.replace(tzinfo=dt.UTC)
+        else:
+            newest = dt.datetime.combine(newest, dt.time(), dt.UTC)
+        lag = max(now - newest, dt.timedelta(0))
+        lag_text = format_duration(dt.timedelta(seconds=int(lag.total_seconds())))
+        return RuleResult(
+            rule, lag <= rule.params["max_lag"], self.rows, 0, f"newest {newest.isoformat()}, lag {lag_text}"
+        )
+
+
+def _duplicate_keys(batches: Iterable[pa.Table], existing: pa.Table | None, keys: tuple[str, ...]) -> int:
+    """Rows of the written data whose key repeats (within it, or a key ``existing`` already holds)."""
+    tables = list(batches)
+    if not tables or not keys:
+        return 0
+    new = pl.from_arrow(pa.concat_tables(tables, promote_options="permissive"))
+    assert isinstance(new, pl.DataFrame)
+    repeated = new.select(pl.struct(list(keys)).is_duplicated().alias("__repeated"))
+    if existing is not None and existing.num_rows:
+        old = pl.from_arrow(existing.select(list(keys)))
+        assert isinstance(old, pl.DataFrame)
+        old = old.cast(dict(new.schema), strict=False).unique().with_columns(pl.lit(True).alias("__old"))
+        held = new.join(old, on=list(keys), how="left", maintain_order="left")["__old"].fill_null(False)
+        return int((repeated["__repeated"] | held).sum())
+    return int(repeated["__repeated"].sum())
+
+
+def row_results(
+    rules: RuleSet, failed: Mapping[str, int], rows: int, failing: pa.Table | None
+) -> list[RuleResult]:
+    """The results of the row rules of ``rules`` from per-rule failing-row counts (``failed``), with a few
+    ``failing`` rows as samples. Conversion (``<column>_type``) rules appear when they fired."""
+    rules_run = list(rules.row_rules)
+    known = {r.name for r in rules_run}
+    rules_run += [type_rule(n.removesuffix("_type"), "its declared type") for n in failed if n not in known]
+    sample = samples(failing)
+    return [
+        RuleResult(
+            rule,
+            passed=failed.get(rule.name, 0) == 0,
+            checked_rows=rows,
+            failed_rows=failed.get(rule.name, 0),
+            observed=f"{failed.get(rule.name, 0)} of {rows} rows fail",
+            samples=sample if failed.get(rule.name, 0) else (),
+        )
+        for rule in rules_run
+    ]
+
+
+def samples(table: pa.Table | None, limit: int = _SAMPLE_ROWS) -> tuple[dict[str, Any], ...]:
+    """A few rows of ``table`` as JSON-safe dicts (for reports and Dagster metadata)."""
+    if table is None or not table.num_rows:
+        return ()
+    rows = table.slice(0, limit).to_pylist()
+    return tuple(json.loads(json.dumps(r, default=str)) for r in rows)
+
+
+__all__ = [
+    "RAW_COLUMN",
+    "REASON_COLUMN",
+    "RULES_COLUMN",
+    "RowChecker",
+    "RowOutcome",
+    "TableRuleState",
+    "row_results",
+    "samples",
+]
