@@ -85,9 +85,15 @@ def quarantine(table: str, limit: int) -> None:
         if c in rows.column_names
     ]
     data = [c for c in rows.column_names if c not in QUARANTINE_COLUMNS and c not in position]
-    shown = rows.select(["_rules", *position, *data[:6], "_run_id"]).slice(0, limit)
-    rules = pa.array([", ".join(r) for r in shown.column("_rules").to_pylist()])
-    _print_arrow(shown.set_column(0, "_rules", rules), title=f"{table}__quarantine ({rows.num_rows:,} rows)")
+    shown = rows.slice(0, limit)
+    summary = pa.table(
+        {
+            "rules broken": [", ".join(r) for r in shown.column("_rules").to_pylist()],
+            "from": [" ".join(str(v) for v in row.values()) for row in shown.select(position).to_pylist()],
+            "row": [json.dumps(row, default=str)[:120] for row in shown.select(data).to_pylist()],
+        }
+    )
+    _print_arrow(summary, title=f"{table}__quarantine ({rows.num_rows:,} rows)")
 
 
 @quality.command("results")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from lakebed.schemas.durations import parse_duration
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from lakebed.schemas.durations import format_duration, parse_duration
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 Severity = Literal["error", "warn"]
 Scalar = bool | int | float | str
@@ -79,6 +79,10 @@ class FreshnessRule(BaseModel):
     @classmethod
     def _duration(cls, value: object) -> dt.timedelta:
         return parse_duration(value)
+
+    @field_serializer("max_lag")
+    def _duration_text(self, value: dt.timedelta) -> str:
+        return format_duration(value)
 
 
 class TableRules(BaseModel):
