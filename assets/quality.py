@@ -12,6 +12,7 @@ import dagster as dg
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.quality import check_table, quarantine_table
+from lakebed.quality.results import RuleResult
 from lakebed.schemas import CONTRACTS_DIR
 from lakebed.schemas.contract import TableContract, load_contracts
 
@@ -68,7 +69,7 @@ def _quarantined(table: str, catalog: Catalog) -> int:
     return sum(int(n or 0) for n in counts)
 
 
-def _results_markdown(results: Iterable) -> str:  # type: ignore[type-arg]
+def _results_markdown(results: Iterable[RuleResult]) -> str:
     lines = ["| rule | severity | passed | failed rows | observed |", "|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.rule.name} | {r.rule.severity} | {r.passed} | {r.failed_rows} | {r.observed} |")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -33,11 +33,11 @@ def quality() -> None:
     help="polars: the write path's engine; gx: the contract's Great Expectations suite.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def check(table: str, version: int | None, engine: str, as_json: bool) -> None:
+def check(table: str, version: int | None, engine: Literal["polars", "gx"], as_json: bool) -> None:
     """Check TABLE against its contract and record the results; exit status 1 when an error rule fails."""
     from lakebed.pipelines.quality import check_table
 
-    run = check_table(table, version=version, engine=engine, config=get_config())  # type: ignore[arg-type]
+    run = check_table(table, version=version, engine=engine, config=get_config())
     if as_json:
         click.echo(json.dumps(_as_dict(run), indent=2, default=str))
     else:

@@ -207,7 +207,11 @@ def write_orders_csv(path: Path, target_bytes: int) -> Path:
 
 def _order_mistakes(table: pa.Table) -> pa.Table:
     """A few order lines that break the orders contract's rules (for the demo's quarantine)."""
-    rows = {"quantity": {120: 0, 4_410: 5_000}, "currency": {777: "XXX"}, "sku": {2_500: "sku-9"}}
+    rows: dict[str, dict[int, object]] = {
+        "quantity": {120: 0, 4_410: 5_000},
+        "currency": {777: "XXX"},
+        "sku": {2_500: "sku-9"},
+    }
     for column, changes in rows.items():
         values = table.column(column).to_pylist()
         for index, value in changes.items():

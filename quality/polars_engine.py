@@ -16,7 +16,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -172,9 +172,8 @@ def _is_text(dtype: pa.DataType) -> bool:
 def _convert(text: pl.Series, target: pa.DataType) -> pl.Series:
     """Text to the declared type; values that do not convert become null."""
     if pa.types.is_timestamp(target):
-        unit = target.unit if target.unit in ("ms", "us", "ns") else "us"
-        parsed = text.str.to_datetime(time_unit=unit, strict=False, time_zone=target.tz or None)
-        return parsed
+        unit: Literal["ns", "us", "ms"] = target.unit if target.unit in ("ms", "us", "ns") else "us"
+        return text.str.to_datetime(time_unit=unit, strict=False, time_zone=target.tz or None)
     if pa.types.is_date(target):
         return text.str.to_date(strict=False)
     if pa.types.is_boolean(target):
@@ -319,7 +318,7 @@ def _duplicate_keys(batches: Iterable[pa.Table], existing: pa.Table | None, keys
     if existing is not None and existing.num_rows:
         old = pl.from_arrow(existing.select(list(keys)))
         assert isinstance(old, pl.DataFrame)
-        old = old.cast(dict(new.schema), strict=False).unique().with_columns(pl.lit(True).alias("__old"))
+        old = old.cast(dict(new.schema.items()), strict=False).unique().with_columns(pl.lit(True).alias("__old"))
         held = new.join(old, on=list(keys), how="left", maintain_order="left")["__old"].fill_null(False)
         return int((repeated["__repeated"] | held).sum())
     return int(repeated["__repeated"].sum())
