@@ -107,6 +107,7 @@ def commit(
     metadata: Mapping[str, str] | None = None,
     app_transactions: Sequence[Transaction] = (),
     overwrite_predicate: str | None = None,
+    quarantine_key: Sequence[str] = (),
     catalog: Catalog | None = None,
     config: LakebedConfig | None = None,
 ) -> CommitResult:
@@ -130,6 +131,9 @@ def commit(
         Extra ``lakebed.*`` commit metadata (e.g. the source files of an ingest).
     app_transactions:
         Delta application transactions committed atomically with the data (exactly-once bookkeeping).
+    quarantine_key:
+        Columns naming each row's immutable source record (e.g. topic, partition, offset): a row whose
+        record is already quarantined is not quarantined again when a write is retried.
     """
     config = config or get_config()
     catalog = catalog or Catalog(config)
@@ -159,6 +163,7 @@ def commit(
             existing=existing,
             overwrite_predicate=overwrite_predicate,
             app_transactions=app_transactions,
+            quarantine_key=quarantine_key,
             config=config,
             catalog=catalog,
         )

@@ -114,10 +114,12 @@ class WriteCheck:
         existing: DeltaTable | None,
         overwrite_predicate: str | None,
         app_transactions: Sequence[Transaction],
+        quarantine_key: Sequence[str] = (),
         config: LakebedConfig,
         catalog: Catalog,
     ) -> None:
         self.table = table
+        self.quarantine_key = list(quarantine_key)
         self.rules = compile_rules(contract)
         self.checker = RowChecker(self.rules, contract)
         self.state = TableRuleState(self.rules)
@@ -200,6 +202,10 @@ class WriteCheck:
         if transactions and _already_applied(name, transactions, self.catalog):
             return  # an earlier attempt of this very write quarantined these rows
         rows = pa.concat_tables(self.quarantined, promote_options="permissive")
+        if self.quarantine_key:
+            rows = _not_yet_quarantined(rows, name, self.quarantine_key, self.catalog)
+            if not rows.num_rows:
+                return
         rows = _stamp(rows, self.run.run_id, self.rules.fingerprint)
         commit(
             name,
@@ -226,6 +232,21 @@ def _stamp(rows: pa.Table, run_id: str, fingerprint: str) -> pa.Table:
     rows = rows.append_column(CONTRACT_COLUMN, pa.array([fingerprint] * n, pa.string()))
     rows = rows.append_column("_run_id", pa.array([run_id] * n, pa.string()))
     return rows.append_column("_quarantined_at", pa.array([now] * n, pa.timestamp("us", tz="UTC")))
+
+
+def _not_yet_quarantined(rows: pa.Table, name: str, key: Sequence[str], catalog: Catalog) -> pa.Table:
+    """``rows`` without those whose source record (``key`` columns) an earlier attempt quarantined."""
+    import polars as pl
+
+    entry = catalog.find(name)
+    if entry is None:
+        return rows
+    held = pl.from_arrow(DeltaTable(entry.uri).to_pyarrow_dataset().to_table(columns=list(key)))
+    new = pl.from_arrow(rows.select(list(key)))
+    assert isinstance(held, pl.DataFrame) and isinstance(new, pl.DataFrame)
+    held = held.cast(dict(new.schema.items()), strict=False).unique()
+    fresh = new.with_row_index("__row").join(held, on=list(key), how="anti")["__row"]
+    return rows.take(fresh.to_arrow())
 
 
 def _already_applied(name: str, transactions: Sequence[Transaction], catalog: Catalog) -> bool:

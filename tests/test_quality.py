@@ -15,12 +15,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable, Transaction
-
-import lakebed
 from lakebed.assets.quality import contract_check
 from lakebed.assets.resources import LakebedResource
-from lakebed.cli import main
-from lakebed.errors import ContractError, QualityError, SchemaDriftError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.ingest import ingest_files
@@ -34,6 +30,10 @@ from lakebed.pipelines.stream.ingest import ingest_stream
 from lakebed.pipelines.stream.kafka import produce_records
 from lakebed.quality.results import assertions_facet
 from lakebed.schemas.contract import TableContract
+
+import lakebed
+from lakebed.cli import main
+from lakebed.errors import ContractError, QualityError, SchemaDriftError
 
 pytest_plugins = ["streaming_fixtures"]
 
@@ -335,6 +335,22 @@ def test_stream_rows_are_quarantined_with_topic_partition_offset(
     assert all(r["_rules"] == ["kind_allowed"] for r in quarantined)
     again = ingest_stream(topic, "clicks", bootstrap=bootstrap, until_caught_up=True)
     assert again.records == 0 and quarantine_rows("clicks").num_rows == 10
+    # A retried write of records already quarantined (the data commit failed after the quarantine
+    # commit) does not quarantine them twice.
+    retried = pa.Table.from_pylist(
+        [{"id": 3, "kind": "refund", "_topic": topic, "_partition": 0, "_offset": 3}],
+        schema=pa.schema(
+            [
+                ("id", pa.int64()),
+                ("kind", pa.string()),
+                ("_topic", pa.string()),
+                ("_partition", pa.int32()),
+                ("_offset", pa.int64()),
+            ]
+        ),
+    )
+    commit("clicks", retried, quarantine_key=("_topic", "_partition", "_offset"))
+    assert quarantine_rows("clicks").num_rows == 10
 
 
 # --- replay, checks, results ----------------------------------------------------------------------

@@ -639,6 +639,7 @@ class StreamIngestor:
                     Transaction(app_id=app_id, version=version, last_updated=now_ms)
                     for app_id, version in versions.items()
                 ],
+                quarantine_key=META_COLUMNS[:3] if kind == "table" else (),  # topic, partition, offset
                 config=self.config,
                 catalog=self.catalog,
             )
