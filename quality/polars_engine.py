@@ -318,7 +318,11 @@ def _duplicate_keys(batches: Iterable[pa.Table], existing: pa.Table | None, keys
     if existing is not None and existing.num_rows:
         old = pl.from_arrow(existing.select(list(keys)))
         assert isinstance(old, pl.DataFrame)
-        old = old.cast(dict(new.schema.items()), strict=False).unique().with_columns(pl.lit(True).alias("__old"))
+        old = (
+            old.cast(dict(new.schema.items()), strict=False)
+            .unique()
+            .with_columns(pl.lit(True).alias("__old"))
+        )
         held = new.join(old, on=list(keys), how="left", maintain_order="left")["__old"].fill_null(False)
         return int((repeated["__repeated"] | held).sum())
     return int(repeated["__repeated"].sum())
