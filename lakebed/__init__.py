@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+PRODUCER = "https://github.com/lakebed/lakebed"
+"""The URI lakebed names itself by as the producer of OpenLineage events and facets."""
 
 _PUBLIC: dict[str, str] = {
     "read_table": "lakebed.pipelines.read",

@@ -93,6 +93,10 @@ class LakebedConfig(BaseSettings):
     )
     lineage_namespace: str = Field(default="lakebed", description="OpenLineage job namespace.")
     lineage_api_token: SecretStr | None = Field(default=None, description="Bearer token of the lineage API.")
+    lineage_enabled: bool = Field(default=True, description="Emit OpenLineage events for every run.")
+    lineage_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds to wait for an OPENLINEAGE_URL backend before buffering."
+    )
     code_version: str | None = Field(default=None, description="Code version recorded on every commit.")
     batch_rows: int = Field(default=131_072, gt=0, description="Rows per Arrow batch when streaming input.")
     max_file_bytes: int = Field(
@@ -154,6 +158,16 @@ class LakebedConfig(BaseSettings):
             settings.write_text("telemetry:\n  enabled: false\n")
         os.environ.setdefault("DAGSTER_HOME", str(home))
         return home
+
+    def secret_values(self) -> list[str]:
+        """Every secret this config holds, in clear (to scrub them from anything lakebed records)."""
+        values = [
+            self.lineage_api_token,
+            self.s3.access_key_id,
+            self.s3.secret_access_key,
+            self.s3.session_token,
+        ]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with every secret replaced: safe to print, log or record."""

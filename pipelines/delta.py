@@ -23,8 +23,10 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.lineage.events import table_dataset
+from lakebed.lineage.runs import lineage_run, record_output
 from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.deltalog import find_commit, is_local
+from lakebed.pipelines.deltalog import added_bytes, find_commit, is_local
 from lakebed.pipelines.quality import WriteCheck, checks_writes
 from lakebed.quality.results import CheckRun
 from lakebed.schemas.contract import DriftPolicy, TableContract
@@ -136,8 +138,47 @@ def commit(
         record is already quarantined is not quarantined again when a write is retried.
     """
     config = config or get_config()
-    catalog = catalog or Catalog(config)
     run = run or RunContext()
+    # A commit is part of the run recording it, or a run of its own (START, then COMPLETE or FAIL).
+    with lineage_run(run, config=config):
+        return _write(
+            table,
+            data,
+            mode=mode,
+            keys=keys,
+            partition_by=partition_by,
+            drift=drift,
+            contract=contract,
+            run=run,
+            kind=kind,
+            metadata=metadata,
+            app_transactions=app_transactions,
+            overwrite_predicate=overwrite_predicate,
+            quarantine_key=quarantine_key,
+            catalog=catalog,
+            config=config,
+        )
+
+
+def _write(
+    table: str,
+    data: ArrowData,
+    *,
+    mode: WriteMode,
+    keys: Sequence[str] | None,
+    partition_by: Sequence[str] | None,
+    drift: DriftPolicy | None,
+    contract: TableContract | None,
+    run: RunContext,
+    kind: str,
+    metadata: Mapping[str, str] | None,
+    app_transactions: Sequence[Transaction],
+    overwrite_predicate: str | None,
+    quarantine_key: Sequence[str],
+    catalog: Catalog | None,
+    config: LakebedConfig,
+) -> CommitResult:
+    catalog = catalog or Catalog(config)
     entry = catalog.find(table)
     # A table enters the catalog with its first successful commit, so a failed first write leaves no trace.
     uri = entry.uri if entry is not None else catalog.default_uri(table, kind=kind)
@@ -230,6 +271,20 @@ def commit(
         catalog.register(table, uri=uri, kind=kind, contract=contract)
     version = _find_version(uri, base_version, commit_id)
     quality = check.record(version) if check is not None else None
+    record_output(
+        run,
+        table_dataset(
+            table,
+            uri,
+            version,
+            schema=plan.target,
+            rows=counted.rows,
+            size=added_bytes(uri, version),
+            quality=quality,
+            extra={"kind": kind, "operation": mode},
+        ),
+        config=config,
+    )
     return CommitResult(
         table=table,
         uri=uri,

@@ -56,3 +56,18 @@ def find_commit(uri: str, after_version: int, marker: str) -> int | None:
         return None
     needle = marker.encode()
     return next((version for version, data in _commits_after(uri, after_version) if needle in data), None)
+
+
+def added_bytes(uri: str, version: int | None) -> int | None:
+    """Bytes of the data files commit ``version`` of a local table added (None when unknown)."""
+    if version is None or not is_local(uri):
+        return None
+    try:
+        data = (_local_path(uri) / "_delta_log" / f"{version:020d}.json").read_bytes()
+    except FileNotFoundError:
+        return None
+    total = 0
+    for line in data.splitlines():
+        if line.startswith(b'{"add"'):
+            total += int(json.loads(line)["add"].get("size") or 0)
+    return total

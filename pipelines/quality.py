@@ -20,6 +20,7 @@ quarantined rows through the write path after a contract fix, exactly once.
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import datetime as dt
 import json
 import uuid
@@ -263,8 +264,9 @@ def _already_applied(name: str, transactions: Sequence[Transaction], catalog: Ca
 def _outside_writer(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """Run ``function`` on a fresh thread: delta-rs cannot open or write a table from inside the runtime
     that is consuming our batches (it would panic), and batches are consumed there."""
+    context = contextvars.copy_context()  # the lineage run being recorded goes along
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(function, *args, **kwargs).result()
+        return pool.submit(context.run, function, *args, **kwargs).result()
 
 
 def write_results(

@@ -53,6 +53,8 @@ def assertions_facet(results: Sequence[RuleResult]) -> Any:
     (its name, whether it passed, its column where it has exactly one, severity, and the observed value)."""
     from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
 
+    from lakebed import PRODUCER
+
     return dqa.DataQualityAssertionsDatasetFacet(
         assertions=[
             dqa.Assertion(
@@ -64,7 +66,8 @@ def assertions_facet(results: Sequence[RuleResult]) -> Any:
                 actual=r.observed or None,
             )
             for r in results
-        ]
+        ],
+        producer=PRODUCER,
     )
 
 
