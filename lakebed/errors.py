@@ -90,6 +90,10 @@ class QualityError(LakebedError):
         self.rules = rules
 
 
+class LineageNotFoundError(LakebedError, LookupError):
+    """A lineage query names a table, version, run or job the lineage store does not know."""
+
+
 class ContentNotFoundError(LakebedError):
     """No row and no blob of the table holds bytes with that sha256."""
 

@@ -1,7 +1,8 @@
 """Reads by table name: Arrow tables, Polars lazy scans and DuckDB SQL over every lakebed table.
 
 All reads resolve a name through the catalog and open the Delta table here, at one place, so time travel
-(``version=`` or ``as_of=``) means the same thing for every reader.
+(``version=`` or ``as_of=``) means the same thing for every reader, and a run being recorded for lineage
+learns each table it read at the exact version read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
+from lakebed.lineage.events import table_dataset
+from lakebed.lineage.runs import record_input
 from lakebed.pipelines.catalog import Catalog
 
 from lakebed.config import LakebedConfig, get_config
@@ -48,6 +51,7 @@ def open_table(
             f" version {version}" if version is not None else (f" as of {as_of}" if as_of is not None else "")
         )
         raise TableNotFoundError(f"table {name!r}{at} cannot be read: {exc}") from exc
+    record_input(table_dataset(name, entry.uri, table.version()))  # an input of the run reading it
     return table
 
 

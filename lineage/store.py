@@ -1,0 +1,700 @@
+"""The lineage store: every OpenLineage event in a Delta table, and the auditor's questions as DuckDB queries.
+
+:meth:`LineageStore.sync` loads new lines of ``HOME/lineage/events.jsonl`` into the Delta table
+``HOME/system/lineage_events`` exactly once (the byte offset loaded up to is a Delta application
+transaction of the same commit); malformed lines are skipped with a warning. The table is written with
+``deltalake`` directly, never through the write path, so storing lineage never makes lineage.
+
+Queries run on an in-memory DuckDB copy of the table's compact columns (reloaded when the table moves on):
+``events`` (one row per event) and ``io`` (one row per input or output dataset of an event). From those:
+who produced a table version (:meth:`producer`), what it came from (:meth:`upstream`, also column by
+column), what depends on it (:meth:`downstream`), its versions (:meth:`history`), the graph as of a time
+(:meth:`graph`), and runs (:meth:`runs`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.lineage.emit import events_path
+from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import LineageNotFoundError
+
+log = logging.getLogger("lakebed.lineage")
+STORE_NAME = "lineage_events"
+SYNC_APP_ID = "lineage-events-file"
+TERMINAL = ("COMPLETE", "FAIL", "ABORT")
+
+_DATASET = pa.struct(
+    [
+        ("namespace", pa.string()),
+        ("name", pa.string()),
+        ("version", pa.string()),
+        ("table_name", pa.string()),
+        ("kind", pa.string()),  # the lakebed table kind: table, rejects or system
+        ("rows", pa.int64()),
+        ("size", pa.int64()),
+        ("quality", pa.string()),  # the dataQualityAssertions facet's assertions, as JSON
+        ("column_lineage", pa.string()),  # the columnLineage facet's fields, as JSON
+    ]
+)
+STORE_SCHEMA = pa.schema(
+    [
+        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("job_namespace", pa.string(), nullable=False),
+        pa.field("job_name", pa.string(), nullable=False),
+        pa.field("parent_run_id", pa.string()),
+        pa.field("parent_job_namespace", pa.string()),
+        pa.field("parent_job_name", pa.string()),
+        pa.field("processing", pa.string()),
+        pa.field("code_version", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("inputs", pa.list_(_DATASET)),
+        pa.field("outputs", pa.list_(_DATASET)),
+        pa.field("event", pa.string(), nullable=False),  # the whole event, as received
+        pa.field("file_offset", pa.int64(), nullable=False),
+    ]
+)
+_COMPACT = [f.name for f in STORE_SCHEMA if f.name != "event"]
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    namespace: str
+    name: str
+    version: str | None
+    table: str | None
+
+    def describe(self) -> str:
+        label = self.table or self.name
+        return f"{label}@{self.version}" if self.version is not None else label
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the store knows it."""
+
+    run_id: str
+    job_namespace: str
+    job_name: str
+    state: str  # COMPLETE, FAIL, ABORT, or RUNNING when no terminal event has arrived
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    code_version: str | None
+    processing: str | None
+    parent_run_id: str | None
+    parent_job: str | None
+    error: str | None
+    dagster_run_id: str | None = None
+    inputs: tuple[DatasetVersion, ...] = ()
+    outputs: tuple[DatasetVersion, ...] = ()
+    quality: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # output table → assertions
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k not in ("inputs", "outputs")}
+        data["inputs"] = [d.__dict__ for d in self.inputs]
+        data["outputs"] = [d.__dict__ for d in self.outputs]
+        for key in ("started_at", "ended_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+
+class LineageStore:
+    """The lineage of one lakebed home: sync events in, ask questions (see the module docstring)."""
+
+    def __init__(self, config: LakebedConfig | None = None) -> None:
+        self.config = config or get_config()
+        self.uri = str(Path(self.config.system_root) / STORE_NAME)
+        self.source = events_path(self.config)
+        self._lock = threading.RLock()
+        self._loaded_version: int | None = -2
+        self._db: Any = None
+
+    # --- loading ----------------------------------------------------------------------------------
+
+    def sync(self) -> int:
+        """Load events appended to the event file since the last sync; returns how many were added."""
+        with self._lock:
+            for _ in range(10):
+                try:
+                    return self._sync_once()
+                except CommitFailedError:  # another process synced at the same moment: re-read
+                    continue
+            return 0
+
+    def _sync_once(self) -> int:
+        table = self._table()
+        done = (table.transaction_version(SYNC_APP_ID) if table is not None else None) or 0
+        try:
+            size = self.source.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size <= done:
+            if size < done:
+                log.warning(
+                    "lineage event file %s is shorter than what was loaded; was it replaced?", self.source
+                )
+            return 0
+        with open(self.source, "rb") as handle:
+            handle.seek(done)
+            data = handle.read(size - done)
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next sync
+        if end == 0:
+            return 0
+        rows = []
+        offset = done
+        for number, line in enumerate(data[:end].splitlines(keepends=True)):
+            position = offset
+            offset += len(line)
+            if not line.strip():
+                continue
+            try:
+                rows.append(_row(json.loads(line), line.decode(), position))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning(
+                    "skipping malformed lineage event at byte %d of %s (line %d of this sync): %s",
+                    position,
+                    self.source,
+                    number + 1,
+                    exc,
+                )
+        batch = pa.Table.from_pylist(rows, schema=STORE_SCHEMA)
+        Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        write_deltalake(
+            self.uri,
+            batch,
+            mode="append",
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(app_id=SYNC_APP_ID, version=done + end)],
+                custom_metadata={"lakebed.job": "lineage_sync"},
+            ),
+        )
+        return len(rows)
+
+    def _table(self) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri)
+        except DeltaTableNotFoundError:
+            return None
+
+    def refresh(self) -> None:
+        """Sync, and reload the query copy if the store moved on."""
+        with self._lock:
+            self.sync()
+            table = self._table()
+            version = table.version() if table is not None else -1
+            if version == self._loaded_version and self._db is not None:
+                return
+            import duckdb
+
+            db = duckdb.connect()
+            if table is not None:
+                data = table.to_pyarrow_dataset().to_table(columns=_COMPACT)
+            else:
+                data = pa.Table.from_pylist([], schema=STORE_SCHEMA).select(_COMPACT)
+            db.register("events_arrow", data)
+            db.execute("CREATE TABLE events AS SELECT * FROM events_arrow")
+            db.unregister("events_arrow")
+            db.execute(
+                """
+                CREATE TABLE io AS
+                SELECT run_id, event_type, event_time, job_namespace, job_name, 'input' AS role, d.*
+                FROM (SELECT *, unnest(inputs) AS d FROM events)
+                UNION ALL
+                SELECT run_id, event_type, event_time, job_namespace, job_name, 'output' AS role, d.*
+                FROM (SELECT *, unnest(outputs) AS d FROM events)
+                """
+            )
+            db.execute(
+                """
+                CREATE TABLE runs AS
+                SELECT run_id,
+                       any_value(job_namespace) AS job_namespace,
+                       any_value(job_name) AS job_name,
+                       coalesce(arg_max(event_type, event_time)
+                                FILTER (WHERE event_type IN ('COMPLETE', 'FAIL', 'ABORT')), 'RUNNING') AS state,
+                       min(event_time) FILTER (WHERE event_type = 'START') AS started_at,
+                       max(event_time) FILTER (WHERE event_type IN ('COMPLETE', 'FAIL', 'ABORT')) AS ended_at,
+                       any_value(code_version) AS code_version,
+                       any_value(processing) AS processing,
+                       any_value(parent_run_id) AS parent_run_id,
+                       any_value(parent_job_namespace) AS parent_job_namespace,
+                       any_value(parent_job_name) AS parent_job_name,
+                       any_value(error) FILTER (WHERE error IS NOT NULL) AS error,
+                       min(event_time) AS first_seen
+                FROM events GROUP BY run_id
+                """
+            )
+            self._db = db
+            self._loaded_version = version
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        self.refresh()
+        with self._lock:
+            cursor = self._db.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # --- datasets ---------------------------------------------------------------------------------
+
+    def resolve(self, table: str) -> tuple[str, str]:
+        """The (namespace, name) of a lakebed table (or of a dataset given as ``namespace:name``)."""
+        rows = self._query(
+            "SELECT namespace, name FROM io WHERE table_name = ? ORDER BY event_time DESC LIMIT 1", [table]
+        )
+        if rows:
+            return rows[0]["namespace"], rows[0]["name"]
+        for candidate in self._query("SELECT DISTINCT namespace, name FROM io"):
+            if f"{candidate['namespace']}:{candidate['name']}" == table or candidate["name"] == table:
+                return candidate["namespace"], candidate["name"]
+        raise LineageNotFoundError(f"no lineage for table or dataset {table!r}")
+
+    def _latest_version(self, namespace: str, name: str) -> str | None:
+        rows = self._query(
+            "SELECT version FROM io WHERE role = 'output' AND event_type = 'COMPLETE' AND namespace = ? "
+            "AND name = ? AND version IS NOT NULL ORDER BY TRY_CAST(version AS BIGINT) DESC NULLS LAST, "
+            "event_time DESC LIMIT 1",
+            [namespace, name],
+        )
+        return rows[0]["version"] if rows else None
+
+    def _producing_run(self, namespace: str, name: str, version: str) -> str | None:
+        rows = self._query(
+            "SELECT run_id FROM io WHERE role = 'output' AND event_type = 'COMPLETE' AND namespace = ? "
+            "AND name = ? AND version = ? ORDER BY event_time DESC LIMIT 1",
+            [namespace, name, version],
+        )
+        return rows[0]["run_id"] if rows else None
+
+    # --- the auditor's questions ------------------------------------------------------------------
+
+    def producer(self, table: str, version: int | str | None = None) -> RunInfo:
+        """The run that wrote ``table`` at ``version`` (default: its latest): job, code version, inputs at
+        their versions, quality results, times, and the Dagster run it belongs to."""
+        namespace, name = self.resolve(table)
+        wanted = str(version) if version is not None else self._latest_version(namespace, name)
+        if wanted is None:
+            raise LineageNotFoundError(f"no version of {table!r} was written with lineage")
+        run_id = self._producing_run(namespace, name, wanted)
+        if run_id is None:
+            known = self.history(table)
+            versions = ", ".join(str(v["version"]) for v in known[:10])
+            raise LineageNotFoundError(
+                f"no run in the lineage store wrote version {wanted} of {table!r} (known versions: {versions})"
+            )
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunInfo:
+        """Everything known about one run."""
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise LineageNotFoundError(f"no run {run_id!r} in the lineage store")
+        row = rows[0]
+        datasets = self._query(
+            "SELECT DISTINCT role, namespace, name, version, table_name, quality FROM io WHERE run_id = ? "
+            "AND (role = 'input' OR event_type IN ('COMPLETE', 'FAIL', 'ABORT')) ORDER BY role, name, version",
+            [run_id],
+        )
+        quality: dict[str, list[dict[str, Any]]] = {}
+        for d in datasets:
+            if d["role"] == "output" and d["quality"]:
+                quality[d["table_name"] or d["name"]] = json.loads(d["quality"])
+        return RunInfo(
+            run_id=run_id,
+            job_namespace=row["job_namespace"],
+            job_name=row["job_name"],
+            state=row["state"],
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+            code_version=row["code_version"],
+            processing=row["processing"],
+            parent_run_id=row["parent_run_id"],
+            parent_job=f"{row['parent_job_namespace']}:{row['parent_job_name']}"
+            if row["parent_run_id"]
+            else None,
+            error=row["error"],
+            dagster_run_id=self._dagster_run(row),
+            inputs=tuple(_version(d) for d in datasets if d["role"] == "input"),
+            outputs=tuple(_version(d) for d in datasets if d["role"] == "output"),
+            quality=quality,
+        )
+
+    def _dagster_run(self, row: dict[str, Any]) -> str | None:
+        from lakebed.lineage.runs import DAGSTER_NAMESPACE
+
+        for _ in range(4):  # a micro-batch's parent is the worker, whose parent may be the Dagster run
+            if row.get("parent_run_id") is None:
+                return None
+            if row.get("parent_job_namespace") == DAGSTER_NAMESPACE:
+                return str(row["parent_run_id"])
+            parents = self._query("SELECT * FROM runs WHERE run_id = ?", [row["parent_run_id"]])
+            if not parents:
+                return None
+            row = parents[0]
+        return None
+
+    def history(self, table: str) -> list[dict[str, Any]]:
+        """Every version of ``table`` written with lineage, newest first: run, job, time, code version."""
+        namespace, name = self.resolve(table)
+        return self._query(
+            """
+            SELECT TRY_CAST(io.version AS BIGINT) AS version, io.run_id, io.job_name AS job, io.event_time AS written_at,
+                   r.code_version, io.rows, io.size, r.parent_run_id
+            FROM io JOIN runs r USING (run_id)
+            WHERE io.role = 'output' AND io.event_type = 'COMPLETE' AND io.namespace = ? AND io.name = ?
+            ORDER BY version DESC NULLS LAST, written_at DESC
+            """,
+            [namespace, name],
+        )
+
+    def runs(self, *, failed: bool = False, job: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Runs, newest first (only failed ones with ``failed``)."""
+        where, params = ["TRUE"], []
+        if failed:
+            where.append("state IN ('FAIL', 'ABORT')")
+        if job:
+            where.append("job_name = ?")
+            params.append(job)
+        return self._query(
+            f"SELECT run_id, job_name AS job, state, started_at, ended_at, code_version, parent_run_id, error "
+            f"FROM runs WHERE {' AND '.join(where)} ORDER BY coalesce(started_at, first_seen) DESC LIMIT {int(limit)}",
+            params,
+        )
+
+    def upstream(
+        self, table: str, version: int | str | None = None, *, depth: int = 5, column: str | None = None
+    ) -> Graph:
+        """Where ``table`` at ``version`` came from, ``depth`` runs back: each producing run and the exact
+        versions it read. With ``column``: only the columns that column derives from."""
+        namespace, name = self.resolve(table)
+        start = str(version) if version is not None else self._latest_version(namespace, name)
+        builder = _GraphBuilder(self)
+        builder.dataset(namespace, name, start, columns=[column] if column else None)
+        frontier: list[tuple[str, str, str | None, str | None]] = [(namespace, name, start, column)]
+        seen: set[tuple[str, str, str | None, str | None]] = set()
+        for _ in range(depth):
+            following: list[tuple[str, str, str | None, str | None]] = []
+            for ns, nm, ver, col in frontier:
+                if (ns, nm, ver, col) in seen or ver is None:
+                    continue
+                seen.add((ns, nm, ver, col))
+                run_id = self._producing_run(ns, nm, ver)
+                if run_id is None:
+                    continue
+                run = self.run(run_id)
+                job = builder.job(run)
+                builder.edge(job, dataset_id(ns, nm), f"v{ver}")
+                sources = self._column_sources(run_id, ns, nm, ver, col) if col else None
+                for source in run.inputs:
+                    if sources is not None and (source.namespace, source.name) not in sources:
+                        continue
+                    fields = sorted(sources[(source.namespace, source.name)]) if sources is not None else None
+                    node = builder.dataset(source.namespace, source.name, source.version, columns=fields)
+                    builder.edge(node, job, f"v{source.version}" if source.version else None)
+                    for field_name in fields or [None]:
+                        following.append((source.namespace, source.name, source.version, field_name))
+            frontier = following
+        return builder.graph()
+
+    def _column_sources(
+        self, run_id: str, namespace: str, name: str, version: str, column: str
+    ) -> dict[tuple[str, str], set[str]]:
+        rows = self._query(
+            "SELECT column_lineage FROM io WHERE run_id = ? AND role = 'output' AND namespace = ? AND name = ? "
+            "AND version = ? AND column_lineage IS NOT NULL LIMIT 1",
+            [run_id, namespace, name, version],
+        )
+        sources: dict[tuple[str, str], set[str]] = {}
+        if not rows:
+            return sources
+        fields = json.loads(rows[0]["column_lineage"]).get(column, {})
+        for source in fields.get("inputFields", []):
+            sources.setdefault((source["namespace"], source["name"]), set()).add(source["field"])
+        return sources
+
+    def downstream(self, table: str, version: int | str | None = None, *, depth: int = 5) -> Graph:
+        """What was made from ``table`` (from ``version`` on, default any version), ``depth`` runs forward."""
+        namespace, name = self.resolve(table)
+        builder = _GraphBuilder(self)
+        builder.dataset(namespace, name, None if version is None else str(version))
+        frontier: list[tuple[str, str, str | None]] = [
+            (namespace, name, None if version is None else str(version))
+        ]
+        seen: set[tuple[str, str]] = set()
+        for _ in range(depth):
+            following: list[tuple[str, str, str | None]] = []
+            for ns, nm, ver in frontier:
+                if (ns, nm) in seen:
+                    continue
+                seen.add((ns, nm))
+                readers = self._query(
+                    "SELECT DISTINCT run_id, version FROM io WHERE role = 'input' AND namespace = ? AND name = ?"
+                    + (
+                        " AND TRY_CAST(version AS BIGINT) >= TRY_CAST(? AS BIGINT)" if ver is not None else ""
+                    ),
+                    [ns, nm, ver] if ver is not None else [ns, nm],
+                )
+                for reader in readers:
+                    run = self.run(reader["run_id"])
+                    job = builder.job(run)
+                    builder.edge(
+                        dataset_id(ns, nm), job, f"v{reader['version']}" if reader["version"] else None
+                    )
+                    for out in run.outputs:
+                        node = builder.dataset(out.namespace, out.name, out.version)
+                        builder.edge(job, node, f"v{out.version}" if out.version else None)
+                        following.append((out.namespace, out.name, None))
+            frontier = following
+        return builder.graph()
+
+    def graph(self, *, as_of: dt.datetime | None = None, include_system: bool = False) -> Graph:
+        """Every job and dataset and how they connect, from the events up to ``as_of`` (default: now)."""
+        cutoff = as_of or dt.datetime.now(dt.UTC)
+        if cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=dt.UTC)
+        system = "" if include_system else " AND coalesce(kind, '') <> 'system'"
+        rows = self._query(
+            "SELECT DISTINCT job_namespace, job_name, role, namespace, name, table_name FROM io "
+            f"WHERE event_time <= ? AND (role = 'input' OR event_type = 'COMPLETE'){system}",
+            [cutoff],
+        )
+        builder = _GraphBuilder(self)
+        for row in rows:
+            job = builder.job_named(row["job_namespace"], row["job_name"])
+            node = builder.dataset(row["namespace"], row["name"], None, table=row["table_name"])
+            if row["role"] == "input":
+                builder.edge(node, job)
+            else:
+                builder.edge(job, node)
+        return builder.graph()
+
+    # --- Marquez-style listings (the HTTP API) ----------------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        rows = self._query(
+            "SELECT DISTINCT job_namespace AS ns FROM events UNION SELECT DISTINCT namespace FROM io ORDER BY 1"
+        )
+        return [r["ns"] for r in rows]
+
+    def datasets(self, namespace: str) -> list[dict[str, Any]]:
+        return self._query(
+            """
+            SELECT name, any_value(table_name) AS table_name, max(event_time) AS updated_at,
+                   arg_max(version, TRY_CAST(version AS BIGINT)) FILTER (WHERE role = 'output') AS current_version
+            FROM io WHERE namespace = ? GROUP BY name ORDER BY name
+            """,
+            [namespace],
+        )
+
+    def dataset_versions(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT version, run_id, event_time AS created_at, rows, size FROM io WHERE role = 'output' "
+            "AND event_type = 'COMPLETE' AND namespace = ? AND name = ? "
+            "ORDER BY TRY_CAST(version AS BIGINT) DESC NULLS LAST, event_time DESC",
+            [namespace, name],
+        )
+        if not rows and not self._query(
+            "SELECT 1 FROM io WHERE namespace = ? AND name = ? LIMIT 1", [namespace, name]
+        ):
+            raise LineageNotFoundError(f"no dataset {namespace}:{name} in the lineage store")
+        return rows
+
+    def jobs(self, namespace: str) -> list[dict[str, Any]]:
+        return self._query(
+            "SELECT job_name AS name, count(*) AS runs, max(coalesce(ended_at, started_at, first_seen)) AS updated_at, "
+            "arg_max(state, coalesce(started_at, first_seen)) AS latest_state "
+            "FROM runs WHERE job_namespace = ? GROUP BY job_name ORDER BY job_name",
+            [namespace],
+        )
+
+    def job_runs(self, namespace: str, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT run_id, state, started_at, ended_at, code_version FROM runs WHERE job_namespace = ? "
+            f"AND job_name = ? ORDER BY coalesce(started_at, first_seen) DESC LIMIT {int(limit)}",
+            [namespace, name],
+        )
+        if not rows:
+            raise LineageNotFoundError(f"no job {namespace}:{name} in the lineage store")
+        return rows
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The raw events of one run, in order (read from the Delta table)."""
+        table = self._table()
+        if table is None:
+            return []
+        import pyarrow.dataset as ds
+
+        data = table.to_pyarrow_dataset().to_table(
+            columns=["event", "event_time"], filter=ds.field("run_id") == run_id
+        )
+        return [json.loads(e) for e in data.sort_by("event_time").column("event").to_pylist()]
+
+    def node_lineage(self, node_id: str, *, depth: int = 20) -> Graph:
+        """The Marquez ``/lineage`` answer: everything connected to a ``dataset:`` or ``job:`` node id."""
+        if not node_id.startswith(("dataset:", "job:")):
+            raise LineageNotFoundError(f"node id must start with dataset: or job:, got {node_id!r}")
+        graph = self.graph(include_system=True)
+        if node_id not in graph.ids():
+            raise LineageNotFoundError(f"no node {node_id!r} in the lineage graph")
+        return _component(graph, node_id, depth)
+
+
+class _GraphBuilder:
+    def __init__(self, store: LineageStore) -> None:
+        self.store = store
+        self.nodes: dict[str, Node] = {}
+        self.edges: dict[tuple[str, str, str | None], Edge] = {}
+
+    def dataset(
+        self,
+        namespace: str,
+        name: str,
+        version: str | None,
+        *,
+        columns: list[str] | None = None,
+        table: str | None = None,
+    ) -> str:
+        node_id = dataset_id(namespace, name)
+        existing = self.nodes.get(node_id)
+        versions = list(existing.details.get("versions", [])) if existing else []
+        if version is not None and version not in versions:
+            versions.append(version)
+        known_columns = list(existing.details.get("columns", [])) if existing else []
+        for column in columns or []:
+            if column not in known_columns:
+                known_columns.append(column)
+        label = table or (existing.label if existing else None) or _table_label(self.store, namespace, name)
+        details: dict[str, Any] = {"versions": versions}
+        if known_columns:
+            details["columns"] = known_columns
+        self.nodes[node_id] = Node(node_id, "dataset", label, namespace, name, details)
+        return node_id
+
+    def job(self, run: RunInfo) -> str:
+        node_id = self.job_named(run.job_namespace, run.job_name)
+        node = self.nodes[node_id]
+        runs = [*node.details.get("runs", []), run.run_id]
+        self.nodes[node_id] = Node(node_id, "job", node.label, node.namespace, node.name, {"runs": runs})
+        return node_id
+
+    def job_named(self, namespace: str, name: str) -> str:
+        node_id = job_id(namespace, name)
+        self.nodes.setdefault(node_id, Node(node_id, "job", name, namespace, name, {}))
+        return node_id
+
+    def edge(self, source: str, target: str, label: str | None = None) -> None:
+        self.edges.setdefault((source, target, label), Edge(source, target, label))
+
+    def graph(self) -> Graph:
+        return Graph(tuple(self.nodes.values()), tuple(self.edges.values()))
+
+
+def _table_label(store: LineageStore, namespace: str, name: str) -> str:
+    rows = store._query(
+        "SELECT table_name FROM io WHERE namespace = ? AND name = ? AND table_name IS NOT NULL LIMIT 1",
+        [namespace, name],
+    )
+    if rows:
+        return str(rows[0]["table_name"])
+    return name if namespace != "file" else Path(name).name
+
+
+def _component(graph: Graph, start: str, depth: int) -> Graph:
+    """The part of ``graph`` within ``depth`` hops of ``start`` (following edges either way)."""
+    neighbours: dict[str, set[str]] = {}
+    for e in graph.edges:
+        neighbours.setdefault(e.source, set()).add(e.target)
+        neighbours.setdefault(e.target, set()).add(e.source)
+    keep, frontier = {start}, {start}
+    for _ in range(depth):
+        frontier = {n for f in frontier for n in neighbours.get(f, ())} - keep
+        if not frontier:
+            break
+        keep |= frontier
+    return Graph(
+        tuple(n for n in graph.nodes if n.id in keep),
+        tuple(e for e in graph.edges if e.source in keep and e.target in keep),
+    )
+
+
+def _version(row: dict[str, Any]) -> DatasetVersion:
+    return DatasetVersion(row["namespace"], row["name"], row["version"], row["table_name"])
+
+
+def _row(event: dict[str, Any], raw: str, offset: int) -> dict[str, Any]:
+    run, job = event["run"], event["job"]
+    run_facets = run.get("facets") or {}
+    parent = run_facets.get("parent") or {}
+    job_facets = job.get("facets") or {}
+    error = (run_facets.get("errorMessage") or {}).get("message")
+    return {
+        "event_time": _instant(event["eventTime"]),
+        "event_type": event.get("eventType") or "OTHER",
+        "run_id": str(run["runId"]),
+        "job_namespace": job["namespace"],
+        "job_name": job["name"],
+        "parent_run_id": (parent.get("run") or {}).get("runId"),
+        "parent_job_namespace": (parent.get("job") or {}).get("namespace"),
+        "parent_job_name": (parent.get("job") or {}).get("name"),
+        "processing": (job_facets.get("jobType") or {}).get("processingType"),
+        "code_version": (job_facets.get("sourceCodeLocation") or {}).get("version"),
+        "error": error,
+        "inputs": [_dataset(d) for d in event.get("inputs") or []],
+        "outputs": [_dataset(d, output=True) for d in event.get("outputs") or []],
+        "event": raw.rstrip("\n"),
+        "file_offset": offset,
+    }
+
+
+def _dataset(dataset: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
+    facets = dataset.get("facets") or {}
+    stats = (dataset.get("outputFacets") or {}).get("outputStatistics") or {}
+    quality = facets.get("dataQualityAssertions")
+    lineage = facets.get("columnLineage")
+    return {
+        "namespace": dataset["namespace"],
+        "name": dataset["name"],
+        "version": (facets.get("version") or {}).get("datasetVersion"),
+        "table_name": (facets.get("lakebed") or {}).get("table"),
+        "kind": (facets.get("lakebed") or {}).get("kind"),
+        "rows": stats.get("rowCount") if output else None,
+        "size": stats.get("size") if output else None,
+        "quality": json.dumps(quality["assertions"]) if quality else None,
+        "column_lineage": json.dumps(lineage["fields"]) if lineage else None,
+    }
+
+
+def _instant(value: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def iter_events(config: LakebedConfig | None = None) -> Iterator[dict[str, Any]]:
+    """Every event in the event file, in order (malformed lines skipped)."""
+    path = events_path(config or get_config())
+    if not path.exists():
+        return
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+__all__ = ["STORE_SCHEMA", "DatasetVersion", "LineageStore", "RunInfo", "iter_events"]
