@@ -81,10 +81,10 @@ def ingest(
     on_change: str,
 ) -> None:
     """Ingest CSV, JSON-lines or Parquet files, folders or globs into TABLE."""
-    from lakebed.pipelines.ingest import ingest_files, resolve_sources
+    from lakebed.pipelines.ingest import ingest_files, own_files, resolve_sources
     from lakebed.schemas.contract import TableContract
 
-    files = resolve_sources(list(sources), explicit_format=fmt)
+    files = resolve_sources(list(sources), explicit_format=fmt, exclude=own_files(get_config()))
     total = sum(f.stat().st_size for f in files)
     with _progress() as progress:
         task = progress.add_task(f"ingest → {table}", total=total)

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
+from lakebed.lineage.events import file_dataset
+from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
 from lakebed.pipelines.formats import (
@@ -156,57 +158,65 @@ def ingest_files(
     """
     config = config or get_config()
     run = run or RunContext(job=f"ingest:{table}")
-    catalog = Catalog(config)
-    files = resolve_sources(sources, explicit_format=format)
-    formats = {f: detect_format(f, format) for f in files}
-    manifest = _Manifest(catalog, run)
-    manifest.reconcile(table)
-    known = manifest.entries(table)
-    result = IngestResult(table=table, run_id=run.run_id)
-    bytes_done = 0
-    overwrite = mode == "overwrite"
-    first_write = overwrite
-    for path in files:
-        source = _describe(path)
-        previous = known.get(str(path))
-        changed = previous is not None and (previous["sha256"], previous["size_bytes"]) != (
-            source.sha256,
-            source.size,
-        )
-        if not overwrite and previous is not None and (not changed or on_change == "skip"):
-            result.files.append(FileOutcome(path=str(path), status="skipped"))
+    # One lineage run: the files (at their content hashes) in, every table version written out.
+    with lineage_run(run, config=config) as lineage:
+        catalog = Catalog(config)
+        files = resolve_sources(sources, explicit_format=format, exclude=own_files(config))
+        formats = {f: detect_format(f, format) for f in files}
+        manifest = _Manifest(catalog, run)
+        manifest.reconcile(table)
+        known = manifest.entries(table)
+        result = IngestResult(table=table, run_id=run.run_id)
+        bytes_done = 0
+        overwrite = mode == "overwrite"
+        first_write = overwrite
+        for path in files:
+            source = _describe(path)
+            previous = known.get(str(path))
+            changed = previous is not None and (previous["sha256"], previous["size_bytes"]) != (
+                source.sha256,
+                source.size,
+            )
+            if not overwrite and previous is not None and (not changed or on_change == "skip"):
+                result.files.append(FileOutcome(path=str(path), status="skipped"))
+                bytes_done += source.size
+                continue
+            replace = changed and on_change == "replace" and not overwrite
+            lineage.add_input(file_dataset(path, sha256=source.sha256, size=source.size))
+            outcome = _ingest_one(
+                source,
+                formats[path],
+                table=table,
+                contract=contract,
+                catalog=catalog,
+                run=run,
+                mode="overwrite" if first_write else "append",
+                replace=replace,
+                partition_by=partition_by,
+                on_bad_rows=on_bad_rows,
+                progress=progress,
+                bytes_done=bytes_done,
+                config=config,
+                lineage=lineage,
+            )
+            first_write = False
+            result.files.append(outcome)
+            manifest.record(table, source, outcome)
             bytes_done += source.size
-            continue
-        replace = changed and on_change == "replace" and not overwrite
-        outcome = _ingest_one(
-            source,
-            formats[path],
-            table=table,
-            contract=contract,
-            catalog=catalog,
-            run=run,
-            mode="overwrite" if first_write else "append",
-            replace=replace,
-            partition_by=partition_by,
-            on_bad_rows=on_bad_rows,
-            progress=progress,
-            bytes_done=bytes_done,
-            config=config,
-        )
-        first_write = False
-        result.files.append(outcome)
-        manifest.record(table, source, outcome)
-        bytes_done += source.size
-        if progress:
-            progress(str(path), outcome.rows, bytes_done)
-    manifest.flush(replace_table=table if overwrite else None)
-    return result
+            if progress:
+                progress(str(path), outcome.rows, bytes_done)
+        manifest.flush(replace_table=table if overwrite else None)
+        return result
 
 
 def resolve_sources(
-    sources: str | Path | Sequence[str | Path], *, explicit_format: str | None = None
+    sources: str | Path | Sequence[str | Path],
+    *,
+    explicit_format: str | None = None,
+    exclude: Sequence[Path] = (),
 ) -> list[Path]:
-    """Expand files, folders and globs into a sorted, de-duplicated list of files."""
+    """Expand files, folders and globs into a sorted, de-duplicated list of files. Folder walks skip
+    hidden entries and anything under ``exclude`` (see :func:`own_files`)."""
     items = [sources] if isinstance(sources, str | Path) else list(sources)
     if not items:
         raise SourceNotFoundError("no sources given")
@@ -223,6 +233,7 @@ def resolve_sources(
                 for p in Path(text).rglob("*")
                 if p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(text).parts)
+                and not any(p.resolve().is_relative_to(root) for root in exclude)
                 and (explicit_format is not None or supported(p))
             )
             if not matches:
@@ -234,6 +245,11 @@ def resolve_sources(
         for match in matches:
             found[match.resolve()] = None
     return list(found)
+
+
+def own_files(config: LakebedConfig) -> tuple[Path, ...]:
+    """Where lakebed keeps its own files (tables, system tables, lineage events): never ingest input."""
+    return (Path(config.tables_root), Path(config.system_root), config.home / "lineage")
 
 
 def _describe(path: Path) -> SourceFile:
@@ -264,6 +280,7 @@ def _ingest_one(
     progress: ProgressCallback | None,
     bytes_done: int,
     config: LakebedConfig,
+    lineage: LineageRun,
 ) -> FileOutcome:
     stream = open_file(
         source.path,
@@ -273,6 +290,9 @@ def _ingest_one(
         batch_rows=config.batch_rows,
     )
     schema, batches = _tag(stream, partition_by, progress, bytes_done)
+    source_ref = file_dataset(source.path, sha256=source.sha256)
+    for column in stream.schema.names:
+        lineage.add_column_lineage(table, column, [(source_ref, column, "DIRECT:IDENTITY")])
     reader = pa.RecordBatchReader.from_batches(schema, batches)
     file_meta = json.dumps([{"path": str(source.path), "size": source.size, "sha256": source.sha256}])
     predicate = f"{SOURCE_COLUMN} = '{_sql_string(str(source.path))}'" if replace else None

@@ -56,6 +56,8 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.lineage.events import file_dataset
+from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.blobs import BlobStore
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, WriteMode, commit
@@ -164,12 +166,14 @@ def ingest_unstructured(
         metadata={"lakebed.sources": json.dumps(given[:50])},
         creates_table=entry is None,
     )
-    try:
-        version = ingest.append([i for i in items if i.source_path not in ingest.index.paths])
-        version = ingest.upsert([i for i in items if i.source_path in ingest.index.paths]) or version
-    finally:
-        ingest.close()
-    rejects_version = ingest.write_rejects()
+    # One lineage run: the given sources (files, folders, archives) in, the table versions out.
+    with lineage_run(run, config=config, inputs=[file_dataset(path) for path in given[:50]]):
+        try:
+            version = ingest.append([i for i in items if i.source_path not in ingest.index.paths])
+            version = ingest.upsert([i for i in items if i.source_path in ingest.index.paths]) or version
+        finally:
+            ingest.close()
+        rejects_version = ingest.write_rejects()
     return UnstructuredResult(
         table=table,
         version=version,

@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, Transaction
 from deltalake.exceptions import DeltaError
+from lakebed.lineage.events import table_dataset
+from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
 from lakebed.pipelines.features.online import OnlineStore, default_online_store
@@ -58,6 +60,7 @@ from lakebed.pipelines.features.windows import (
     feature_schema,
 )
 from lakebed.pipelines.read import read_table
+from lakebed.schemas.durations import format_duration
 from lakebed.schemas.features import FEATURE_TS, FeatureView
 
 from lakebed.config import LakebedConfig, get_config
@@ -164,58 +167,60 @@ def materialize(
         raise ValueError("versions_per_commit must be at least 1")
     config = config or get_config()
     run = run or RunContext(job=f"features.materialize.{view.name}.v{view.version}")
-    FeatureRegistry(config).register(view, run=run)
-    raw = RawChanges(view.source.table, config)
-    state = read_state(view, config=config)
-    if state.raw_version is not None and state.raw_version > raw.latest:
-        raise FeatureSourceError(
-            f"offline table {view.offline_table!r} has processed raw version {state.raw_version} but raw table "
-            f"{raw.name!r} is at version {raw.latest} (was it recreated?); rebuild with backfill"
-        )
-    store = (online if online is not None else default_online_store(config)) if update_online else None
-    online_rows = 0
-    notes: list[str] = []
-    online_at = store.source_version(view.offline_table) if store is not None else None
-    if store is not None and state.raw_version is not None and online_at != state.raw_version:
-        online_rows += sync_online(view, store=store, config=config)
-        notes.append(
-            f"online rows rebuilt from {view.offline_table} (online store at raw version {online_at}, "
-            f"offline at {state.raw_version})"
-        )
-
-    processed: list[int] = []
-    offline_versions: list[int] = []
-    events = late_events = feature_rows = 0
-    seen = state.watermark_us  # max event time seen through the last version decided
-    committed = state.watermark_us  # ... through the last version committed to the offline table
-    pending: list[VersionSplit] = []
-    first = 0 if state.raw_version is None else state.raw_version + 1
-    for version in range(first, raw.latest + 1):
-        split = split_version(view, raw.added(version), version, seen)
-        seen = split.max_us
-        pending.append(split)
-        processed.append(version)
-        events += split.rows
-        if len(pending) < versions_per_commit and version < raw.latest:
-            continue
-        outcome = _apply(view, pending, raw, committed, store, run, config)
-        late_events += outcome.late_events
-        if outcome.offline_version is not None:
-            offline_versions.append(outcome.offline_version)
-            feature_rows += outcome.feature_rows
-            online_rows += outcome.online_rows
-            committed = seen
-        elif pending[-1].version == raw.latest:
-            span = (
-                f"{pending[0].version}"
-                if len(pending) == 1
-                else f"{pending[0].version}-{pending[-1].version}"
+    with lineage_run(run, config=config) as lineage:
+        FeatureRegistry(config).register(view, run=run)
+        raw = RawChanges(view.source.table, config)
+        state = read_state(view, config=config)
+        if state.raw_version is not None and state.raw_version > raw.latest:
+            raise FeatureSourceError(
+                f"offline table {view.offline_table!r} has processed raw version {state.raw_version} but raw table "
+                f"{raw.name!r} is at version {raw.latest} (was it recreated?); rebuild with backfill"
             )
+        store = (online if online is not None else default_online_store(config)) if update_online else None
+        online_rows = 0
+        notes: list[str] = []
+        online_at = store.source_version(view.offline_table) if store is not None else None
+        if store is not None and state.raw_version is not None and online_at != state.raw_version:
+            online_rows += sync_online(view, store=store, config=config)
             notes.append(
-                f"raw version(s) {span} added no on-time events: the offline state stays at the last "
-                "version with some (they are decided again, identically, on the next run)"
+                f"online rows rebuilt from {view.offline_table} (online store at raw version {online_at}, "
+                f"offline at {state.raw_version})"
             )
-        pending = []
+
+        processed: list[int] = []
+        offline_versions: list[int] = []
+        events = late_events = feature_rows = 0
+        seen = state.watermark_us  # max event time seen through the last version decided
+        committed = state.watermark_us  # ... through the last version committed to the offline table
+        pending: list[VersionSplit] = []
+        first = 0 if state.raw_version is None else state.raw_version + 1
+        for version in range(first, raw.latest + 1):
+            split = split_version(view, raw.added(version), version, seen)
+            seen = split.max_us
+            pending.append(split)
+            processed.append(version)
+            events += split.rows
+            if len(pending) < versions_per_commit and version < raw.latest:
+                continue
+            outcome = _apply(view, pending, raw, committed, store, run, config)
+            late_events += outcome.late_events
+            if outcome.offline_version is not None:
+                offline_versions.append(outcome.offline_version)
+                feature_rows += outcome.feature_rows
+                online_rows += outcome.online_rows
+                committed = seen
+            elif pending[-1].version == raw.latest:
+                span = (
+                    f"{pending[0].version}"
+                    if len(pending) == 1
+                    else f"{pending[0].version}-{pending[-1].version}"
+                )
+                notes.append(
+                    f"raw version(s) {span} added no on-time events: the offline state stays at the last "
+                    "version with some (they are decided again, identically, on the next run)"
+                )
+            pending = []
+        _describe_lineage(lineage, view, raw, config)
     final = read_state(view, config=config)
     return MaterializeResult(
         view=view.key,
@@ -230,6 +235,23 @@ def materialize(
         online_rows=online_rows,
         watermark=final.watermark,
         notes=tuple(notes),
+    )
+
+
+def _describe_lineage(lineage: LineageRun, view: FeatureView, raw: RawChanges, config: LakebedConfig) -> None:
+    """The raw table at the version processed up to is an input; every feature column derives from its
+    source column (an aggregation over a window), the keys and ``feature_ts`` from the entity and time."""
+    entry = Catalog(config).get(view.source.table)
+    source = table_dataset(view.source.table, entry.uri, raw.latest)
+    lineage.add_input(source)
+    for aggregation in view.aggregations:
+        column = aggregation.column or view.event_time
+        how = f"DIRECT:AGGREGATION:{aggregation.function} over {format_duration(aggregation.window)}"
+        lineage.add_column_lineage(view.offline_table, aggregation.name, [(source, column, how)])
+    for entity in view.entities:
+        lineage.add_column_lineage(view.offline_table, entity, [(source, entity, "DIRECT:IDENTITY")])
+    lineage.add_column_lineage(
+        view.offline_table, FEATURE_TS, [(source, view.event_time, "DIRECT:TRANSFORMATION:window end")]
     )
 
 
@@ -458,55 +480,57 @@ def backfill(
     rebuild the online rows."""
     config = config or get_config()
     run = run or RunContext(job=f"features.backfill.{view.name}.v{view.version}")
-    FeatureRegistry(config).register(view, run=run)
-    raw = RawChanges(view.source.table, config)
-    seen: int | None = None
-    on_time: list[pa.Table] = []
-    late: list[pa.Table] = []
-    events = 0
-    for version in range(raw.latest + 1):
-        split = split_version(view, raw.added(version), version, seen)
-        seen = split.max_us
-        events += split.rows
-        on_time.append(split.on_time)
-        late.append(split.late)
-    last = raw.latest
-    schema = raw.schema(last)
-    late_rows = _concat(late)
-    if late_rows.num_rows or _open(view.late_table, config) is not None:
-        if not late_rows.num_rows:
-            late_rows = mark_late(schema.empty_table(), [], last, None)
-        commit(
-            view.late_table,
-            late_rows,
+    with lineage_run(run, config=config) as lineage:
+        FeatureRegistry(config).register(view, run=run)
+        raw = RawChanges(view.source.table, config)
+        seen: int | None = None
+        on_time: list[pa.Table] = []
+        late: list[pa.Table] = []
+        events = 0
+        for version in range(raw.latest + 1):
+            split = split_version(view, raw.added(version), version, seen)
+            seen = split.max_us
+            events += split.rows
+            on_time.append(split.on_time)
+            late.append(split.late)
+        last = raw.latest
+        schema = raw.schema(last)
+        late_rows = _concat(late)
+        if late_rows.num_rows or _open(view.late_table, config) is not None:
+            if not late_rows.num_rows:
+                late_rows = mark_late(schema.empty_table(), [], last, None)
+            commit(
+                view.late_table,
+                late_rows,
+                mode="overwrite",
+                kind="rejects",
+                run=run,
+                app_transactions=[Transaction(view.app_id, last)],
+                metadata={RAW_VERSION_KEY: str(last), VIEW_KEY: view.key},
+                config=config,
+            )
+        events_on_time = _concat(on_time)
+        if events_on_time.num_rows:
+            rows = compute_features(events_on_time, view)
+        else:
+            rows = feature_schema(view, schema).empty_table()
+        result = commit(
+            view.offline_table,
+            rows,
             mode="overwrite",
-            kind="rejects",
             run=run,
             app_transactions=[Transaction(view.app_id, last)],
-            metadata={RAW_VERSION_KEY: str(last), VIEW_KEY: view.key},
+            metadata=_state_metadata(view, last, seen),
             config=config,
         )
-    events_on_time = _concat(on_time)
-    if events_on_time.num_rows:
-        rows = compute_features(events_on_time, view)
-    else:
-        rows = feature_schema(view, schema).empty_table()
-    result = commit(
-        view.offline_table,
-        rows,
-        mode="overwrite",
-        run=run,
-        app_transactions=[Transaction(view.app_id, last)],
-        metadata=_state_metadata(view, last, seen),
-        config=config,
-    )
-    online_rows = 0
-    if update_online:
-        store = online if online is not None else default_online_store(config)
-        drop = getattr(store, "drop", None)
-        if callable(drop):
-            drop(view.offline_table)  # a backfill rebuilds the online rows too
-        online_rows = sync_online(view, store=store, config=config)
+        online_rows = 0
+        if update_online:
+            store = online if online is not None else default_online_store(config)
+            drop = getattr(store, "drop", None)
+            if callable(drop):
+                drop(view.offline_table)  # a backfill rebuilds the online rows too
+            online_rows = sync_online(view, store=store, config=config)
+        _describe_lineage(lineage, view, raw, config)
     state = read_state(view, config=config)
     return MaterializeResult(
         view=view.key,

@@ -53,6 +53,8 @@ from deltalake.exceptions import CommitFailedError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from lakebed.lineage.events import kafka_dataset
+from lakebed.lineage.runs import child_run, lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import CommitResult, RunContext, commit, open_delta
 from lakebed.pipelines.deltalog import foreign_transactions
@@ -210,8 +212,10 @@ class StreamIngestor:
         started = time.perf_counter()
         self._consumer = new_consumer(self.bootstrap, group=self.group, **self.consumer_settings)
         try:
-            self._start()
-            self._loop()
+            # The worker is a streaming job; each micro-batch is a child run (see _commit_round).
+            with lineage_run(self.run_context, processing="STREAMING", config=self.config):
+                self._start()
+                self._loop()
         finally:
             self._stop_poller()
             with contextlib.suppress(Exception):
@@ -520,7 +524,15 @@ class StreamIngestor:
         return JsonDecoder(schema, drift=drift, required=dict.fromkeys(required), max_bytes=self.max_bytes)
 
     def _commit_round(self, batch: Batch) -> RoundInfo:
-        """Decode and commit one batch: its dead letters, then its rows (one Delta commit each)."""
+        """Decode and commit one batch (a child run reading the batch's offset ranges): its dead letters,
+        then its rows (one Delta commit each)."""
+        source = kafka_dataset(self.bootstrap, self.topic, batch.bounds)
+        with child_run(
+            self.run_context, job=f"{self.run_context.job}.micro_batch", inputs=[source], config=self.config
+        ):
+            return self._commit_decoded(batch)
+
+    def _commit_decoded(self, batch: Batch) -> RoundInfo:
         decoded = self._decoder().decode(batch.values, screen=batch.special)
         dead_rows = [
             (index, reason)
