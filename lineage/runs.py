@@ -11,6 +11,7 @@ that run as its parent.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,12 +59,29 @@ class LineageRun:
         self.config = config
         self.inputs: dict[tuple[str, str, str | None], DatasetRef] = {}
         self.outputs: dict[tuple[str, str, str | None], DatasetRef] = {}
+        self.columns: dict[str, dict[str, list[tuple[DatasetRef, str, str]]]] = {}
 
     def add_input(self, ref: DatasetRef) -> None:
         self.inputs.setdefault((ref.namespace, ref.name, ref.version), ref)
 
     def add_output(self, ref: DatasetRef) -> None:
         self.outputs[(ref.namespace, ref.name, ref.version)] = ref
+
+    def add_column_lineage(
+        self, table: str, column: str, sources: Sequence[tuple[DatasetRef, str, str]]
+    ) -> None:
+        """Declare that output ``table``'s ``column`` derives from ``sources`` (input dataset, input column,
+        ``"TYPE:SUBTYPE[:description]"`` transformation); emitted as the columnLineage facet."""
+        known = self.columns.setdefault(table, {}).setdefault(column, [])
+        known.extend(s for s in sources if s not in known)
+
+    def _outputs(self) -> list[DatasetRef]:
+        return [
+            dataclasses.replace(ref, column_lineage=self.columns[ref.table])
+            if ref.table in self.columns and not ref.column_lineage
+            else ref
+            for ref in self.outputs.values()
+        ]
 
     def emit(self, event_type: str, error: BaseException | None = None) -> None:
         if not self.config.lineage_enabled:
@@ -76,7 +94,7 @@ class LineageRun:
                     run_id=self.run_id,
                     job=self.job,
                     inputs=list(self.inputs.values()),
-                    outputs=list(self.outputs.values()) if event_type != "START" else [],
+                    outputs=self._outputs() if event_type != "START" else [],
                     parent=self.parent,
                     error=error,
                     tags=self.tags,
