@@ -22,4 +22,6 @@ class LakebedResource(dg.ConfigurableResource):
         context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.AssetCheckExecutionContext,
         job: str,
     ) -> RunContext:
-        return RunContext(job=job, tags={"dagster.run_id": context.run.run_id})
+        return RunContext(
+            job=job, tags={"dagster.run_id": context.run.run_id, "dagster.job": context.run.job_name}
+        )

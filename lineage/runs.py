@@ -62,7 +62,9 @@ class LineageRun:
         self.columns: dict[str, dict[str, list[tuple[DatasetRef, str, str]]]] = {}
 
     def add_input(self, ref: DatasetRef) -> None:
-        self.inputs.setdefault((ref.namespace, ref.name, ref.version), ref)
+        key = (ref.namespace, ref.name, ref.version)
+        if key not in self.inputs or ref.quality is not None:
+            self.inputs[key] = ref
 
     def add_output(self, ref: DatasetRef) -> None:
         self.outputs[(ref.namespace, ref.name, ref.version)] = ref

@@ -58,6 +58,15 @@ def find_commit(uri: str, after_version: int, marker: str) -> int | None:
     return next((version for version, data in _commits_after(uri, after_version) if needle in data), None)
 
 
+def commits_with(uri: str, after_version: int, marker: str) -> list[int]:
+    """The versions of a local table after ``after_version`` whose commit JSON holds ``marker`` (e.g. a run
+    id in the commit metadata); empty for remote tables."""
+    if not is_local(uri):
+        return []
+    needle = marker.encode()
+    return [version for version, data in _commits_after(uri, after_version) if needle in data]
+
+
 def added_bytes(uri: str, version: int | None) -> int | None:
     """Bytes of the data files commit ``version`` of a local table added (None when unknown)."""
     if version is None or not is_local(uri):

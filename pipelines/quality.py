@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, Transaction
+from lakebed.lineage.events import table_dataset
+from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.quality.polars_engine import (
     RAW_COLUMN,
@@ -350,20 +352,23 @@ def check_table(
     config = config or get_config()
     catalog = Catalog(config)
     contract = contract or table_contract(table, catalog)
-    run = run or RunContext(job="quality_check")
-    delta = open_table(table, version=version, config=config)
-    data = delta.to_pyarrow_dataset().to_table()
-    committed_at = _commit_time(delta)
-    rules = compile_rules(contract)
-    if engine == "gx":
-        from lakebed.quality.gx_engine import run_suite
+    run = run or RunContext(job=f"quality_check:{table}")
+    with lineage_run(run, config=config) as lineage:
+        delta = open_table(table, version=version, config=config)  # an input at the version checked
+        data = delta.to_pyarrow_dataset().to_table()
+        committed_at = _commit_time(delta)
+        rules = compile_rules(contract)
+        if engine == "gx":
+            from lakebed.quality.gx_engine import run_suite
 
-        results = run_suite(contract, data, now=committed_at)
-    else:
-        results = evaluate(rules, contract, data, now=committed_at)
-    checked = CheckRun(table, tuple(results), delta.version(), run.run_id, str(uuid.uuid4()))
-    if record:
-        write_results(checked, run_context=run, config=config, catalog=catalog)
+            results = run_suite(contract, data, now=committed_at)
+        else:
+            results = evaluate(rules, contract, data, now=committed_at)
+        checked = CheckRun(table, tuple(results), delta.version(), run.run_id, str(uuid.uuid4()))
+        # The checked version carries the results as its dataQualityAssertions facet.
+        lineage.add_input(table_dataset(table, delta.table_uri, delta.version(), quality=checked))
+        if record:
+            write_results(checked, run_context=run, config=config, catalog=catalog)
     return checked
 
 
@@ -443,17 +448,18 @@ def replay(table: str, *, run: RunContext | None = None, config: LakebedConfig |
                 quarantine_version=done,
                 skipped=f"all {rows.num_rows} pending row(s) were quarantined under the current contract",
             )
-    run = run or RunContext(job="quality_replay")
+    run = run or RunContext(job=f"quality_replay:{table}")
     before = _quarantined_count(catalog, qname)
-    result = commit(
-        table,
-        _restore(rows),
-        run=run,
-        app_transactions=[Transaction(app_id=app_id, version=upto)],
-        metadata={"lakebed.replay": json.dumps({"quarantine": qname, "after": done, "upto": upto})},
-        config=config,
-        catalog=catalog,
-    )
+    with lineage_run(run, config=config, inputs=[table_dataset(qname, qentry.uri, upto)]):
+        result = commit(
+            table,
+            _restore(rows),
+            run=run,
+            app_transactions=[Transaction(app_id=app_id, version=upto)],
+            metadata={"lakebed.replay": json.dumps({"quarantine": qname, "after": done, "upto": upto})},
+            config=config,
+            catalog=catalog,
+        )
     return ReplayResult(
         table,
         replayed=rows.num_rows,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -49,10 +48,7 @@ class ColumnSpec(BaseModel):
         if self.regex is not None:
             if not textual:
                 raise ValueError(f"regex needs a string column, {self.name!r} is {self.type}")
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+            _check_regex(self.regex)
         ordered = textual or pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
         ordered = ordered or pa.types.is_decimal(dtype) or pa.types.is_temporal(dtype)
         if (self.min is not None or self.max is not None) and not ordered:
@@ -70,8 +66,11 @@ class ColumnSpec(BaseModel):
                 _parse_instant(value, f"{bound} of {self.name!r}")
         if self.min is not None and self.max is not None and _order_key(self.min) > _order_key(self.max):
             raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
-        if self.allowed is not None and not self.allowed:
-            raise ValueError("allowed must list at least one value")
+        if self.allowed is not None:
+            if not self.allowed:
+                raise ValueError("allowed must list at least one value")
+            for value in self.allowed:
+                _check_value(value, dtype, f"allowed value {value!r} of {self.type} column {self.name!r}")
         return self
 
     def has_value_rules(self) -> bool:
@@ -195,6 +194,33 @@ class TableContract(BaseModel):
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<contract>") -> TableContract:
         return validate(cls, data, source=source, what="contract")
+
+
+def _check_value(value: object, dtype: pa.DataType, what: str) -> None:
+    """``value`` (from a contract) fits a column of ``dtype``; ValueError naming ``what`` otherwise."""
+    if pa.types.is_boolean(dtype):
+        ok = isinstance(value, bool)
+    elif pa.types.is_integer(dtype):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif pa.types.is_temporal(dtype):
+        _parse_instant(value, what)
+        ok = True
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ValueError(f"{what} does not fit the column's type")
+
+
+def _check_regex(pattern: str) -> None:
+    """The pattern compiles for the engine that runs it (Polars: Rust regex, no look-around)."""
+    import polars as pl
+
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(pattern)
+    except Exception as exc:  # polars ComputeError
+        raise ValueError(f"invalid regex {pattern!r}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def _parse_instant(value: object, what: str) -> dt.datetime | dt.date:

@@ -119,6 +119,14 @@ def results(version: int | None = None) -> dict[str, dict[str, Any]]:
         ({"table_rules": {"freshness": {"column": "zz", "max_lag": "1d"}}}, r"unknown column 'zz'"),
         ({"table_rules": {"row_count": {"min": 9, "max": 2}}}, r"table_rules\.row_count: .*min 9 is greater"),
         ({"keys": ["missing"]}, r"keys names unknown columns \['missing'\]"),
+        (
+            {"columns": [{"name": "a", "type": "int64", "allowed": [1.5, 2]}]},
+            r"allowed value 1.5 of int64 column 'a' does not fit",
+        ),
+        (
+            {"columns": [{"name": "a", "type": "string", "regex": "^(?!x)"}]},
+            r"columns\.0: invalid regex .\^\(\?!x\).",
+        ),
     ],
 )
 def test_invalid_contracts_name_the_file_and_field(
@@ -399,7 +407,7 @@ def test_check_table_at_a_version_and_the_facet() -> None:
         and failures["quantity_between"].samples[0]["order_id"] == 2
     )
     recorded = results(new.version)
-    assert not recorded["unique_keys"]["passed"] and recorded["unique_keys"]["job"] == "quality_check"
+    assert not recorded["unique_keys"]["passed"] and recorded["unique_keys"]["job"] == "quality_check:orders"
     facet = assertions_facet(new.results)
     shaped = {a.assertion: a for a in facet.assertions}
     assert not shaped["quantity_between"].success and shaped["quantity_between"].column == "quantity"

@@ -19,6 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from lakebed.lineage.events import file_dataset
+from lakebed.lineage.runs import lineage_run
+from lakebed.pipelines.delta import RunContext
 from lakebed.pipelines.features.retrieval import (
     ENTITY_TIMESTAMP,
     as_arrow,
@@ -103,44 +106,47 @@ def create_training_set(
         raise TrainingSetError(
             f"training set {name!r} already exists ({manifest_path}); choose another name or overwrite=True"
         )
-    entities = as_arrow(entity_rows)
-    plans = resolve_features(features, config=config, reserved=entities.column_names)
-    check_columns(entities, plans, timestamp_column)
-    epoch_us(entities.column(timestamp_column), timestamp_column)  # type check before writing anything
-    pins = {}
-    for plan in plans:
-        table = open_offline(plan, None, config)
-        pins[plan.key] = ViewPin(
-            table=plan.table, delta_version=table.version(), definition_hash=plan.spec.definition_hash()
-        )
-    digest = entity_hash(entities)
+    # A lineage run: the offline tables at the versions pinned in, the training set out.
+    with lineage_run(RunContext(job=f"training_set:{name}"), config=config) as lineage:
+        entities = as_arrow(entity_rows)
+        plans = resolve_features(features, config=config, reserved=entities.column_names)
+        check_columns(entities, plans, timestamp_column)
+        epoch_us(entities.column(timestamp_column), timestamp_column)  # type check before writing anything
+        pins = {}
+        for plan in plans:
+            table = open_offline(plan, None, config)
+            pins[plan.key] = ViewPin(
+                table=plan.table, delta_version=table.version(), definition_hash=plan.spec.definition_hash()
+            )
+        digest = entity_hash(entities)
 
-    folder.mkdir(parents=True, exist_ok=True)
-    entities_path = folder / ENTITIES_FILE
-    partial = folder / f".{ENTITIES_FILE}.{os.getpid()}.tmp"
-    pq.write_table(entities, partial, compression="zstd")
-    stored = pq.read_table(partial)
-    if entity_hash(stored) != digest:
-        partial.unlink(missing_ok=True)
-        raise TrainingSetError(
-            f"the entity rows of training set {name!r} do not survive a Parquet round trip unchanged "
-            f"(schema {entities.schema}); convert unusual column types first"
+        folder.mkdir(parents=True, exist_ok=True)
+        entities_path = folder / ENTITIES_FILE
+        partial = folder / f".{ENTITIES_FILE}.{os.getpid()}.tmp"
+        pq.write_table(entities, partial, compression="zstd")
+        stored = pq.read_table(partial)
+        if entity_hash(stored) != digest:
+            partial.unlink(missing_ok=True)
+            raise TrainingSetError(
+                f"the entity rows of training set {name!r} do not survive a Parquet round trip unchanged "
+                f"(schema {entities.schema}); convert unusual column types first"
+            )
+        partial.replace(entities_path)
+        manifest = TrainingSetManifest(
+            name=name,
+            features=list(features),
+            views=pins,
+            entity_hash=digest,
+            entity_rows=str(entities_path),
+            entity_row_count=entities.num_rows,
+            timestamp_column=timestamp_column,
+            created_at=dt.datetime.now(dt.UTC),
+            lakebed_version=__version__,
         )
-    partial.replace(entities_path)
-    manifest = TrainingSetManifest(
-        name=name,
-        features=list(features),
-        views=pins,
-        entity_hash=digest,
-        entity_rows=str(entities_path),
-        entity_row_count=entities.num_rows,
-        timestamp_column=timestamp_column,
-        created_at=dt.datetime.now(dt.UTC),
-        lakebed_version=__version__,
-    )
-    partial_manifest = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
-    partial_manifest.write_text(manifest.to_json())
-    partial_manifest.replace(manifest_path)
+        partial_manifest = folder / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
+        partial_manifest.write_text(manifest.to_json())
+        partial_manifest.replace(manifest_path)
+        lineage.add_output(file_dataset(folder, sha256=digest, rows=entities.num_rows))
     return manifest
 
 
