@@ -28,6 +28,8 @@ _PUBLIC: dict[str, str] = {
     "read_content": "lakebed.pipelines.unstructured",
     "get_config": "lakebed.config",
     "LakebedError": "lakebed.errors",
+    "LineageStore": "lakebed.lineage.store",
+    "check_table": "lakebed.pipelines.quality",
 }
 
 __all__ = [
@@ -35,8 +37,10 @@ __all__ = [
     "FeatureStore",
     "CommitResult",
     "LakebedError",
+    "LineageStore",
     "RunContext",
     "TableContract",
+    "check_table",
     "commit",
     "get_config",
     "ingest_files",
@@ -51,9 +55,11 @@ if TYPE_CHECKING:
     from lakebed.config import get_config
     from lakebed.errors import LakebedError
     from lakebed.feature_store import FeatureStore
+    from lakebed.lineage.store import LineageStore
     from lakebed.pipelines.catalog import Catalog
     from lakebed.pipelines.delta import CommitResult, RunContext, commit
     from lakebed.pipelines.ingest import ingest_files
+    from lakebed.pipelines.quality import check_table
     from lakebed.pipelines.read import read_table, scan_table, sql
     from lakebed.pipelines.unstructured import ingest_unstructured, read_content
     from lakebed.schemas.contract import TableContract

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lakebed.cli_features import features
+from lakebed.cli_lineage import lineage
 from lakebed.cli_quality import quality
 from lakebed.cli_stream import register as register_stream_commands
 from lakebed.config import get_config
@@ -302,6 +303,7 @@ def _progress() -> Iterator[Any]:
 
 main.add_command(features)
 main.add_command(quality)
+main.add_command(lineage)
 register_stream_commands(main)
 
 
