@@ -13,6 +13,23 @@ from lakebed.schemas.types import type_name
 from lakebed.config import LakebedConfig
 
 
+def _producer(table: str, delta: DeltaTable) -> dict[str, Any]:
+    """The run that wrote the current version (from its commit), and how to ask lineage about it."""
+    commit = delta.history(1)[0] if delta.version() >= 0 else {}
+    run_id = commit.get("lakebed.run_id")
+    if not run_id:
+        return {}
+    return {
+        "lakebed/run_id": run_id,
+        "lakebed/job": commit.get("lakebed.job", ""),
+        "lakebed/code_version": commit.get("lakebed.code_version", ""),
+        "lakebed/lineage": dg.MetadataValue.md(
+            f"Produced by run `{run_id}`. Provenance: `lakebed lineage producer {table}@{delta.version()}`; "
+            f"graph: `lakebed lineage upstream {table}@{delta.version()} --format svg -o {table}.svg`."
+        ),
+    }
+
+
 def table_metadata(table: str, config: LakebedConfig, **extra: Any) -> tuple[dict[str, Any], dg.DataVersion]:
     """Metadata for the table's current version and that version as the asset's DataVersion."""
     entry = Catalog(config).get(table)
@@ -34,6 +51,7 @@ def table_metadata(table: str, config: LakebedConfig, **extra: Any) -> tuple[dic
             ]
         ),
         "lakebed/delta_version": delta.version(),
+        **_producer(table, delta),
         **extra,
     }
     return metadata, dg.DataVersion(str(delta.version()))

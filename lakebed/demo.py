@@ -64,6 +64,7 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
     _summary(console)
     _quality_summary(console)
     _features_summary(console)
+    _lineage_summary(console)
     _where_to_look(console, time.monotonic() - started)
 
 
@@ -268,6 +269,27 @@ def _quality_summary(console: Console) -> None:
     )
 
 
+def _lineage_summary(console: Console) -> None:
+    from lakebed.lineage.render import render
+    from lakebed.lineage.store import LineageStore
+
+    config = get_config()
+    store = LineageStore(config)
+    runs = store.runs(limit=1_000_000)
+    failed = sum(1 for r in runs if r["state"] in ("FAIL", "ABORT"))
+    producer = store.producer("fv_customer_activity_v1")
+    inputs = ", ".join(d.describe() for d in producer.inputs) or "-"
+    graph_path = config.home / "lineage" / "graph.svg"
+    graph_path.write_bytes(render(store.graph(), "svg"))
+    console.print(
+        f"\n[bold]Lineage[/]: {len(runs):,} runs recorded as OpenLineage events ({failed} failed). "
+        f"fv_customer_activity_v1@{producer.outputs[0].version if producer.outputs else '?'} was written by "
+        f"run {producer.run_id} (job {producer.job_name}, code {producer.code_version}) from {inputs}; "
+        f"Dagster run {producer.dagster_run_id or '-'}. Graph: {graph_path}",
+        soft_wrap=True,
+    )
+
+
 def _where_to_look(console: Console, seconds: float) -> None:
     config = get_config()
     lines = [
@@ -277,6 +299,8 @@ def _where_to_look(console: Console, seconds: float) -> None:
         "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
         "  • data quality:        lakebed quality quarantine orders  ·  lakebed quality check orders"
         "  ·  lakebed quality results --failed",
+        "  • lineage:             lakebed lineage producer orders  ·  lakebed lineage upstream "
+        "fv_customer_activity_v1 --column spend_1d  ·  lakebed lineage serve",
         f"  • Dagster UI:          make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})",
         f"  • landing folder:      drop CSV/JSON/Parquet files into {config.landing_root}/<table>/",
         "  • features in Python:  from lakebed import FeatureStore  (see README: Feature store)",
