@@ -8,8 +8,8 @@ No Graphviz binary is needed: SVG and PNG are laid out here, in pure Python, wit
 
 1. cycles are broken by reversing the back edges of a depth-first search (the edges are still drawn
    pointing the right way);
-2. layers are the longest path from the sources, then each source moves right next to its first reader,
-   so a table read only by a late job does not drag a long edge across the picture;
+2. layers are the longest path from the sources, then each source moves right up to the layer before
+   its nearest reader, so a table read only by a late job does not drag a long edge across the picture;
 3. an edge spanning several layers gets a dummy vertex per layer crossed, and the order within each
    layer comes from barycenter sweeps plus adjacent swaps, keeping the order with the fewest crossings;
 4. vertical positions pull every vertex towards the mean of its neighbours while keeping the order and
@@ -17,18 +17,21 @@ No Graphviz binary is needed: SVG and PNG are laid out here, in pure Python, wit
    they can; columns are as wide as their widest box and gaps as wide as their edge labels need.
 
 Datasets are rounded blue boxes, jobs square-cornered amber boxes; edges are cubic Bézier arrows with
-their labels (the versions read or written). Parallel edges between the same two nodes (one per
+their labels (the versions read or written), set on a straight stretch at the end where the edges
+spread out (beside each target of a fan-out) and nudged apart where they would overlap. Parallel edges between the same two nodes (one per
 version) are drawn as one arrow whose label lists the versions. Long labels are shortened in the middle
 with an ellipsis; the SVG keeps the full text in ``<title>`` tooltips. Output is deterministic: nodes
 are processed in id order, whatever order the graph lists them in. An edge naming a node the graph does
 not list gets a placeholder node rather than being dropped.
 
-The PNG is the same layout drawn with Pillow (imported only when a PNG is asked for), supersampled for
+The PNG is the same layout drawn with Pillow (imported only when a PNG is asked for), measured and
+drawn with DejaVu Sans where the system has it, else Pillow's built-in font, and supersampled for
 smooth lines when the picture is small enough.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import re
@@ -206,6 +209,8 @@ def _normalise(graph: Graph) -> tuple[list[Node], list[_Link]]:
     """Nodes in id order (first of each id wins, placeholders for missing ends) and the merged edges."""
     by_id: dict[str, Node] = {}
     for node in graph.nodes:
+        if node.kind not in ("dataset", "job"):  # not drawable as either: show it as a dataset
+            node = dataclasses.replace(node, kind="dataset")
         by_id.setdefault(node.id, node)
     labels: dict[tuple[str, str], list[str]] = {}
     for edge in graph.edges:
@@ -953,9 +958,21 @@ def _png_font(size_px: int, bold: bool) -> ImageFont.FreeTypeFont | ImageFont.Im
         return ImageFont.load_default()
 
 
+_BITMAP_PX = 11.0  # the font size Pillow's fixed-size bitmap font amounts to
+
+
 def _png_measure(text: str, size: float, bold: bool) -> float:
+    from PIL import ImageFont
+
     font = _png_font(round(size * _MEASURE_SCALE), bold)
-    return float(font.getlength(text)) / _MEASURE_SCALE
+    if isinstance(font, ImageFont.FreeTypeFont):
+        return float(font.getlength(text)) / _MEASURE_SCALE
+    return float(font.getlength(_latin1(text))) * size / _BITMAP_PX  # drawn scaled, see _png_text
+
+
+def _latin1(text: str) -> str:
+    """What a bitmap font can draw: Latin-1 only."""
+    return text.replace("…", "...").encode("latin-1", "replace").decode("latin-1")
 
 
 def to_png(graph: Graph, *, title: str | None = None, scale: float = 2.0) -> bytes:
@@ -980,9 +997,8 @@ def to_png(graph: Graph, *, title: str | None = None, scale: float = 2.0) -> byt
     def text(
         at: Point, value: str, size: float, color: str, *, bold: bool = False, anchor: str = "ms"
     ) -> None:
-        _png_text(
-            draw, (at[0] * k, at[1] * k), value, _png_font(max(1, round(size * k)), bold), color, anchor
-        )
+        size_px = max(1, round(size * k))
+        _png_text(draw, (at[0] * k, at[1] * k), value, _png_font(size_px, bold), size_px, color, anchor)
 
     baseline = MARGIN + TITLE_SIZE
     text((MARGIN, baseline), layout.title, TITLE_SIZE, COLORS["text"], bold=True, anchor="ls")
@@ -1051,18 +1067,27 @@ def _png_text(
     at: tuple[float, float],
     value: str,
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    size_px: int,
     color: str,
     anchor: str,
 ) -> None:
     """Text at a baseline point; ``anchor`` is ``ms`` (centred) or ``ls`` (left-aligned)."""
-    from PIL import ImageFont
+    from PIL import Image, ImageDraw, ImageFont
 
     if isinstance(font, ImageFont.FreeTypeFont):
         draw.text(at, value, font=font, fill=color, anchor=anchor)
         return
-    left, top, right, bottom = draw.textbbox((0, 0), value, font=font)  # bitmap font: no anchors
-    x = at[0] - (right - left) / 2 if anchor == "ms" else at[0]
-    draw.text((x, at[1] - bottom), value, font=font, fill=color)
+    # A fixed-size bitmap font (Pillow without FreeType): draw it at its size, then scale it to ours.
+    value = _latin1(value)
+    left, top, right, bottom = (int(v) for v in draw.textbbox((0, 0), value, font=font))
+    if right <= left or bottom <= top:
+        return
+    mask = Image.new("L", (right - left, bottom - top), 0)
+    ImageDraw.Draw(mask).text((-left, -top), value, font=font, fill=255)
+    factor = size_px / _BITMAP_PX
+    mask = mask.resize((max(1, round(mask.width * factor)), max(1, round(mask.height * factor))))
+    x = at[0] - mask.width / 2 if anchor == "ms" else at[0]
+    draw.bitmap((round(x), round(at[1] - mask.height)), mask, fill=color)
 
 
 # --- DOT and Mermaid ------------------------------------------------------------------------------------

@@ -154,9 +154,10 @@ class WriteCheck:
             self.failed.update(outcome.failed)
             if outcome.quarantined is not None:
                 self.quarantined.append(outcome.quarantined)
-            self.state.update(outcome.valid)
-            if outcome.valid.num_rows:
-                yield outcome.valid
+            for valid in outcome.valid:
+                self.state.update(valid)
+                if valid.num_rows:
+                    yield valid
         # Still inside the Delta writer (before it commits): a blocking failure here aborts the write.
         _outside_writer(self._finish)
 

@@ -31,16 +31,21 @@ RULES_COLUMN = "_rules"
 REASON_COLUMN = "_reason"
 RAW_COLUMN = "_raw"
 _SAMPLE_ROWS = 5
+_MAX_SLICES = 256
 
 
 @dataclass
 class RowOutcome:
-    """One batch split: ``valid`` goes on to the table, ``quarantined`` (the failing rows with
-    ``_rules``, ``_reason`` and ``_raw``) to quarantine; ``failed`` counts failing rows per rule."""
+    """One batch split: ``valid`` (one or more batches) goes on to the table, ``quarantined`` (the failing
+    rows with ``_rules``, ``_reason`` and ``_raw``) to quarantine; ``failed`` counts failing rows per rule."""
 
-    valid: pa.RecordBatch
+    valid: list[pa.RecordBatch]
     quarantined: pa.Table | None
     failed: dict[str, int]
+
+    @property
+    def valid_rows(self) -> int:
+        return sum(b.num_rows for b in self.valid)
 
 
 class RowChecker:
@@ -120,35 +125,30 @@ class _Compiled:
 
     def check(self, batch: pa.RecordBatch) -> RowOutcome:
         if not self.rules or batch.num_rows == 0:
-            return RowOutcome(valid=batch, quarantined=None, failed={})
+            return RowOutcome(valid=[batch], quarantined=None, failed={})
         frame, fails = self.evaluate(batch)
         counts = {name: int(n) for name, n in fails.sum().row(0, named=True).items()}
         failed = {name: n for name, n in counts.items() if n}
         bad_count = sum(counts[name] for name in self.errors)
         if bad_count == 0:
-            return RowOutcome(valid=self._converted(batch, frame), quarantined=None, failed=failed)
+            return RowOutcome(valid=[self._converted(batch, frame)], quarantined=None, failed=failed)
         error_fails = fails.select(self.errors)
         bad_mask = error_fails.select(pl.any_horizontal(pl.all()).alias("bad")).to_series()
         if not bad_mask.any():
-            return RowOutcome(valid=self._converted(batch, frame), quarantined=None, failed=failed)
+            return RowOutcome(valid=[self._converted(batch, frame)], quarantined=None, failed=failed)
         mask = bad_mask.to_arrow()
         whole = self._converted(batch, frame)
-        valid = whole.filter(pc.invert(mask))
         bad_rows = fails.filter(bad_mask)
-        broken = bad_rows.select(
-            pl.concat_list([pl.when(pl.col(n)).then(pl.lit(n)) for n in fails.columns])
-            .list.drop_nulls()
-            .alias(RULES_COLUMN)
-        )[RULES_COLUMN]
-        reasons = [
-            "; ".join(f"{name}: {self.descriptions[name]}" for name in names) for names in broken.to_list()
-        ]
+        names = fails.columns
+        broken = [[n for n, hit in zip(names, row, strict=True) if hit] for row in bad_rows.iter_rows()]
+        reasons = ["; ".join(f"{name}: {self.descriptions[name]}" for name in rules) for rules in broken]
         quarantined = pa.Table.from_batches([whole.filter(mask)])
         quarantined = quarantined.append_column(
-            pa.field(RULES_COLUMN, pa.list_(pa.string())), pa.array(broken.to_list(), pa.list_(pa.string()))
+            pa.field(RULES_COLUMN, pa.list_(pa.string())), pa.array(broken, pa.list_(pa.string()))
         )
         quarantined = quarantined.append_column(REASON_COLUMN, pa.array(reasons, pa.string()))
         quarantined = quarantined.append_column(RAW_COLUMN, self._raw(frame.filter(bad_mask)))
+        valid = _without(whole, bad_mask)
         return RowOutcome(valid=valid, quarantined=quarantined, failed=failed)
 
     def _converted(self, batch: pa.RecordBatch, frame: pl.DataFrame) -> pa.RecordBatch:
@@ -169,6 +169,22 @@ class _Compiled:
             return pa.nulls(bad.height, pa.string())
         raws = bad.select([pl.col(f"__raw_{c}").alias(c) for c in self.conversions]).to_dicts()
         return pa.array([json.dumps(r) if any(v is not None for v in r.values()) else None for r in raws])
+
+
+def _without(batch: pa.RecordBatch, bad: pl.Series) -> list[pa.RecordBatch]:
+    """``batch`` without the rows ``bad`` marks. A few bad rows are cut out by zero-copy slicing (copying
+    every column of the batch costs more than the rules); many are filtered out."""
+    positions = bad.arg_true().to_list()
+    if len(positions) > _MAX_SLICES:
+        return [batch.filter(pc.invert(bad.to_arrow()))]
+    pieces, start = [], 0
+    for position in positions:
+        if position > start:
+            pieces.append(batch.slice(start, position - start))
+        start = position + 1
+    if start < batch.num_rows:
+        pieces.append(batch.slice(start))
+    return pieces
 
 
 def _is_text(dtype: pa.DataType) -> bool:
