@@ -198,7 +198,7 @@ def _emit_graph(graph: Graph, fmt: str, output: Path | None) -> None:
     else:
         from lakebed.lineage.render import render
 
-        data = render(graph, fmt)  # type: ignore[arg-type]
+        data = render(graph, fmt)
         if output is None and fmt == "png":
             raise click.UsageError("--format png needs -o FILE")
         if output is not None:

@@ -74,7 +74,7 @@ class Emitter:
         try:
             if self.unsent.exists():
                 self._resend()
-            self.remote.emit(event)  # type: ignore[union-attr]
+            self.remote.emit(event)
         except Exception as exc:
             self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
             append_line(self.unsent, line)
@@ -92,7 +92,7 @@ class Emitter:
             sent = 0
             try:
                 for line in lines:
-                    self.remote.emit(json.loads(line))  # type: ignore[union-attr]
+                    self.remote.emit(json.loads(line))
                     sent += 1
             finally:
                 handle.seek(0)

@@ -112,7 +112,7 @@ def scrub_event(event: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str,
             return [walk(v) for v in value]
         return value
 
-    return walk(event)  # type: ignore[no-any-return]
+    return walk(event)
 
 
 def _type_name(dtype: pa.DataType) -> str:

@@ -406,7 +406,7 @@ class LineageStore:
                     fields = sorted(sources[(source.namespace, source.name)]) if sources is not None else None
                     node = builder.dataset(source.namespace, source.name, source.version, columns=fields)
                     builder.edge(node, job, f"v{source.version}" if source.version else None)
-                    for field_name in fields or [None]:
+                    for field_name in fields if fields is not None else [None]:
                         following.append((source.namespace, source.name, source.version, field_name))
             frontier = following
         return builder.graph()

@@ -365,9 +365,8 @@ def _duplicate_keys(batches: Iterable[pa.Table], existing: pa.Table | None, keys
             .unique()
             .with_columns(pl.lit(True).alias("__old"))
         )
-        held = new.join(old, on=list(keys), how="left", maintain_order="left", nulls_equal=True)
-        held = held["__old"].fill_null(False)
-        return int((repeated["__repeated"] | held).sum())
+        joined = new.join(old, on=list(keys), how="left", maintain_order="left", nulls_equal=True)
+        return int((repeated["__repeated"] | joined["__old"].fill_null(False)).sum())
     return int(repeated["__repeated"].sum())
 
 
