@@ -57,9 +57,9 @@ def location(uri: str) -> tuple[str, str]:
     """The OpenLineage ``(namespace, name)`` of a storage location (a path or an object-store URI)."""
     if "://" not in uri:
         return "file", str(Path(uri).resolve())
-    parts = urlsplit(uri)
+    parts = urlsplit(uri.rstrip("/"))
     if parts.scheme == "file":
-        return "file", parts.path
+        return "file", str(Path(parts.path).resolve())
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"

@@ -95,7 +95,8 @@ class LineageRun:
                     event_type,
                     run_id=self.run_id,
                     job=self.job,
-                    inputs=list(self.inputs.values()),
+                    # A table the run read back after writing it is not one of its inputs.
+                    inputs=[ref for key, ref in self.inputs.items() if key not in self.outputs],
                     outputs=self._outputs() if event_type != "START" else [],
                     parent=self.parent,
                     error=error,

@@ -40,6 +40,7 @@ from lakebed.quality.polars_engine import (
     REASON_COLUMN,
     RULES_COLUMN,
     RowChecker,
+    RowOutcome,
     TableRuleState,
     row_results,
 )
@@ -137,6 +138,9 @@ class WriteCheck:
         self.failed: Counter[str] = Counter()
         self.quarantined: list[pa.Table] = []
         self.results: list[RuleResult] = []
+        # The writer may pull our batches on one of its own threads, where the caller's context (the
+        # lineage run being recorded) is unknown: work done after the last batch runs in the caller's.
+        self._context = contextvars.copy_context()
 
     def target_schema(self, incoming: pa.Schema) -> pa.Schema:
         """The schema of the checked batches (text columns converted to their declared types)."""
@@ -147,19 +151,34 @@ class WriteCheck:
         return sum(t.num_rows for t in self.quarantined)
 
     def apply(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """The valid rows of ``batches``; after the last one, judge the table rules and quarantine."""
-        for batch in batches:
-            outcome = self.checker.check(batch)
-            self.rows += batch.num_rows
-            self.failed.update(outcome.failed)
-            if outcome.quarantined is not None:
-                self.quarantined.append(outcome.quarantined)
-            for valid in outcome.valid:
-                self.state.update(valid)
-                if valid.num_rows:
-                    yield valid
+        """The valid rows of ``batches``; after the last one, judge the table rules and quarantine.
+
+        Each batch is checked on a worker thread while the writer takes the previous one (Polars releases
+        the GIL), so checking overlaps reading and writing; at most two batches are in flight."""
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lakebed-quality") as pool:
+            pending: concurrent.futures.Future[tuple[pa.RecordBatch, RowOutcome]] | None = None
+            for batch in batches:
+                following = pool.submit(self._check, batch)
+                if pending is not None:
+                    yield from self._take(*pending.result())
+                pending = following
+            if pending is not None:
+                yield from self._take(*pending.result())
         # Still inside the Delta writer (before it commits): a blocking failure here aborts the write.
-        _outside_writer(self._finish)
+        _outside_writer(self._context, self._finish)
+
+    def _check(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, RowOutcome]:
+        return batch, self.checker.check(batch)
+
+    def _take(self, batch: pa.RecordBatch, outcome: RowOutcome) -> Iterator[pa.RecordBatch]:
+        self.rows += batch.num_rows
+        self.failed.update(outcome.failed)
+        if outcome.quarantined is not None:
+            self.quarantined.append(outcome.quarantined)
+        for valid in outcome.valid:
+            self.state.update(valid)
+            if valid.num_rows:
+                yield valid
 
     def _finish(self) -> None:
         self.results = self._row_results() + self.state.evaluate(
@@ -264,12 +283,11 @@ def _already_applied(name: str, transactions: Sequence[Transaction], catalog: Ca
     return all((table.transaction_version(t.app_id) or -1) >= t.version for t in transactions)
 
 
-def _outside_writer(function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-    """Run ``function`` on a fresh thread: delta-rs cannot open or write a table from inside the runtime
-    that is consuming our batches (it would panic), and batches are consumed there."""
-    context = contextvars.copy_context()  # the lineage run being recorded goes along
+def _outside_writer(context: contextvars.Context, function: Callable[..., _T], *args: Any) -> _T:
+    """Run ``function`` in ``context`` on a fresh thread: delta-rs cannot open or write a table from inside
+    the runtime that is consuming our batches (it would panic), and batches are consumed there."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(context.run, function, *args, **kwargs).result()
+        return pool.submit(context.run, function, *args).result()
 
 
 def write_results(
