@@ -141,7 +141,10 @@ def _remote_transport(config: LakebedConfig) -> Any:
 
     transport = OpenLineageClient().transport
     if isinstance(transport, HttpTransport) and not os.environ.get("OPENLINEAGE_CONFIG"):
-        transport.timeout = config.lineage_timeout  # a slow backend must not slow the job
+        # A slow or dead backend must not slow the job: one attempt, a short timeout; kept events are
+        # re-sent later by lakebed itself.
+        transport.timeout = config.lineage_timeout
+        transport.config.retry = {"total": 0, "connect": 0, "read": 0, "status": 0, "backoff_factor": 0}
     return transport
 
 

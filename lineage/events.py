@@ -136,7 +136,9 @@ def dataset_facets(ref: DatasetRef, *, output: bool) -> tuple[dict[str, Any], di
 
     facets: dict[str, Any] = {
         "dataSource": datasource_dataset.DatasourceDatasetFacet(
-            name=ref.namespace, uri=ref.namespace, producer=PRODUCER
+            name=ref.namespace,
+            uri=ref.namespace if "://" in ref.namespace else f"{ref.namespace}://",
+            producer=PRODUCER,
         ),
     }
     if ref.version is not None:
@@ -169,14 +171,15 @@ def dataset_facets(ref: DatasetRef, *, output: bool) -> tuple[dict[str, Any], di
             },
             producer=PRODUCER,
         )
+    io_facets: dict[str, Any] = {}
     if ref.quality is not None and ref.quality.results:
         from lakebed.quality.results import assertions_facet
 
-        facets["dataQualityAssertions"] = assertions_facet(ref.quality.results)
+        # The spec's dataQualityAssertions is an input facet; on an output it describes the written data.
+        (facets if output else io_facets)["dataQualityAssertions"] = assertions_facet(ref.quality.results)
     lakebed_facet = {k: v for k, v in {"table": ref.table, **ref.extra}.items() if v is not None}
     if lakebed_facet:
         facets["lakebed"] = {"_producer": PRODUCER, "_schemaURL": LAKEBED_FACET_SCHEMA, **lakebed_facet}
-    io_facets: dict[str, Any] = {}
     if output and (ref.rows is not None or ref.size is not None):
         io_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
             rowCount=ref.rows, size=ref.size, producer=PRODUCER

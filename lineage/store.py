@@ -266,7 +266,7 @@ class LineageStore:
 
     def _latest_version(self, namespace: str, name: str) -> str | None:
         rows = self._query(
-            "SELECT version FROM io WHERE role = 'output' AND event_type = 'COMPLETE' AND namespace = ? "
+            "SELECT version FROM io WHERE role = 'output' AND event_type IN ('COMPLETE', 'FAIL', 'ABORT') AND namespace = ? "
             "AND name = ? AND version IS NOT NULL ORDER BY TRY_CAST(version AS BIGINT) DESC NULLS LAST, "
             "event_time DESC LIMIT 1",
             [namespace, name],
@@ -275,7 +275,7 @@ class LineageStore:
 
     def _producing_run(self, namespace: str, name: str, version: str) -> str | None:
         rows = self._query(
-            "SELECT run_id FROM io WHERE role = 'output' AND event_type = 'COMPLETE' AND namespace = ? "
+            "SELECT run_id FROM io WHERE role = 'output' AND event_type IN ('COMPLETE', 'FAIL', 'ABORT') AND namespace = ? "
             "AND name = ? AND version = ? ORDER BY event_time DESC LIMIT 1",
             [namespace, name, version],
         )
@@ -356,7 +356,8 @@ class LineageStore:
             SELECT TRY_CAST(io.version AS BIGINT) AS version, io.run_id, io.job_name AS job, io.event_time AS written_at,
                    r.code_version, io.rows, io.size, r.parent_run_id
             FROM io JOIN runs r USING (run_id)
-            WHERE io.role = 'output' AND io.event_type = 'COMPLETE' AND io.namespace = ? AND io.name = ?
+            WHERE io.role = 'output' AND io.event_type IN ('COMPLETE', 'FAIL', 'ABORT')
+              AND io.namespace = ? AND io.name = ?
             ORDER BY version DESC NULLS LAST, written_at DESC
             """,
             [namespace, name],
@@ -383,6 +384,8 @@ class LineageStore:
         versions it read. With ``column``: only the columns that column derives from."""
         namespace, name = self.resolve(table)
         start = str(version) if version is not None else self._latest_version(namespace, name)
+        if start is not None and self._producing_run(namespace, name, start) is None:
+            raise LineageNotFoundError(f"no run in the lineage store wrote version {start} of {table!r}")
         builder = _GraphBuilder(self)
         builder.dataset(namespace, name, start, columns=[column] if column else None)
         frontier: list[tuple[str, str, str | None, str | None]] = [(namespace, name, start, column)]
@@ -470,7 +473,7 @@ class LineageStore:
         system = "" if include_system else " AND coalesce(kind, '') <> 'system'"
         rows = self._query(
             "SELECT DISTINCT job_namespace, job_name, role, namespace, name, table_name FROM io "
-            f"WHERE event_time <= ? AND (role = 'input' OR event_type = 'COMPLETE'){system}",
+            f"WHERE event_time <= ? AND (role = 'input' OR event_type IN ('COMPLETE', 'FAIL', 'ABORT')){system}",
             [cutoff],
         )
         builder = _GraphBuilder(self)
@@ -504,7 +507,7 @@ class LineageStore:
     def dataset_versions(self, namespace: str, name: str) -> list[dict[str, Any]]:
         rows = self._query(
             "SELECT version, run_id, event_time AS created_at, rows, size FROM io WHERE role = 'output' "
-            "AND event_type = 'COMPLETE' AND namespace = ? AND name = ? "
+            "AND event_type IN ('COMPLETE', 'FAIL', 'ABORT') AND namespace = ? AND name = ? "
             "ORDER BY TRY_CAST(version AS BIGINT) DESC NULLS LAST, event_time DESC",
             [namespace, name],
         )
@@ -664,7 +667,9 @@ def _row(event: dict[str, Any], raw: str, offset: int) -> dict[str, Any]:
 def _dataset(dataset: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
     facets = dataset.get("facets") or {}
     stats = (dataset.get("outputFacets") or {}).get("outputStatistics") or {}
-    quality = facets.get("dataQualityAssertions")
+    quality = facets.get("dataQualityAssertions") or (dataset.get("inputFacets") or {}).get(
+        "dataQualityAssertions"
+    )
     lineage = facets.get("columnLineage")
     return {
         "namespace": dataset["namespace"],
