@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from deltalake import DeltaTable
+from lakebed.lineage.store import LineageStore
 from lakebed.pipelines.catalog import Catalog
+from openlineage_spec import validate_event
 
 import lakebed
 from lakebed.cli import main
@@ -31,6 +35,27 @@ def test_demo_materialises_sample_data_and_prints_where_to_look(lakebed_home: Pa
     # The runs are in the demo's Dagster instance, so the UI shows them.
     runs = list((lakebed_home / "dagster").rglob("*"))
     assert runs, "the demo's Dagster runs were not persisted under DAGSTER_HOME"
+    # Quality: the sample orders that break the contract are quarantined with their file and line.
+    quarantined = lakebed.read_table("orders__quarantine").to_pylist()
+    assert len(quarantined) == 4 and all(r["_source_line"] > 1 for r in quarantined)
+    assert lakebed.read_table("shop_events__quarantine").num_rows == 1
+    # Lineage: every event the demo emitted is a valid OpenLineage RunEvent, every run started and ended,
+    # and every Delta version of every table resolves to a run in the lineage store.
+    events = [
+        json.loads(line) for line in (lakebed_home / "lineage" / "events.jsonl").read_text().splitlines()
+    ]
+    assert {i: p for i, e in enumerate(events) if (p := validate_event(e))} == {}
+    states: dict[str, list[str]] = {}
+    for event in events:
+        states.setdefault(event["run"]["runId"], []).append(event["eventType"])
+    assert all(s[0] == "START" and s[-1] in ("COMPLETE", "FAIL") for s in states.values())
+    store = LineageStore()
+    for entry in Catalog().list():
+        for commit_info in DeltaTable(entry.uri).history():
+            run_id = commit_info.get("lakebed.run_id")
+            assert run_id in states, (entry.name, commit_info["version"], commit_info.get("operation"))
+    assert "<svg" in (lakebed_home / "lineage" / "graph.svg").read_text()
+    assert store.producer("orders").job_name == "dagster:orders"
 
 
 def test_dagster_loads_the_code_location(lakebed_home: Path) -> None:
