@@ -94,6 +94,15 @@ class LineageNotFoundError(LakebedError, LookupError):
     """A lineage query names a table, version, run or job the lineage store does not know."""
 
 
+class TierError(LakebedError):
+    """A tier move or recall cannot go on (the cold store is unreachable, a check failed, ...); the data
+    is intact and the operation can be run again."""
+
+
+class TierConflictError(TierError):
+    """Another mover changed the table's tiers at the same moment; this one stopped cleanly."""
+
+
 class ContentNotFoundError(LakebedError):
     """No row and no blob of the table holds bytes with that sha256."""
 

@@ -18,9 +18,19 @@ from deltalake.exceptions import DeltaError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
 from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.tiering import (
+    Part,
+    Tiers,
+    literal,
+    open_tiers,
+    sql_units,
+    storage_options,
+    to_units,
+    view_schema,
+)
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import TableNotFoundError
+from lakebed.errors import TableNotFoundError, TierError
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,11 +65,25 @@ def open_table(
     return table
 
 
+def tiers(
+    name: str,
+    *,
+    version: int | None = None,
+    as_of: AsOf | None = None,
+    config: LakebedConfig | None = None,
+) -> Tiers:
+    """``name`` across its hot and cold tiers (just the hot table when it is not tiered). ``version`` is the
+    hot table's version: the cold tier is taken as it was with that version."""
+    config = config or get_config()
+    hot = open_table(name, version=version, as_of=as_of, config=config)
+    return open_tiers(Catalog(config).get(name), hot, config)
+
+
 def dataset(
     name: str, *, version: int | None = None, as_of: AsOf | None = None, config: LakebedConfig | None = None
 ) -> ds.Dataset:
-    """A lazily scanned pyarrow dataset of ``name`` (filters and projections push down)."""
-    return open_table(name, version=version, as_of=as_of, config=config).to_pyarrow_dataset()
+    """A lazily scanned pyarrow dataset of ``name`` over both tiers (filters and projections push down)."""
+    return tiers(name, version=version, as_of=as_of, config=config).dataset()
 
 
 def read_table(
@@ -69,45 +93,126 @@ def read_table(
     *,
     columns: Sequence[str] | None = None,
     filter: ds.Expression | None = None,  # noqa: A002 - the pyarrow name
+    since: object = None,
     config: LakebedConfig | None = None,
 ) -> pa.Table:
-    """Read a lakebed table (optionally at a version or as of a time) into an Arrow table."""
-    data = dataset(name, version=version, as_of=as_of, config=config)
+    """Read a lakebed table (optionally at a version or as of a time) into an Arrow table.
+
+    ``since`` keeps rows whose tiering column is at or after it; on a tiered table a ``since`` at or above
+    the watermark reads the hot tier only, never touching the cold store."""
+    found = tiers(name, version=version, as_of=as_of, config=config)
     wanted = list(columns) if columns is not None else None
+    condition = filter
+    if since is not None:
+        column = _tier_column(found, name, config)
+        bound = ds.field(column) >= literal(
+            to_units(since, found.hot_column_type(column)), found.hot_column_type(column)
+        )
+        condition = bound if condition is None else condition & bound
+        if found.skip_cold(to_units(since, found.hot_column_type(column))):
+            found = Tiers(found.name, found.hot)
+    tables = [_scan(found, part, wanted, condition) for part in found.parts()]
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables([t.cast(tables[0].schema) for t in tables])
+
+
+def _scan(found: Tiers, part: Part, columns: list[str] | None, condition: ds.Expression | None) -> pa.Table:
+    keep = found.condition(part)
+    combined = keep if condition is None else (condition if keep is None else condition & keep)
+    data = (
+        part.table.to_pyarrow_dataset()
+        if len(found.parts()) == 1
+        else part.table.to_pyarrow_dataset(schema=view_schema(found.hot))
+    )
     try:
-        return data.to_table(columns=wanted, filter=filter)
+        table = data.to_table(columns=columns, filter=combined)
     except pa.ArrowNotImplementedError:
-        if filter is None:
+        if combined is None:
             raise
         # Files rewritten by delta-rs merges hold string_view columns, which pyarrow cannot compare
         # against a plain string literal while scanning; filter after the scan instead.
-        table = data.to_table().filter(filter)
-        return table.select(wanted) if wanted is not None else table
+        table = data.to_table().filter(combined)
+        table = table.select(columns) if columns is not None else table
+    return _plain(table) if len(found.parts()) > 1 else table
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """View-typed string/binary columns back to plain ones (what single-tier reads return)."""
+    schema = pa.schema(
+        [
+            f.with_type(pa.string())
+            if pa.types.is_string_view(f.type)
+            else (f.with_type(pa.binary()) if pa.types.is_binary_view(f.type) else f)
+            for f in table.schema
+        ]
+    )
+    return table.cast(schema) if schema != table.schema else table
+
+
+def _tier_column(found: Tiers, name: str, config: LakebedConfig | None) -> str:
+    if found.column is not None:
+        return found.column
+    entry = Catalog(config or get_config()).get(name)
+    policy = entry.contract.tiering if entry.contract is not None else None
+    if policy is None:
+        raise ValueError(f"since= needs a tiered table; {name!r} has no tiering column in its contract")
+    return policy.column
 
 
 def scan_table(
-    name: str, version: int | None = None, as_of: AsOf | None = None, *, config: LakebedConfig | None = None
+    name: str,
+    version: int | None = None,
+    as_of: AsOf | None = None,
+    *,
+    config: LakebedConfig | None = None,
 ) -> pl.LazyFrame:
-    """A Polars LazyFrame over a lakebed table (predicates and projections push down)."""
+    """A Polars LazyFrame over a lakebed table, both tiers (predicates and projections push down)."""
     import polars as pl
 
-    table = open_table(name, version=version, as_of=as_of, config=config)
-    return pl.scan_delta(table.table_uri, version=table.version())
+    config = config or get_config()
+    found = tiers(name, version=version, as_of=as_of, config=config)
+    frames = []
+    for part in found.parts():
+        options = storage_options(part.table.table_uri, config)
+        frame = pl.scan_delta(part.table.table_uri, version=part.table.version(), storage_options=options)
+        if part.keep is not None and found.column is not None and found.watermark is not None:
+            bound = pl.lit(found.watermark).cast(pl.from_arrow(pa.array([], found.dtype)).dtype)  # type: ignore[union-attr]
+            column = pl.col(found.column)
+            frame = frame.filter(column < bound if part.keep == "below" else column >= bound)
+        frames.append(frame)
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
 
 def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every lakebed table registered as a view under its name."""
+    """An in-memory DuckDB connection with every lakebed table registered as a view under its name
+    (a tiered table: the union of its tiers)."""
     import duckdb
 
     config = config or get_config()
     connection = duckdb.connect()
     for entry in Catalog(config).list():
         try:
-            table = DeltaTable(entry.uri)
+            hot = DeltaTable(entry.uri)
+            found = open_tiers(entry, hot, config)
             # View-typed dataset schema: DuckDB then reads files written as string or string_view alike.
-            connection.register(entry.name, table.to_pyarrow_dataset(schema=_view_schema(table)))
-        except DeltaError:
-            continue  # registered but never written: nothing to query yet
+            schema = view_schema(hot)
+            parts = found.parts()
+            if len(parts) == 1:
+                connection.register(entry.name, hot.to_pyarrow_dataset(schema=schema))
+                continue
+            selects = []
+            for index, part in enumerate(parts):
+                hidden = f"__{entry.name}__tier{index}"
+                connection.register(hidden, part.table.to_pyarrow_dataset(schema=schema))
+                where = ""
+                if part.keep is not None and found.column and found.watermark is not None and found.dtype:
+                    units = sql_units(found.column, found.dtype)
+                    where = f" WHERE {units} {'<' if part.keep == 'below' else '>='} {found.watermark}"
+                selects.append(f'SELECT * FROM "{hidden}"{where}')
+            connection.execute(f'CREATE VIEW "{entry.name}" AS ' + " UNION ALL BY NAME ".join(selects))
+        except (DeltaError, TierError):
+            continue  # registered but never written, or its cold tier unreachable: nothing to query
     return connection
 
 
@@ -118,17 +223,6 @@ def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:
         return fetch_arrow(connection.sql(query))
     finally:
         connection.close()
-
-
-def _view_schema(table: DeltaTable) -> pa.Schema:
-    fields = []
-    for f in pa.schema(table.schema().to_arrow()):
-        if pa.types.is_string(f.type):
-            f = f.with_type(pa.string_view())
-        elif pa.types.is_binary(f.type):
-            f = f.with_type(pa.binary_view())
-        fields.append(f)
-    return pa.schema(fields)
 
 
 def fetch_arrow(relation: duckdb.DuckDBPyRelation | None) -> pa.Table:

@@ -12,6 +12,7 @@ import pyarrow as pa
 from lakebed.schemas.loading import read_yaml, validate
 from lakebed.schemas.naming import table_name_validator
 from lakebed.schemas.rules import ExprRule, Scalar, Severity, TableRules, sql_columns
+from lakebed.schemas.tiering import TierPolicy
 from lakebed.schemas.types import parse_type, type_name
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -113,6 +114,7 @@ class TableContract(BaseModel):
     description: str | None = None
     rules: tuple[ExprRule, ...] = ()
     table_rules: TableRules = TableRules()
+    tiering: TierPolicy | None = None
 
     @field_validator("name")
     @classmethod
@@ -148,6 +150,15 @@ class TableContract(BaseModel):
             unknown = [c for c in columns if c not in names]
             if unknown:
                 raise ValueError(f"table_rules.unique_keys names unknown columns {unknown}")
+        if self.tiering is not None:
+            column = next((c for c in self.columns if c.name == self.tiering.column), None)
+            if column is None:
+                raise ValueError(f"tiering names unknown column {self.tiering.column!r}")
+            dtype = column.arrow_type
+            if not (pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) or pa.types.is_integer(dtype)):
+                raise ValueError(
+                    f"tiering needs a timestamp, date or integer column, {column.name!r} is {column.type}"
+                )
         freshness = self.table_rules.freshness
         if freshness is not None:
             column = next((c for c in self.columns if c.name == freshness.column), None)

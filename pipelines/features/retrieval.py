@@ -52,7 +52,7 @@ from lakebed.errors import (
 
 if TYPE_CHECKING:
     import duckdb
-    from deltalake import DeltaTable
+    from lakebed.pipelines.tiering import Tiers
 
 ENTITY_TIMESTAMP = "event_timestamp"
 """Default name of the entity rows' timestamp column (override with ``timestamp_column=``)."""
@@ -245,12 +245,12 @@ def epoch_us(column: pa.ChunkedArray, name: str) -> pa.Array:
 
 
 # Offline data ---------------------------------------------------------------------------------------
-def open_offline(plan: ViewPlan, version: int | None, config: LakebedConfig) -> DeltaTable:
-    """The offline Delta table of ``plan`` at ``version`` (None: the latest), or a clear error."""
-    from lakebed.pipelines.read import open_table
+def open_offline(plan: ViewPlan, version: int | None, config: LakebedConfig) -> Tiers:
+    """The offline table of ``plan`` at ``version`` (None: the latest) across its tiers, or a clear error."""
+    from lakebed.pipelines.read import tiers
 
     try:
-        return open_table(plan.table, version=version, config=config)
+        return tiers(plan.table, version=version, config=config)
     except TableNotFoundError as exc:
         if version is not None:
             raise FeatureRetrievalError(
@@ -277,7 +277,7 @@ def _quote(name: str) -> str:
 
 
 def _feature_frame(
-    plan: ViewPlan, table: DeltaTable, lo_us: int | None, hi_us: int | None
+    plan: ViewPlan, table: Tiers, lo_us: int | None, hi_us: int | None
 ) -> tuple[pa.Table, pa.Schema]:
     """The offline rows the join can use: key, time and requested feature columns, and only the rows
     inside ``(lo - ttl, hi]`` of the entity timestamps (row groups outside are skipped)."""
@@ -307,7 +307,7 @@ def _pit_join(
     entities: pa.Table,
     ts_us: pa.Array,
     plan: ViewPlan,
-    table: DeltaTable,
+    table: Tiers,
 ) -> list[pa.ChunkedArray]:
     """The feature columns of ``plan`` for every entity row, in input order."""
     from lakebed.pipelines.read import fetch_arrow
@@ -428,7 +428,7 @@ def get_historical_features(
 
 
 def join_features(
-    entities: pa.Table, plans: Sequence[ViewPlan], tables: Mapping[str, DeltaTable], timestamp_column: str
+    entities: pa.Table, plans: Sequence[ViewPlan], tables: Mapping[str, Tiers], timestamp_column: str
 ) -> pa.Table:
     """``entities`` followed by the point-in-time joined feature columns of every plan, each view read
     from ``tables[plan.key]``."""

@@ -1,0 +1,854 @@
+"""Hot/cold tiering: a table's older rows live in a cold Delta table on object storage, transparently.
+
+A tiered table is two Delta tables: the hot one (the catalog's URI, local; every write lands there) and the
+cold one (``<cold root>/<table>``, e.g. ``s3://bucket/prefix/<table>``), split by a watermark on the
+contract's ``tiering.column``: cold holds the rows below it. Watermarks are int64 in the column's units
+(microseconds since the epoch for timestamps, days for dates, the value for integers).
+
+State lives in Delta application transactions, never in side files:
+
+* cold ``tier:<table>`` = the watermark (the cold table is the truth about what it holds);
+* hot ``tier-op:<table>`` = the number of the last move or recall started (with ``tier-target:<table>``,
+  the watermark it aims at), ``tier-done:<table>`` = the number of the last one finished, and with it
+  ``tier-wm:<table>`` = the watermark and ``tier-cold:<table>`` = the cold version that goes with it.
+
+A move is three commits: (1) hot: the intent (``tier-op`` + 1); (2) cold: the hot rows below the target,
+with ``tier:<table>`` = target; (3) hot: delete those rows, with ``tier-done``/``tier-wm``/``tier-cold``.
+A recall is the mirror: (1) intent, (2) hot: append the cold rows at or above the target, (3) cold: delete
+them with ``tier:<table>`` = target, (4) hot: ``tier-done``/``tier-wm``/``tier-cold``.
+
+Readers (:func:`open_tiers`) load hot first. When ``tier-done`` equals ``tier-op`` nothing is in flight:
+they read hot and cold at ``tier-cold`` as they are. Otherwise an operation was interrupted mid-way (or is
+running): they read cold's current watermark W and take cold rows below W and hot rows at or above W.
+Every state between two commits reads every row exactly once, so a crash at any point is harmless and a
+rerun (``move``/``recall`` resume an interrupted operation first) converges. Two movers at once: the
+second one's intent commit conflicts on ``tier-op`` and it stops with :class:`TierConflictError`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from lakebed.lineage.events import table_dataset
+from lakebed.lineage.runs import lineage_run
+from lakebed.pipelines.catalog import Catalog, TableEntry
+from lakebed.pipelines.delta import RunContext
+from lakebed.schemas.tiering import TierPolicy
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import TierConflictError, TierError
+
+Progress = Callable[[str, int, int], None]
+"""``progress(step, rows_done, rows_total)``."""
+
+_DAY_US = 86_400_000_000
+
+
+# --- where and what --------------------------------------------------------------------------------
+
+
+def cold_uri(table: str, config: LakebedConfig) -> str:
+    return f"{config.cold_uri.rstrip('/')}/{table}"
+
+
+def storage_options(uri: str, config: LakebedConfig) -> dict[str, str] | None:
+    """delta-rs storage options for ``uri`` (the AWS_* settings for ``s3://``; none for local paths)."""
+    return config.s3.to_storage_options() if uri.startswith("s3://") else None
+
+
+def policy_of(entry: TableEntry) -> TierPolicy | None:
+    return entry.contract.tiering if entry.contract is not None else None
+
+
+def _app(name: str, table: str) -> str:
+    return f"{name}:{table}"
+
+
+def _txn(table: DeltaTable, app_id: str) -> int | None:
+    return table.transaction_version(app_id)
+
+
+def _open(uri: str, config: LakebedConfig, version: int | None = None) -> DeltaTable | None:
+    try:
+        return DeltaTable(uri, version=version, storage_options=storage_options(uri, config))
+    except DeltaTableNotFoundError:
+        return None
+    except DeltaError as exc:  # an unreachable store, a missing bucket, wrong credentials
+        raise TierError(f"cannot open the cold tier {_where(uri)}: {_scrub(str(exc), config)}") from exc
+
+
+def _where(uri: str) -> str:
+    return uri if not uri.startswith("s3://") else f"s3://{uri[5:].split('/', 1)[0]} ({uri})"
+
+
+def _scrub(text: str, config: LakebedConfig) -> str:
+    from lakebed.lineage.events import scrub
+
+    return scrub(text, config.secret_values())[:500]
+
+
+# --- watermarks ------------------------------------------------------------------------------------
+
+
+def to_units(value: Any, dtype: pa.DataType) -> int:
+    """A column value (datetime, date, ISO text or int) as a watermark in the column's units."""
+    if pa.types.is_timestamp(dtype):
+        if isinstance(value, str):
+            value = dt.datetime.fromisoformat(value)
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            value = dt.datetime.combine(value, dt.time())
+        if isinstance(value, dt.datetime):
+            value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+            delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+            return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return int(value)
+    if pa.types.is_date(dtype):
+        if isinstance(value, str):
+            value = dt.date.fromisoformat(value[:10])
+        if isinstance(value, dt.datetime):
+            value = value.date()
+        if isinstance(value, dt.date):
+            return (value - dt.date(1970, 1, 1)).days
+        return int(value)
+    return int(value)
+
+
+def from_units(units: int | None, dtype: pa.DataType) -> Any:
+    """A watermark as a value people read (a datetime, date or int)."""
+    if units is None:
+        return None
+    if pa.types.is_timestamp(dtype):
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=units)
+    if pa.types.is_date(dtype):
+        return dt.date(1970, 1, 1) + dt.timedelta(days=units)
+    return units
+
+
+def literal(units: int, dtype: pa.DataType) -> pa.Scalar:
+    """The watermark as an Arrow scalar of the column's type (for dataset filters)."""
+    if pa.types.is_timestamp(dtype):
+        return pa.scalar(units, pa.int64()).cast(pa.timestamp("us", tz=dtype.tz)).cast(dtype)
+    if pa.types.is_date(dtype):
+        return pa.scalar(units, pa.int32()).cast(pa.date32()).cast(dtype)
+    return pa.scalar(units, pa.int64()).cast(dtype)
+
+
+def sql_units(column: str, dtype: pa.DataType) -> str:
+    """A DuckDB expression giving ``column`` in watermark units."""
+    quoted = '"' + column.replace('"', '""') + '"'
+    if pa.types.is_timestamp(dtype):
+        return f"epoch_us({quoted})"
+    if pa.types.is_date(dtype):
+        return f"({quoted} - DATE '1970-01-01')"
+    return quoted
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One tier as a reader takes it: the Delta table (at the right version) and, when an operation is in
+    flight, which side of the watermark to keep (``below`` for cold, ``at_or_above`` for hot)."""
+
+    table: DeltaTable
+    keep: str | None = None  # None (all rows), "below" or "at_or_above"
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """A table across its tiers at one moment (see the module docstring for how it is decided)."""
+
+    name: str
+    hot: DeltaTable
+    cold: DeltaTable | None = None
+    column: str | None = None
+    watermark: int | None = None
+    in_flight: bool = False
+
+    @property
+    def tiered(self) -> bool:
+        return self.cold is not None
+
+    @property
+    def dtype(self) -> pa.DataType | None:
+        if self.column is None:
+            return None
+        return pa.schema(self.hot.schema().to_arrow()).field(self.column).type
+
+    def parts(self) -> list[Part]:
+        if self.cold is None:
+            return [Part(self.hot)]
+        if not self.in_flight:
+            return [Part(self.hot), Part(self.cold)]
+        return [Part(self.hot, "at_or_above"), Part(self.cold, "below")]
+
+    def condition(self, part: Part) -> ds.Expression | None:
+        if part.keep is None or self.column is None or self.watermark is None:
+            return None
+        assert self.dtype is not None
+        bound = literal(self.watermark, self.dtype)
+        column = ds.field(self.column)
+        return column < bound if part.keep == "below" else column >= bound
+
+    def hot_column_type(self, column: str) -> pa.DataType:
+        return pa.schema(self.hot.schema().to_arrow()).field(column).type
+
+    # DeltaTable-like, so readers that take a Delta table (feature retrieval) take tiers alike.
+    def version(self) -> int:
+        return self.hot.version()
+
+    def schema(self) -> Any:
+        return self.hot.schema()
+
+    def to_pyarrow_dataset(self) -> ds.Dataset:
+        return self.dataset()
+
+    def skip_cold(self, since: int | None) -> bool:
+        """Whether rows with column >= ``since`` (watermark units) can be read from hot alone."""
+        return (
+            since is not None
+            and self.watermark is not None
+            and not self.in_flight
+            and since >= self.watermark
+        )
+
+    def dataset(self, schema: pa.Schema | None = None) -> ds.Dataset:
+        """One pyarrow dataset over both tiers (when an operation is in flight, the rows are read now)."""
+        parts = self.parts()
+        if len(parts) == 1:
+            return self.hot.to_pyarrow_dataset(schema=schema)
+        schema = schema or view_schema(self.hot)
+        if not self.in_flight:
+            return ds.dataset([p.table.to_pyarrow_dataset(schema=schema) for p in parts])
+        tables = [p.table.to_pyarrow_dataset(schema=schema).to_table(filter=self.condition(p)) for p in parts]
+        return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
+
+
+def view_schema(table: DeltaTable) -> pa.Schema:
+    """The table's schema with string/binary columns view-typed: files written as string or string_view
+    (delta-rs merges) then read alike, and both tiers agree."""
+    fields = []
+    for f in pa.schema(table.schema().to_arrow()):
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+            f = f.with_type(pa.string_view())
+        elif pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
+            f = f.with_type(pa.binary_view())
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tiers:
+    """How to read ``entry`` given its hot table (already loaded at the version or time wanted)."""
+    policy = policy_of(entry)
+    if policy is None:
+        return Tiers(entry.name, hot)
+    table = entry.name
+    op = _txn(hot, _app("tier-op", table)) or 0
+    done = _txn(hot, _app("tier-done", table)) or 0
+    if op == 0:
+        return Tiers(entry.name, hot)  # never moved
+    uri = cold_uri(table, config)
+    if op == done:
+        cold = _open(uri, config, _txn(hot, _app("tier-cold", table)))
+        return Tiers(table, hot, cold, policy.column, _txn(hot, _app("tier-wm", table)))
+    cold = _open(uri, config)
+    if cold is not None and hot.version() < DeltaTable(hot.table_uri).version():
+        # Reading the past: the cold table as it was when this hot version was written.
+        cold.load_as_version(_commit_time(hot))
+    watermark = _txn(cold, _app("tier", table)) if cold is not None else None
+    if cold is None or watermark is None:
+        return Tiers(entry.name, hot)
+    return Tiers(table, hot, cold, policy.column, watermark, in_flight=True)
+
+
+def _commit_time(table: DeltaTable) -> dt.datetime:
+    for entry in table.history(1):
+        return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC)
+    return dt.datetime.now(dt.UTC)
+
+
+# --- status and plans ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TierStatus:
+    table: str
+    column: str | None
+    watermark: Any
+    hot_rows: int
+    hot_bytes: int
+    cold_rows: int
+    cold_bytes: int
+    cold_uri: str
+    in_flight: bool
+    policy: TierPolicy | None
+
+
+def _size(table: DeltaTable | None) -> tuple[int, int]:
+    if table is None:
+        return 0, 0
+    actions = pa.table(table.get_add_actions(flatten=True))
+    rows = int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
+    size = int(pc.sum(actions.column("size_bytes")).as_py() or 0) if actions.num_rows else 0
+    return rows, size
+
+
+def status(table: str, *, config: LakebedConfig | None = None) -> TierStatus:
+    """Rows and bytes per tier, the watermark, and whether an operation is unfinished."""
+    config = config or get_config()
+    entry = Catalog(config).get(table)
+    hot = DeltaTable(entry.uri)
+    tiers = open_tiers(entry, hot, config)
+    hot_rows, hot_bytes = _size(hot)
+    cold_rows, cold_bytes = _size(tiers.cold)
+    policy = policy_of(entry)
+    dtype = tiers.dtype
+    return TierStatus(
+        table=table,
+        column=policy.column if policy else None,
+        watermark=from_units(tiers.watermark, dtype) if dtype is not None else None,
+        hot_rows=hot_rows,
+        hot_bytes=hot_bytes,
+        cold_rows=cold_rows,
+        cold_bytes=cold_bytes,
+        cold_uri=cold_uri(table, config),
+        in_flight=tiers.in_flight,
+        policy=policy,
+    )
+
+
+@dataclass(frozen=True)
+class MovePlan:
+    table: str
+    column: str
+    current: int | None  # watermark now (units)
+    target: int  # watermark after the move (units)
+    rows: int  # hot rows below the target
+    bytes: int  # approximate bytes of those rows
+    reason: str
+
+    def describe(self, dtype: pa.DataType) -> str:
+        return (
+            f"{self.table}: move {self.rows:,} row(s) (~{self.bytes:,} bytes) with {self.column} < "
+            f"{from_units(self.target, dtype)} to the cold tier ({self.reason})"
+        )
+
+
+def plan_move(
+    table: str,
+    *,
+    before: Any = None,
+    now: dt.datetime | None = None,
+    config: LakebedConfig | None = None,
+) -> MovePlan:
+    """What a move would do: the target watermark (``before``, else from the table's policy: the age
+    ``hot_for`` and the quota ``hot_bytes``, whichever moves more) and how many rows it takes."""
+    config = config or get_config()
+    entry = Catalog(config).get(table)
+    policy = policy_of(entry)
+    if policy is None:
+        raise TierError(
+            f"table {table!r} has no tiering policy: add `tiering: {{column: ..., hot_for: 90d}}` to its contract"
+        )
+    hot = DeltaTable(entry.uri)
+    dtype = pa.schema(hot.schema().to_arrow()).field(policy.column).type
+    tiers = open_tiers(entry, hot, config)
+    candidates: list[tuple[int, str]] = []
+    if before is not None:
+        candidates.append((to_units(before, dtype), f"before {before}"))
+    else:
+        if policy.hot_for is not None:
+            moment = (now or dt.datetime.now(dt.UTC)) - policy.hot_for
+            candidates.append((to_units(moment, dtype), f"older than {policy.hot_for.days}d"))
+        if policy.hot_bytes is not None:
+            quota = _quota_target(hot, policy.column, policy.hot_bytes, dtype)
+            if quota is not None:
+                candidates.append((quota, f"hot tier over {policy.hot_bytes:,} bytes"))
+    if not candidates:
+        return MovePlan(table, policy.column, tiers.watermark, tiers.watermark or 0, 0, 0, "within policy")
+    target, reason = max(candidates)
+    rows, size = _below(hot, policy.column, target, dtype)
+    return MovePlan(table, policy.column, tiers.watermark, target, rows, size, reason)
+
+
+def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tuple[int, int]:
+    data = hot.to_pyarrow_dataset(schema=view_schema(hot))
+    rows = data.count_rows(filter=ds.field(column) < literal(target, dtype))
+    total_rows, total_bytes = _size(hot)
+    return rows, (total_bytes * rows // total_rows) if total_rows else 0
+
+
+def _quota_target(hot: DeltaTable, column: str, quota: int, dtype: pa.DataType) -> int | None:
+    """The lowest watermark that leaves at most ``quota`` bytes hot, from the files' column statistics."""
+    actions = pa.table(hot.get_add_actions(flatten=True))
+    if not actions.num_rows or f"max.{column}" not in actions.column_names:
+        return None
+    files = sorted(
+        zip(
+            actions.column(f"max.{column}").to_pylist(), actions.column("size_bytes").to_pylist(), strict=True
+        ),
+        key=lambda f: (f[0] is None, f[0]),
+    )
+    remaining = sum(size for _, size in files)
+    target = None
+    for newest, size in files:
+        if remaining <= quota or newest is None:
+            break
+        remaining -= size
+        target = to_units(newest, dtype) + 1
+    return target
+
+
+# --- moving ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class MoveResult:
+    table: str
+    operation: str  # move, recall, resume, nothing
+    watermark: Any = None
+    rows: int = 0
+    checksum: int | None = None
+    cold_version: int | None = None
+    hot_version: int | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class _Mover:
+    def __init__(self, table: str, config: LakebedConfig, run: RunContext, progress: Progress | None) -> None:
+        self.table = table
+        self.config = config
+        self.run = run
+        self.progress = progress
+        self.entry = Catalog(config).get(table)
+        policy = policy_of(self.entry)
+        if policy is None:
+            raise TierError(f"table {table!r} has no tiering policy in its contract")
+        self.column = policy.column
+        self.hot_uri = self.entry.uri
+        self.cold_uri = cold_uri(table, config)
+        self.options = storage_options(self.cold_uri, config)
+        hot = DeltaTable(self.hot_uri)
+        self.dtype = pa.schema(hot.schema().to_arrow()).field(self.column).type
+        self.result = MoveResult(table, "nothing")
+
+    # state
+    def hot(self, version: int | None = None) -> DeltaTable:
+        return DeltaTable(self.hot_uri, version=version)
+
+    def cold(self) -> DeltaTable | None:
+        return _open(self.cold_uri, self.config)
+
+    def properties(self, transactions: dict[str, int], **extra: str) -> CommitProperties:
+        now = int(time.time() * 1000)
+        return CommitProperties(
+            custom_metadata={
+                **self.run.commit_metadata(),
+                **{f"lakebed.tier.{k}": v for k, v in extra.items()},
+            },
+            app_transactions=[
+                Transaction(app_id=_app(name, self.table), version=value, last_updated=now)
+                for name, value in transactions.items()
+            ],
+        )
+
+    def hot_marker(self, transactions: dict[str, int], **extra: str) -> int:
+        """An empty hot commit carrying ``transactions`` (intent and completion markers)."""
+        schema = pa.schema(self.hot().schema().to_arrow())
+        write_deltalake(
+            self.hot_uri,
+            schema.empty_table(),
+            mode="append",
+            commit_properties=self.properties(transactions, **extra),
+        )
+        return self.hot().version()
+
+    def state(self) -> tuple[int, int, int | None]:
+        hot = self.hot()
+        return (
+            _txn(hot, _app("tier-op", self.table)) or 0,
+            _txn(hot, _app("tier-done", self.table)) or 0,
+            _txn(hot, _app("tier-target", self.table)),
+        )
+
+    # operations
+    def begin(self, target: int) -> int:
+        """The intent commit; a concurrent mover's intent makes this fail (one wins)."""
+        op, done, _ = self.state()
+        if op != done:
+            raise TierError(
+                f"{self.table}: operation {op} is unfinished; run `lakebed tier move {self.table}` to finish it"
+            )
+        try:
+            self.hot_marker({"tier-op": op + 1, "tier-target": target}, intent=str(target))
+        except CommitFailedError as exc:
+            raise TierConflictError(
+                f"{self.table}: another mover started at the same moment ({exc})"
+            ) from None
+        op_after, _, target_after = self.state()
+        if op_after != op + 1 or target_after != target:
+            raise TierConflictError(f"{self.table}: another mover started at the same moment")
+        return op + 1
+
+    def move(self, op: int, target: int) -> None:
+        cold = self.cold()
+        watermark = _txn(cold, _app("tier", self.table)) if cold is not None else None
+        if watermark != target:
+            self.copy_to_cold(target)
+        self.delete_hot(op, target)
+
+    def copy_to_cold(self, target: int) -> None:
+        """Commit (2): every hot row below ``target`` into cold, with the watermark, then verify."""
+        snapshot = self.hot()
+        condition = ds.field(self.column) < literal(target, self.dtype)
+        data = snapshot.to_pyarrow_dataset(schema=pa.schema(snapshot.schema().to_arrow()))
+        total = data.count_rows(filter=condition)
+        counted = _Checksum(self.progress, "copy", total)
+        reader = pa.RecordBatchReader.from_batches(
+            data.schema, counted.wrap(data.to_batches(filter=condition, batch_size=131_072))
+        )
+        try:
+            write_deltalake(
+                self.cold_uri,
+                reader,
+                mode="append",
+                storage_options=self.options,
+                commit_properties=self.properties({"tier": target}, hot_version=str(snapshot.version())),
+            )
+        except CommitFailedError as exc:
+            raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
+        except DeltaError as exc:
+            raise TierError(
+                f"{self.table}: copy to the cold tier {_where(self.cold_uri)} failed, hot data untouched: "
+                f"{_scrub(str(exc), self.config)}"
+            ) from exc
+        cold = self.cold()
+        assert cold is not None
+        rows, checksum = _verify_added(cold, self.config)
+        if (rows, checksum) != (counted.rows, counted.checksum):
+            raise TierError(
+                f"{self.table}: verification failed: copied {counted.rows:,} rows (checksum {counted.checksum}) "
+                f"but cold version {cold.version()} holds {rows:,} (checksum {checksum}); hot data untouched"
+            )
+        self.result.rows += rows
+        self.result.checksum = checksum
+        self.result.cold_version = cold.version()
+
+    def delete_hot(self, op: int, target: int) -> None:
+        """Commit (3): delete the copied rows from hot, marking the operation done (with late rows first
+        copied to cold: rows below the target written to hot after the copy)."""
+        cold = self.cold()
+        assert cold is not None
+        copied_from = int(_last_metadata(cold, "lakebed.tier.hot_version") or -1)
+        self.copy_late(copied_from, target)
+        cold = self.cold()
+        assert cold is not None
+        hot = self.hot()
+        expected = hot.to_pyarrow_dataset(schema=view_schema(hot)).count_rows(
+            filter=ds.field(self.column) < literal(target, self.dtype)
+        )
+        predicate = f"{_quote(self.column)} < {_sql_literal(target, self.dtype)}"
+        metrics = hot.delete(
+            predicate,
+            commit_properties=self.properties(
+                {"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target)
+            ),
+        )
+        deleted = int(metrics.get("num_deleted_rows", 0) or 0)
+        self.result.hot_version = self.hot().version()
+        if deleted > expected:  # rows below the target arrived between the count and the delete
+            self.recover_late(hot.version(), target)
+
+    def copy_late(self, since_version: int, target: int) -> None:
+        hot = self.hot()
+        if since_version < 0 or hot.version() <= since_version:
+            return
+        before = set(_paths(self.hot(since_version)))
+        late_files = [f for f in _paths(hot) if f not in before]
+        if not late_files:
+            return
+        self._append_late(hot, late_files, target)
+
+    def recover_late(self, version_before_delete: int, target: int) -> None:
+        hot = self.hot(version_before_delete)
+        cold = self.cold()
+        assert cold is not None
+        copied_from = int(_last_metadata(cold, "lakebed.tier.hot_version") or -1)
+        before = set(_paths(self.hot(copied_from))) if copied_from >= 0 else set()
+        late_files = [f for f in _paths(hot) if f not in before]
+        if late_files:
+            self._append_late(hot, late_files, target)
+            self.hot_marker({"tier-cold": self.cold().version()})  # type: ignore[union-attr]
+
+    def _append_late(self, hot: DeltaTable, files: list[str], target: int) -> None:
+        data = hot.to_pyarrow_dataset(schema=pa.schema(hot.schema().to_arrow()))
+        wanted = set(files)
+        fragments = [f for f in data.get_fragments() if any(f.path.endswith(w) for w in wanted)]
+        if not fragments:
+            return
+        late = ds.FileSystemDataset(fragments, data.schema, data.format, data.filesystem)
+        rows = late.to_table(filter=ds.field(self.column) < literal(target, self.dtype))
+        if rows.num_rows:
+            write_deltalake(
+                self.cold_uri,
+                rows,
+                mode="append",
+                storage_options=self.options,
+                commit_properties=self.properties(
+                    {"tier": target}, hot_version=str(hot.version()), late="true"
+                ),
+            )
+            self.result.rows += rows.num_rows
+            self.result.notes.append(f"{rows.num_rows} row(s) below the watermark arrived during the move")
+
+    def recall(self, op: int, target: int) -> None:
+        """Bring cold rows at or above ``target`` back to hot (the mirror of a move)."""
+        hot = self.hot()
+        if (_txn(hot, _app("tier-recalled", self.table)) or 0) < op:
+            cold = self.cold()
+            assert cold is not None
+            condition = ds.field(self.column) >= literal(target, self.dtype)
+            rows = cold.to_pyarrow_dataset(schema=pa.schema(cold.schema().to_arrow())).to_table(
+                filter=condition
+            )
+            if self.progress:
+                self.progress("recall", rows.num_rows, rows.num_rows)
+            schema = pa.schema(hot.schema().to_arrow())
+            write_deltalake(
+                self.hot_uri,
+                rows.select(schema.names).cast(schema),
+                mode="append",
+                commit_properties=self.properties({"tier-recalled": op}, recalled=str(target)),
+            )
+            self.result.rows = rows.num_rows
+        cold = self.cold()
+        assert cold is not None
+        if _txn(cold, _app("tier", self.table)) != target:
+            predicate = f"{_quote(self.column)} >= {_sql_literal(target, self.dtype)}"
+            cold.delete(predicate, commit_properties=self.properties({"tier": target}))
+            cold = self.cold()
+            assert cold is not None
+        self.hot_marker({"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target))
+        self.result.cold_version = cold.version()
+        self.result.hot_version = self.hot().version()
+
+    def resume(self) -> bool:
+        """Finish an interrupted operation; False when there was none."""
+        op, done, target = self.state()
+        if op == done or target is None:
+            return False
+        wm = _txn(self.hot(), _app("tier-wm", self.table))
+        if wm is not None and target < wm:
+            self.recall(op, target)
+        else:
+            self.move(op, target)
+        self.result.notes.append(f"finished interrupted operation {op}")
+        return True
+
+
+class _Checksum:
+    """Counts rows and sums a hash of every row (order-independent) while they stream past."""
+
+    def __init__(self, progress: Progress | None, step: str, total: int) -> None:
+        self.rows = 0
+        self.checksum = 0
+        self.progress = progress
+        self.step = step
+        self.total = total
+
+    def wrap(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            self.rows += batch.num_rows
+            self.checksum = (self.checksum + row_checksum(batch)) % (1 << 64)
+            if self.progress:
+                self.progress(self.step, self.rows, self.total)
+            yield batch
+
+
+def row_checksum(data: pa.RecordBatch | pa.Table) -> int:
+    """An order-independent checksum of rows: the sum (mod 2^64) of a hash of each row."""
+    import polars as pl
+
+    if not data.num_rows:
+        return 0
+    frame = pl.from_arrow(data if isinstance(data, pa.Table) else pa.Table.from_batches([data]))
+    assert isinstance(frame, pl.DataFrame)
+    frame = frame.select(sorted(frame.columns))
+    return int(frame.hash_rows(seed=7).cast(pl.UInt64).sum()) % (1 << 64)
+
+
+def _verify_added(cold: DeltaTable, config: LakebedConfig) -> tuple[int, int]:
+    """Rows and checksum of the files the latest cold commit added (read back from the store)."""
+    latest = cold.version()
+    options = storage_options(cold.table_uri, config)
+    previous = (
+        set(_paths(DeltaTable(cold.table_uri, version=latest - 1, storage_options=options)))
+        if latest
+        else set()
+    )
+    added = [f for f in _paths(cold) if f not in previous]
+    data = cold.to_pyarrow_dataset(schema=pa.schema(cold.schema().to_arrow()))
+    fragments = [f for f in data.get_fragments() if any(f.path.endswith(a) for a in added)]
+    if not fragments:
+        return 0, 0
+    table = ds.FileSystemDataset(fragments, data.schema, data.format, data.filesystem).to_table()
+    return table.num_rows, row_checksum(table)
+
+
+def _paths(table: DeltaTable) -> list[str]:
+    """The data files of ``table``'s loaded version (relative paths, as in the Delta log)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return actions.column("path").to_pylist() if actions.num_rows else []
+
+
+def _last_metadata(table: DeltaTable, key: str) -> str | None:
+    for entry in table.history(20):
+        if key in entry:
+            return str(entry[key])
+    return None
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _sql_literal(units: int, dtype: pa.DataType) -> str:
+    """The watermark as a SQL literal delta-rs predicates understand."""
+    value = from_units(units, dtype)
+    if pa.types.is_timestamp(dtype):
+        unit = {"s": "Second", "ms": "Millisecond", "us": "Microsecond", "ns": "Nanosecond"}[dtype.unit]
+        zone = f'Some("{dtype.tz}")' if dtype.tz else "None"
+        text = value.strftime("%Y-%m-%dT%H:%M:%S.%f") + ("Z" if dtype.tz else "")
+        return f"arrow_cast('{text}', 'Timestamp({unit}, {zone})')"
+    if pa.types.is_date(dtype):
+        return f"'{value.isoformat()}'::date"
+    return str(value)
+
+
+def move(
+    table: str,
+    *,
+    before: Any = None,
+    run: RunContext | None = None,
+    progress: Progress | None = None,
+    config: LakebedConfig | None = None,
+    now: dt.datetime | None = None,
+) -> MoveResult:
+    """Move the rows below the planned watermark (``before``, else the policy's) to the cold tier.
+
+    Finishes an interrupted move or recall first. Idempotent: a move to the current watermark with no
+    late rows does nothing."""
+    config = config or get_config()
+    run = run or RunContext(job=f"tier_move:{table}")
+    started = time.perf_counter()
+    mover = _Mover(table, config, run, progress)
+    with lineage_run(run, config=config) as lineage:
+        lineage.add_input(table_dataset(table, mover.hot_uri, mover.hot().version()))
+        resumed = mover.resume()
+        plan = plan_move(table, before=before, now=now, config=config)
+        current = open_tiers(mover.entry, mover.hot(), config).watermark
+        if plan.rows and (current is None or plan.target >= current):
+            op = mover.begin(plan.target)
+            mover.move(op, plan.target)
+            mover.result.operation = "move"
+        elif resumed:
+            mover.result.operation = "resume"
+        mover.result.watermark = from_units(
+            open_tiers(mover.entry, mover.hot(), config).watermark, mover.dtype
+        )
+        if mover.result.cold_version is not None:
+            lineage.add_output(
+                table_dataset(table, mover.cold_uri, mover.result.cold_version, extra={"tier": "cold"})
+            )
+        if mover.result.hot_version is not None:
+            lineage.add_output(
+                table_dataset(table, mover.hot_uri, mover.result.hot_version, extra={"tier": "hot"})
+            )
+    mover.result.seconds = time.perf_counter() - started
+    return mover.result
+
+
+def recall(
+    table: str,
+    *,
+    since: Any,
+    run: RunContext | None = None,
+    progress: Progress | None = None,
+    config: LakebedConfig | None = None,
+) -> MoveResult:
+    """Bring the cold rows with column >= ``since`` back to the hot tier (lowering the watermark)."""
+    config = config or get_config()
+    run = run or RunContext(job=f"tier_recall:{table}")
+    started = time.perf_counter()
+    mover = _Mover(table, config, run, progress)
+    with lineage_run(run, config=config) as lineage:
+        mover.resume()
+        target = to_units(since, mover.dtype)
+        current = open_tiers(mover.entry, mover.hot(), config).watermark
+        if current is None or target >= current:
+            mover.result.notes.append("nothing to recall: the cold tier holds no rows at or above that")
+        else:
+            op = mover.begin(target)
+            mover.recall(op, target)
+            mover.result.operation = "recall"
+            lineage.add_output(
+                table_dataset(table, mover.hot_uri, mover.result.hot_version, extra={"tier": "hot"})
+            )
+            lineage.add_output(
+                table_dataset(table, mover.cold_uri, mover.result.cold_version, extra={"tier": "cold"})
+            )
+        mover.result.watermark = from_units(
+            open_tiers(mover.entry, mover.hot(), config).watermark, mover.dtype
+        )
+    mover.result.seconds = time.perf_counter() - started
+    return mover.result
+
+
+def vacuum_hot(table: str, *, grace: dt.timedelta, config: LakebedConfig | None = None) -> int:
+    """Remove hot files that moves deleted, once ``grace`` has passed (readers pinned to older versions
+    keep working until then); returns how many files were removed."""
+    config = config or get_config()
+    entry = Catalog(config).get(table)
+    hours = max(int(grace.total_seconds() // 3600), 0)
+    removed = DeltaTable(entry.uri).vacuum(
+        retention_hours=hours, enforce_retention_duration=False, dry_run=False
+    )
+    return len(removed)
+
+
+def describe(result: MoveResult) -> str:
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    return (
+        f"{result.table}: {result.operation}, {result.rows:,} row(s), watermark {result.watermark}, "
+        f"cold version {result.cold_version}, hot version {result.hot_version}, {result.seconds:.2f} s{notes}"
+    )
+
+
+__all__ = [
+    "MovePlan",
+    "MoveResult",
+    "Part",
+    "TierStatus",
+    "Tiers",
+    "cold_uri",
+    "move",
+    "open_tiers",
+    "plan_move",
+    "recall",
+    "row_checksum",
+    "status",
+    "vacuum_hot",
+    "view_schema",
+]

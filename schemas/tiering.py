@@ -1,0 +1,71 @@
+"""Tiering policies declared in table contracts. Pure data: pipelines/tiering.py moves the rows.
+
+A tiered table keeps recent rows on the hot tier (a local path) and older rows on the cold tier (object
+storage), split by a watermark on ``column`` (a timestamp, date or integer column). ``hot_for`` moves rows
+older than that age; ``hot_bytes`` moves the oldest rows until the hot tier holds at most that many
+bytes; both may be given (the stricter wins).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from lakebed.schemas.durations import format_duration, parse_duration
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(value: object) -> int:
+    """``"1GiB"``, ``"500MB"``, ``1048576`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"invalid size {value!r}: use bytes or a number with B, KB, MB, GB, KiB, MiB, GiB")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+
+
+class TierPolicy(BaseModel):
+    """When rows of a table move from the hot to the cold tier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str
+    hot_for: dt.timedelta | None = None
+    hot_bytes: int | None = Field(default=None, gt=0)
+
+    @field_validator("hot_for", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> dt.timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("hot_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int | None:
+        return None if value is None else parse_size(value)
+
+    @field_serializer("hot_for")
+    def _duration_text(self, value: dt.timedelta | None) -> str | None:
+        return None if value is None else format_duration(value)
+
+    @model_validator(mode="after")
+    def _something(self) -> TierPolicy:
+        if self.hot_for is None and self.hot_bytes is None:
+            raise ValueError("give hot_for (an age such as 90d), hot_bytes (a quota such as 10GiB) or both")
+        return self
+
+
+__all__ = ["TierPolicy", "parse_size"]
