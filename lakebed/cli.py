@@ -15,6 +15,7 @@ from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
 from lakebed.cli_quality import quality
 from lakebed.cli_stream import register as register_stream_commands
+from lakebed.cli_tier import tier
 from lakebed.config import get_config
 from lakebed.errors import LakebedError
 
@@ -304,6 +305,7 @@ def _progress() -> Iterator[Any]:
 main.add_command(features)
 main.add_command(quality)
 main.add_command(lineage)
+main.add_command(tier)
 register_stream_commands(main)
 
 

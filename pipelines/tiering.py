@@ -28,6 +28,8 @@ second one's intent commit conflicts on ``tier-op`` and it stops with :class:`Ti
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,7 +53,10 @@ from lakebed.errors import TierConflictError, TierError
 Progress = Callable[[str, int, int], None]
 """``progress(step, rows_done, rows_total)``."""
 
-_DAY_US = 86_400_000_000
+FAULT_ENV = "LAKEBED_TIER_FAULT"
+"""Fault injection for crash tests: ``<step>`` makes the mover kill its own process (SIGKILL) at that step:
+``intent`` (after the intent commit), ``copy`` (mid-copy, before the cold commit), ``copied`` (after the cold
+commit), ``delete`` (before the hot delete), ``recalled`` (after a recall's hot append)."""
 
 
 # --- where and what --------------------------------------------------------------------------------
@@ -500,6 +505,7 @@ class _Mover:
         op_after, _, target_after = self.state()
         if op_after != op + 1 or target_after != target:
             raise TierConflictError(f"{self.table}: another mover started at the same moment")
+        _fault("intent")
         return op + 1
 
     def move(self, op: int, target: int) -> None:
@@ -534,6 +540,7 @@ class _Mover:
                 f"{self.table}: copy to the cold tier {_where(self.cold_uri)} failed, hot data untouched: "
                 f"{_scrub(str(exc), self.config)}"
             ) from exc
+        _fault("copied")
         cold = self.cold()
         assert cold is not None
         rows, checksum = _verify_added(cold, self.config)
@@ -560,6 +567,7 @@ class _Mover:
             filter=ds.field(self.column) < literal(target, self.dtype)
         )
         predicate = f"{_quote(self.column)} < {_sql_literal(target, self.dtype)}"
+        _fault("delete")
         metrics = hot.delete(
             predicate,
             commit_properties=self.properties(
@@ -633,6 +641,7 @@ class _Mover:
                 commit_properties=self.properties({"tier-recalled": op}, recalled=str(target)),
             )
             self.result.rows = rows.num_rows
+            _fault("recalled")
         cold = self.cold()
         assert cold is not None
         if _txn(cold, _app("tier", self.table)) != target:
@@ -658,6 +667,11 @@ class _Mover:
         return True
 
 
+def _fault(step: str) -> None:
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class _Checksum:
     """Counts rows and sums a hash of every row (order-independent) while they stream past."""
 
@@ -675,6 +689,7 @@ class _Checksum:
             if self.progress:
                 self.progress(self.step, self.rows, self.total)
             yield batch
+            _fault(self.step)  # handed to the writer, not yet committed
 
 
 def row_checksum(data: pa.RecordBatch | pa.Table) -> int:

@@ -1,0 +1,121 @@
+"""Tiering commands of the ``lakebed`` CLI: ``tier plan|move|recall|status|vacuum``.
+
+Heavy layers are imported inside the commands, so ``lakebed --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from lakebed.config import get_config
+
+
+@click.group("tier")
+def tier() -> None:
+    """Hot/cold tiering: older rows on object storage, read transparently with the rest."""
+
+
+@tier.command("status")
+@click.argument("table")
+def status_command(table: str) -> None:
+    """Rows and bytes on each tier, the watermark, and whether an operation is unfinished."""
+    from lakebed.pipelines.tiering import status
+
+    state = status(table, config=get_config())
+    policy = state.policy
+    click.echo(
+        f"{table}: tiered on {state.column or '-'}, watermark {state.watermark or '- (nothing moved yet)'}"
+    )
+    click.echo(f"  hot   {state.hot_rows:>14,} rows {state.hot_bytes:>16,} bytes")
+    click.echo(f"  cold  {state.cold_rows:>14,} rows {state.cold_bytes:>16,} bytes   {state.cold_uri}")
+    if policy is not None:
+        limits = [
+            f"hot for {policy.hot_for.days}d" if policy.hot_for else "",
+            f"hot bytes {policy.hot_bytes:,}" if policy.hot_bytes else "",
+        ]
+        click.echo(f"  policy {', '.join(x for x in limits if x)}")
+    if state.in_flight:
+        click.secho(
+            f"  an interrupted move or recall is pending: `lakebed tier move {table}` finishes it",
+            fg="yellow",
+        )
+
+
+@tier.command("plan")
+@click.argument("table")
+@click.option("--before", help="Move rows with the tiering column before this value (default: the policy).")
+def plan_command(table: str, before: str | None) -> None:
+    """What `tier move` would move, without moving anything."""
+    import pyarrow as pa
+
+    from lakebed.pipelines.catalog import Catalog
+    from lakebed.pipelines.read import open_table
+    from lakebed.pipelines.tiering import plan_move
+
+    config = get_config()
+    plan = plan_move(table, before=before, config=config)
+    entry = Catalog(config).get(table)
+    dtype = pa.schema(open_table(entry.name, config=config).schema().to_arrow()).field(plan.column).type
+    click.echo(plan.describe(dtype) if plan.rows else f"{table}: nothing to move ({plan.reason})")
+
+
+@tier.command("move")
+@click.argument("table")
+@click.option("--before", help="Move rows with the tiering column before this value (default: the policy).")
+def move_command(table: str, before: str | None) -> None:
+    """Move the rows below the new watermark to the cold tier (finishing an interrupted move first)."""
+    from lakebed.pipelines.tiering import describe, move
+
+    with _progress() as report:
+        result = move(table, before=before, progress=report, config=get_config())
+    click.echo(describe(result))
+
+
+@tier.command("recall")
+@click.argument("table")
+@click.option("--since", required=True, help="Bring rows with the tiering column at or after this back hot.")
+def recall_command(table: str, since: str) -> None:
+    """Bring a range of rows back to the hot tier (lowers the watermark)."""
+    from lakebed.pipelines.tiering import describe, recall
+
+    with _progress() as report:
+        result = recall(table, since=since, progress=report, config=get_config())
+    click.echo(describe(result))
+
+
+@tier.command("vacuum")
+@click.argument("table")
+@click.option(
+    "--grace", default="7d", show_default=True, help="Keep moved files this long (readers of old versions)."
+)
+def vacuum_command(table: str, grace: str) -> None:
+    """Delete hot files that moves removed, once the grace period has passed."""
+    from lakebed.pipelines.tiering import vacuum_hot
+    from lakebed.schemas.durations import parse_duration
+
+    removed = vacuum_hot(table, grace=parse_duration(grace), config=get_config())
+    click.echo(f"{table}: {removed} file(s) removed from the hot tier")
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(f"{step} rows", total=total or None)
+            bar.update(tasks[step], completed=done, total=total or None)
+
+        yield report
+
+
+__all__ = ["tier"]
