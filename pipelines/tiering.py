@@ -554,72 +554,63 @@ class _Mover:
         self.result.cold_version = cold.version()
 
     def delete_hot(self, op: int, target: int) -> None:
-        """Commit (3): delete the copied rows from hot, marking the operation done (with late rows first
-        copied to cold: rows below the target written to hot after the copy)."""
-        cold = self.cold()
-        assert cold is not None
-        copied_from = int(_last_metadata(cold, "lakebed.tier.hot_version") or -1)
-        self.copy_late(copied_from, target)
-        cold = self.cold()
-        assert cold is not None
+        """Commit (3): delete the copied rows from hot, marking the operation done. Rows below the target
+        that reached hot after the copy (late rows) are copied to cold first, so none is lost."""
+        below = ds.field(self.column) < literal(target, self.dtype)
         hot = self.hot()
-        expected = hot.to_pyarrow_dataset(schema=view_schema(hot)).count_rows(
-            filter=ds.field(self.column) < literal(target, self.dtype)
-        )
+        present = _count(hot, below)
+        cold = self.cold()
+        assert cold is not None
+        snapshot = int(_last_metadata(cold, "lakebed.tier.hot_version") or -1)
+        copied = _count(self.hot(snapshot), below) if snapshot >= 0 else 0
+        if present > copied:  # more rows below the target than were copied: late arrivals
+            self._copy_missing(hot, target)
+            cold = self.cold()
+            assert cold is not None
         predicate = f"{_quote(self.column)} < {_sql_literal(target, self.dtype)}"
         _fault("delete")
+        before_delete = hot.version()
         metrics = hot.delete(
             predicate,
             commit_properties=self.properties(
                 {"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target)
             ),
         )
-        deleted = int(metrics.get("num_deleted_rows", 0) or 0)
         self.result.hot_version = self.hot().version()
-        if deleted > expected:  # rows below the target arrived between the count and the delete
-            self.recover_late(hot.version(), target)
-
-    def copy_late(self, since_version: int, target: int) -> None:
-        hot = self.hot()
-        if since_version < 0 or hot.version() <= since_version:
-            return
-        before = set(_paths(self.hot(since_version)))
-        late_files = [f for f in _paths(hot) if f not in before]
-        if not late_files:
-            return
-        self._append_late(hot, late_files, target)
-
-    def recover_late(self, version_before_delete: int, target: int) -> None:
-        hot = self.hot(version_before_delete)
-        cold = self.cold()
-        assert cold is not None
-        copied_from = int(_last_metadata(cold, "lakebed.tier.hot_version") or -1)
-        before = set(_paths(self.hot(copied_from))) if copied_from >= 0 else set()
-        late_files = [f for f in _paths(hot) if f not in before]
-        if late_files:
-            self._append_late(hot, late_files, target)
+        # Rows below the target that arrived between the count and the delete: take them from the version
+        # before the delete (time travel) to cold, and point readers at the cold version holding them.
+        raced = int(metrics.get("num_deleted_rows", 0) or 0) > present
+        if raced and self._copy_missing(self.hot(before_delete), target):
             self.hot_marker({"tier-cold": self.cold().version()})  # type: ignore[union-attr]
 
-    def _append_late(self, hot: DeltaTable, files: list[str], target: int) -> None:
-        data = hot.to_pyarrow_dataset(schema=pa.schema(hot.schema().to_arrow()))
-        wanted = set(files)
-        fragments = [f for f in data.get_fragments() if any(f.path.endswith(w) for w in wanted)]
-        if not fragments:
-            return
-        late = ds.FileSystemDataset(fragments, data.schema, data.format, data.filesystem)
-        rows = late.to_table(filter=ds.field(self.column) < literal(target, self.dtype))
-        if rows.num_rows:
+    def _copy_missing(self, hot: DeltaTable, target: int) -> int:
+        """Append to cold the rows of ``hot`` below ``target`` that cold does not hold (as a multiset:
+        a row twice in hot and once in cold is appended once). Returns how many were appended."""
+        below = ds.field(self.column) < literal(target, self.dtype)
+        candidates = hot.to_pyarrow_dataset(schema=pa.schema(hot.schema().to_arrow())).to_table(filter=below)
+        if not candidates.num_rows:
+            return 0
+        cold = self.cold()
+        assert cold is not None
+        lowest = pc.min(candidates.column(self.column)).as_py()
+        held = cold.to_pyarrow_dataset(schema=pa.schema(cold.schema().to_arrow())).to_table(
+            filter=below
+            & (ds.field(self.column) >= pa.scalar(lowest, candidates.schema.field(self.column).type))
+        )
+        missing = _multiset_difference(candidates, held)
+        if missing.num_rows:
             write_deltalake(
                 self.cold_uri,
-                rows,
+                missing,
                 mode="append",
                 storage_options=self.options,
                 commit_properties=self.properties(
                     {"tier": target}, hot_version=str(hot.version()), late="true"
                 ),
             )
-            self.result.rows += rows.num_rows
-            self.result.notes.append(f"{rows.num_rows} row(s) below the watermark arrived during the move")
+            self.result.rows += missing.num_rows
+            self.result.notes.append(f"{missing.num_rows} row(s) below the watermark arrived during the move")
+        return missing.num_rows
 
     def recall(self, op: int, target: int) -> None:
         """Bring cold rows at or above ``target`` back to hot (the mirror of a move)."""
@@ -720,6 +711,26 @@ def _verify_added(cold: DeltaTable, config: LakebedConfig) -> tuple[int, int]:
         return 0, 0
     table = ds.FileSystemDataset(fragments, data.schema, data.format, data.filesystem).to_table()
     return table.num_rows, row_checksum(table)
+
+
+def _count(table: DeltaTable, condition: ds.Expression) -> int:
+    return table.to_pyarrow_dataset(schema=view_schema(table)).count_rows(filter=condition)
+
+
+def _multiset_difference(rows: pa.Table, held: pa.Table) -> pa.Table:
+    """The rows of ``rows`` not in ``held``, counting duplicates (compared by a hash of the whole row)."""
+    import polars as pl
+
+    columns = sorted(set(rows.column_names) & set(held.column_names))
+
+    def numbered(table: pa.Table) -> pl.DataFrame:
+        frame = pl.from_arrow(table.select(columns))
+        assert isinstance(frame, pl.DataFrame)
+        hashed = frame.select(pl.Series("h", frame.hash_rows(seed=7)))
+        return hashed.with_columns(pl.int_range(pl.len()).over("h").alias("n")).with_row_index("row")
+
+    missing = numbered(rows).join(numbered(held).drop("row"), on=["h", "n"], how="anti")["row"]
+    return rows.take(missing.to_arrow())
 
 
 def _paths(table: DeltaTable) -> list[str]:
