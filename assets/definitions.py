@@ -11,6 +11,7 @@ from lakebed.assets.streaming import (
     stream_maintenance_job,
     stream_maintenance_schedule,
 )
+from lakebed.assets.tiering import hot_tier_quota_sensor, tier_move_job, tier_move_schedule
 
 sample_data_job = dg.define_asset_job(
     "sample_data_job",
@@ -30,8 +31,8 @@ QUALITY_CHECKS = contract_checks(key.to_user_string() for a in ASSETS for key in
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=QUALITY_CHECKS,
-    jobs=[sample_data_job, features_job, landing_ingest_job, stream_maintenance_job],
-    sensors=[landing_sensor, kafka_offsets_sensor],
-    schedules=[stream_maintenance_schedule],
+    jobs=[sample_data_job, features_job, landing_ingest_job, stream_maintenance_job, tier_move_job],
+    sensors=[landing_sensor, kafka_offsets_sensor, hot_tier_quota_sensor],
+    schedules=[stream_maintenance_schedule, tier_move_schedule],
     resources={"lakebed": LakebedResource()},
 )

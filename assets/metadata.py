@@ -13,6 +13,23 @@ from lakebed.schemas.types import type_name
 from lakebed.config import LakebedConfig
 
 
+def _tiers(table: str, entry: Any, config: LakebedConfig) -> dict[str, Any]:
+    """Rows and bytes on each tier and the watermark, for a tiered table."""
+    from lakebed.pipelines.tiering import policy_of, status
+
+    if policy_of(entry) is None:
+        return {}
+    state = status(table, config=config)
+    return {
+        "lakebed/tier/hot_rows": state.hot_rows,
+        "lakebed/tier/hot_bytes": state.hot_bytes,
+        "lakebed/tier/cold_rows": state.cold_rows,
+        "lakebed/tier/cold_bytes": state.cold_bytes,
+        "lakebed/tier/watermark": str(state.watermark) if state.watermark is not None else "-",
+        "lakebed/tier/cold_uri": state.cold_uri,
+    }
+
+
 def _producer(table: str, delta: DeltaTable) -> dict[str, Any]:
     """The run that wrote the current version (from its commit), and how to ask lineage about it."""
     commit = delta.history(1)[0] if delta.version() >= 0 else {}
@@ -52,6 +69,7 @@ def table_metadata(table: str, config: LakebedConfig, **extra: Any) -> tuple[dic
         ),
         "lakebed/delta_version": delta.version(),
         **_producer(table, delta),
+        **_tiers(table, entry, config),
         **extra,
     }
     return metadata, dg.DataVersion(str(delta.version()))

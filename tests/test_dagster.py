@@ -32,11 +32,19 @@ def test_definitions_hold_every_asset_sensor_and_job() -> None:
         "fv_customer_spend_fast_v1",
         "online_customer_spend_fast_v1",
     }
-    assert {s.name for s in repository.sensor_defs} == {"landing_sensor", "kafka_offsets_sensor"}
-    assert {s.name for s in repository.schedule_defs} == {"stream_maintenance_schedule"}
-    assert {"sample_data_job", "features_job", "landing_ingest_job", "stream_maintenance_job"} <= set(
-        repository.job_names
-    )
+    assert {s.name for s in repository.sensor_defs} == {
+        "landing_sensor",
+        "kafka_offsets_sensor",
+        "hot_tier_quota_sensor",
+    }
+    assert {s.name for s in repository.schedule_defs} == {"stream_maintenance_schedule", "tier_move_schedule"}
+    assert {
+        "sample_data_job",
+        "features_job",
+        "landing_ingest_job",
+        "stream_maintenance_job",
+        "tier_move_job",
+    } <= set(repository.job_names)
     for asset in SAMPLE_ASSETS:
         assert asset.code_versions_by_key[asset.key] == "1"
 
