@@ -78,7 +78,8 @@ products = _structured("products", STRUCTURED / "products.jsonl", "Product catal
 web_events = _structured(
     "web_events",
     STRUCTURED / "web_events.parquet",
-    "Clickstream events (Parquet), partitioned by day.",
+    "Clickstream events (Parquet), partitioned by day; older days move to the cold tier.",
+    contract=TableContract.from_yaml(CONTRACTS_DIR / "web_events.yaml"),
     partition_by="event_time",
     deps=["customers"],
 )

@@ -60,8 +60,10 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         progress.update(task, total=len(SAMPLE_ASSETS), completed=0)
         runner.each(SAMPLE_ASSETS)
         progress.update(task, description="sample data materialised")
+        _tier_move(progress, task)
         _stream_features(progress, runner)
     _summary(console)
+    _tiering_summary(console)
     _quality_summary(console)
     _features_summary(console)
     _lineage_summary(console)
@@ -238,6 +240,35 @@ def _summary(console: Console) -> None:
     console.print(media)
 
 
+TIER_TABLE = "web_events"
+TIER_BEFORE = "2025-12-01"
+
+
+def _tier_move(progress: Any, task: Any) -> None:
+    """Move the older web events to the cold tier (through the move's own progress reports)."""
+    from lakebed.pipelines.tiering import move
+
+    def report(step: str, done: int, total: int) -> None:
+        progress.update(task, description=f"tiering {TIER_TABLE}: {step} {done:,}/{total:,} rows")
+
+    move(TIER_TABLE, before=TIER_BEFORE, progress=report)
+
+
+def _tiering_summary(console: Console) -> None:
+    from lakebed.pipelines.read import sql
+    from lakebed.pipelines.tiering import status
+
+    config = get_config()
+    state = status(TIER_TABLE, config=config)
+    total = sql(f"SELECT count(*) AS n FROM {TIER_TABLE}", config=config).to_pylist()[0]["n"]
+    console.print(
+        f"\n[bold]Tiering[/]: {TIER_TABLE} events before {TIER_BEFORE} moved to the cold tier "
+        f"({state.cold_rows:,} rows, {state.cold_bytes:,} bytes at {state.cold_uri}); "
+        f"{state.hot_rows:,} rows stay hot. `lakebed sql` still sees all {total:,} rows.",
+        soft_wrap=True,
+    )
+
+
 def _quality_summary(console: Console) -> None:
     from rich.table import Table
 
@@ -299,6 +330,7 @@ def _where_to_look(console: Console, seconds: float) -> None:
         "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
         "  • data quality:        lakebed quality quarantine orders  ·  lakebed quality check orders"
         "  ·  lakebed quality results --failed",
+        f"  • tiering:             lakebed tier status {TIER_TABLE}  ·  lakebed tier move {TIER_TABLE} --before 2025-12-15",
         "  • lineage:             lakebed lineage producer orders  ·  lakebed lineage upstream "
         "fv_customer_activity_v1 --column spend_1d  ·  lakebed lineage serve",
         f"  • Dagster UI:          make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})",
