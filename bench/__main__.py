@@ -2,7 +2,9 @@
 
 Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_peak_rss`` (alias ``rss``),
 ``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
-``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``); none given runs them all.
+``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
+``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``); none given runs
+them all.
 ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs about 20× for a smoke run. Data lives in a
 fresh folder under ``bench/out/`` (or ``--workdir``), each lakebed run in its own fresh lakebed home there,
 and is removed afterwards. Exit status 1 only when a
@@ -19,7 +21,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import ingest_csv, online_lookup, pit_retrieval, quality, stream_ingest, unstructured
+from bench import (
+    ingest_csv,
+    lineage,
+    online_lookup,
+    pit_retrieval,
+    quality,
+    stream_ingest,
+    tiering,
+    unstructured,
+)
 from bench.common import OUT_ROOT, BenchOptions, fresh_dir, log, machine_line, quick_from_env, remove
 
 Benchmark = Callable[[BenchOptions], str]
@@ -33,6 +44,11 @@ BENCHMARKS: dict[str, Benchmark] = {
     "stream_peak_rss": stream_ingest.run_peak_rss,
     "quality_ingest": quality.run_ingest_target,
     "quality_engines": quality.run_engines_target,
+    "lineage_batch": lineage.run_batch,
+    "lineage_stream": lineage.run_stream,
+    "lineage_queries": lineage.run_queries,
+    "tier_move": tiering.run_move,
+    "tier_read": tiering.run_read,
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(BENCHMARKS),
@@ -41,6 +57,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "stream": ("stream_ingest", "stream_peak_rss"),
     "features": ("pit_retrieval", "online_lookup"),
     "quality": ("quality_ingest", "quality_engines"),
+    "lineage": ("lineage_batch", "lineage_stream", "lineage_queries"),
+    "tiering": ("tier_move", "tier_read"),
     **{name: (name,) for name in BENCHMARKS},
 }
 
