@@ -48,24 +48,51 @@ def append_line(path: Path, line: str) -> None:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class _EventFile:
+    """The event file, kept open for appending: one ``write`` per event. ``O_APPEND`` writes of one
+    buffer are atomic with respect to other appenders on local filesystems, so lines never interleave."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def append(self, line: str) -> None:
+        data = (line.rstrip("\n") + "\n").encode()
+        with self._lock:
+            if self._fd is None or not self.path.exists():  # (re)opened when the file was removed
+                if self._fd is not None:
+                    os.close(self._fd)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(self._fd, data)
+
+
 class Emitter:
     """Where events go for one lakebed home (see the module docstring)."""
 
     def __init__(self, config: LakebedConfig) -> None:
         self.config = config
         self.path = events_path(config)
+        self.file = _EventFile(self.path)
         self.unsent = lineage_dir(config) / UNSENT_FILE
-        self.secrets = config.secret_values()
+        # Secrets as they appear in clear and inside JSON strings (escaped).
+        self.secrets = sorted(
+            {v for secret in config.secret_values() for v in (secret, json.dumps(secret)[1:-1])}
+        )
         self.remote = _remote_transport(config)
         self._down_until = 0.0
         self._lock = threading.Lock()
 
     def emit(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event, separators=(",", ":"), default=str)
-        append_line(self.path, line)
+        """Record ``event`` (scrubbed of secrets first) in the event file, and send it to the backend."""
+        from lakebed.lineage.events import scrub
+
+        line = scrub(json.dumps(event, separators=(",", ":"), default=str), self.secrets)
+        self.file.append(line)
         if self.remote is not None:
             with self._lock:
-                self._send(event, line)
+                self._send(json.loads(line), line)
 
     def _send(self, event: dict[str, Any], line: str) -> None:
         if time.monotonic() < self._down_until:

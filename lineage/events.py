@@ -228,9 +228,11 @@ def run_event(
     error: BaseException | str | None = None,
     tags: Mapping[str, str] | None = None,
     event_time: dt.datetime | None = None,
-    secrets: Iterable[str] = (),
+    secrets: Iterable[str] | None = (),
 ) -> dict[str, Any]:
-    """One OpenLineage ``RunEvent`` (START, RUNNING, COMPLETE, FAIL, ABORT) as a scrubbed JSON dict."""
+    """One OpenLineage ``RunEvent`` (START, RUNNING, COMPLETE, FAIL, ABORT) as a JSON dict, scrubbed of
+    ``secrets`` and credentials (``secrets=None`` leaves scrubbing to the caller: the emitter scrubs the
+    serialised line in one pass)."""
     from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
     from openlineage.client.facet_v2 import (
         error_message_run,
@@ -295,7 +297,11 @@ def run_event(
         outputs=output_datasets,
         producer=PRODUCER,
     )
-    return scrub_event(json.loads(Serde.to_json(event)), secrets)
+    return (
+        scrub_event(json.loads(Serde.to_json(event)), secrets)
+        if secrets is not None
+        else json.loads(Serde.to_json(event))
+    )
 
 
 __all__ = [

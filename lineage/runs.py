@@ -101,7 +101,7 @@ class LineageRun:
                     parent=self.parent,
                     error=error,
                     tags=self.tags,
-                    secrets=emitter.secrets,
+                    secrets=None,  # the emitter scrubs the serialised event
                 )
             )
         except Exception as exc:  # lineage must never fail the data job

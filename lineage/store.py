@@ -36,6 +36,7 @@ from lakebed.errors import LineageNotFoundError
 log = logging.getLogger("lakebed.lineage")
 STORE_NAME = "lineage_events"
 SYNC_APP_ID = "lineage-events-file"
+SYNC_CHUNK_BYTES = 32 << 20
 TERMINAL = ("COMPLETE", "FAIL", "ABORT")
 
 _DATASET = pa.struct(
@@ -123,6 +124,7 @@ class LineageStore:
         self.source = events_path(self.config)
         self._lock = threading.RLock()
         self._loaded_version: int | None = -2
+        self._seen_size = -1
         self._db: Any = None
 
     # --- loading ----------------------------------------------------------------------------------
@@ -130,32 +132,39 @@ class LineageStore:
     def sync(self) -> int:
         """Load events appended to the event file since the last sync; returns how many were added."""
         with self._lock:
-            for _ in range(10):
+            added, conflicts = 0, 0
+            while conflicts < 10:
                 try:
-                    return self._sync_once()
+                    count, more = self._sync_once()
                 except CommitFailedError:  # another process synced at the same moment: re-read
+                    conflicts += 1
                     continue
-            return 0
+                added += count
+                if not more:
+                    break
+            return added
 
-    def _sync_once(self) -> int:
+    def _sync_once(self) -> tuple[int, bool]:
+        """Load the next chunk of the event file (at most ``SYNC_CHUNK_BYTES``, so memory stays bounded);
+        returns the events added and whether more remain."""
         table = self._table()
         done = (table.transaction_version(SYNC_APP_ID) if table is not None else None) or 0
         try:
             size = self.source.stat().st_size
         except FileNotFoundError:
-            return 0
+            return 0, False
         if size <= done:
             if size < done:
                 log.warning(
                     "lineage event file %s is shorter than what was loaded; was it replaced?", self.source
                 )
-            return 0
+            return 0, False
         with open(self.source, "rb") as handle:
             handle.seek(done)
-            data = handle.read(size - done)
+            data = handle.read(min(size - done, SYNC_CHUNK_BYTES))
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next sync
         if end == 0:
-            return 0
+            return 0, False
         rows = []
         offset = done
         for number, line in enumerate(data[:end].splitlines(keepends=True)):
@@ -184,7 +193,7 @@ class LineageStore:
                 custom_metadata={"lakebed.job": "lineage_sync"},
             ),
         )
-        return len(rows)
+        return len(rows), done + end < size
 
     def _table(self) -> DeltaTable | None:
         try:
@@ -193,8 +202,16 @@ class LineageStore:
             return None
 
     def refresh(self) -> None:
-        """Sync, and reload the query copy if the store moved on."""
+        """Sync, and reload the query copy if the store moved on (a no-op while the event file has not
+        grown since the last refresh)."""
         with self._lock:
+            try:
+                size = self.source.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if self._db is not None and size == self._seen_size:
+                return
+            self._seen_size = size
             self.sync()
             table = self._table()
             version = table.version() if table is not None else -1

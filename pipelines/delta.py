@@ -271,9 +271,8 @@ def _write(
         catalog.register(table, uri=uri, kind=kind, contract=contract)
     version = _find_version(uri, base_version, commit_id)
     quality = check.record(version) if check is not None else None
-    record_output(
-        run,
-        table_dataset(
+    if config.lineage_enabled:
+        output = table_dataset(
             table,
             uri,
             version,
@@ -282,9 +281,8 @@ def _write(
             size=added_bytes(uri, version),
             quality=quality,
             extra={"kind": kind, "operation": mode},
-        ),
-        config=config,
-    )
+        )
+        record_output(run, output, config=config)
     return CommitResult(
         table=table,
         uri=uri,
