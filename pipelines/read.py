@@ -110,44 +110,27 @@ def read_table(
         )
         condition = bound if condition is None else condition & bound
         if found.skip_cold(to_units(since, found.hot_column_type(column))):
-            found = Tiers(found.name, found.hot)
+            found = found.hot_only()
     tables = [_scan(found, part, wanted, condition) for part in found.parts()]
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables([t.cast(tables[0].schema) for t in tables])
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def _scan(found: Tiers, part: Part, columns: list[str] | None, condition: ds.Expression | None) -> pa.Table:
     keep = found.condition(part)
     combined = keep if condition is None else (condition if keep is None else condition & keep)
-    data = (
-        part.table.to_pyarrow_dataset()
-        if len(found.parts()) == 1
-        else part.table.to_pyarrow_dataset(schema=view_schema(found.hot))
+    # Both tiers are read in the hot table's schema (a column added later is null in older cold files).
+    data = part.table.to_pyarrow_dataset(
+        schema=pa.schema(found.hot.schema().to_arrow()) if found.tiered else None
     )
     try:
-        table = data.to_table(columns=columns, filter=combined)
+        return data.to_table(columns=columns, filter=combined)
     except pa.ArrowNotImplementedError:
         if combined is None:
             raise
         # Files rewritten by delta-rs merges hold string_view columns, which pyarrow cannot compare
         # against a plain string literal while scanning; filter after the scan instead.
         table = data.to_table().filter(combined)
-        table = table.select(columns) if columns is not None else table
-    return _plain(table) if len(found.parts()) > 1 else table
-
-
-def _plain(table: pa.Table) -> pa.Table:
-    """View-typed string/binary columns back to plain ones (what single-tier reads return)."""
-    schema = pa.schema(
-        [
-            f.with_type(pa.string())
-            if pa.types.is_string_view(f.type)
-            else (f.with_type(pa.binary()) if pa.types.is_binary_view(f.type) else f)
-            for f in table.schema
-        ]
-    )
-    return table.cast(schema) if schema != table.schema else table
+        return table.select(columns) if columns is not None else table
 
 
 def _tier_column(found: Tiers, name: str, config: LakebedConfig | None) -> str:

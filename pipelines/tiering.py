@@ -7,7 +7,8 @@ contract's ``tiering.column``: cold holds the rows below it. Watermarks are int6
 
 State lives in Delta application transactions, never in side files:
 
-* cold ``tier:<table>`` = the watermark (the cold table is the truth about what it holds);
+* cold ``tier:<table>`` = the watermark (the cold table is the truth about what it holds), and
+  ``tier-hot:<table>`` = the hot version the last copy read;
 * hot ``tier-op:<table>`` = the number of the last move or recall started (with ``tier-target:<table>``,
   the watermark it aims at), ``tier-done:<table>`` = the number of the last one finished, and with it
   ``tier-wm:<table>`` = the watermark and ``tier-cold:<table>`` = the cold version that goes with it.
@@ -88,7 +89,7 @@ def _open(uri: str, config: LakebedConfig, version: int | None = None) -> DeltaT
         return DeltaTable(uri, version=version, storage_options=storage_options(uri, config))
     except DeltaTableNotFoundError:
         return None
-    except DeltaError as exc:  # an unreachable store, a missing bucket, wrong credentials
+    except (DeltaError, OSError) as exc:  # an unreachable store, a missing bucket, wrong credentials
         raise TierError(f"cannot open the cold tier {_where(uri)}: {_scrub(str(exc), config)}") from exc
 
 
@@ -170,20 +171,46 @@ class Part:
     keep: str | None = None  # None (all rows), "below" or "at_or_above"
 
 
-@dataclass(frozen=True)
 class Tiers:
-    """A table across its tiers at one moment (see the module docstring for how it is decided)."""
+    """A table across its tiers at one moment (see the module docstring for how it is decided). The cold
+    table is opened only when a read needs it."""
 
-    name: str
-    hot: DeltaTable
-    cold: DeltaTable | None = None
-    column: str | None = None
-    watermark: int | None = None
-    in_flight: bool = False
+    def __init__(
+        self,
+        name: str,
+        hot: DeltaTable,
+        *,
+        column: str | None = None,
+        watermark: int | None = None,
+        in_flight: bool = False,
+        cold: DeltaTable | None = None,
+        open_cold: Callable[[], DeltaTable | None] | None = None,
+    ) -> None:
+        self.name = name
+        self.hot = hot
+        self.column = column
+        self.watermark = watermark
+        self.in_flight = in_flight
+        self._cold = cold
+        self._open_cold = open_cold
 
     @property
     def tiered(self) -> bool:
-        return self.cold is not None
+        return self._cold is not None or self._open_cold is not None
+
+    @property
+    def cold(self) -> DeltaTable | None:
+        if self._cold is None and self._open_cold is not None:
+            self._cold = self._open_cold()
+            if self._cold is None:
+                raise TierError(
+                    f"table {self.name!r} has rows on the cold tier but its cold table is missing "
+                    "(was LAKEBED_COLD_ROOT changed, or the cold prefix deleted?)"
+                )
+        return self._cold
+
+    def hot_only(self) -> Tiers:
+        return Tiers(self.name, self.hot)
 
     @property
     def dtype(self) -> pa.DataType | None:
@@ -192,11 +219,13 @@ class Tiers:
         return pa.schema(self.hot.schema().to_arrow()).field(self.column).type
 
     def parts(self) -> list[Part]:
-        if self.cold is None:
+        if not self.tiered:
             return [Part(self.hot)]
+        cold = self.cold
+        assert cold is not None
         if not self.in_flight:
-            return [Part(self.hot), Part(self.cold)]
-        return [Part(self.hot, "at_or_above"), Part(self.cold, "below")]
+            return [Part(self.hot), Part(cold)]
+        return [Part(self.hot, "at_or_above"), Part(cold, "below")]
 
     def condition(self, part: Part) -> ds.Expression | None:
         if part.keep is None or self.column is None or self.watermark is None:
@@ -233,7 +262,7 @@ class Tiers:
         parts = self.parts()
         if len(parts) == 1:
             return self.hot.to_pyarrow_dataset(schema=schema)
-        schema = schema or view_schema(self.hot)
+        schema = schema or pa.schema(self.hot.schema().to_arrow())
         if not self.in_flight:
             return ds.dataset([p.table.to_pyarrow_dataset(schema=schema) for p in parts])
         tables = [p.table.to_pyarrow_dataset(schema=schema).to_table(filter=self.condition(p)) for p in parts]
@@ -265,16 +294,22 @@ def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tie
         return Tiers(entry.name, hot)  # never moved
     uri = cold_uri(table, config)
     if op == done:
-        cold = _open(uri, config, _txn(hot, _app("tier-cold", table)))
-        return Tiers(table, hot, cold, policy.column, _txn(hot, _app("tier-wm", table)))
+        version = _txn(hot, _app("tier-cold", table))
+        return Tiers(
+            table,
+            hot,
+            column=policy.column,
+            watermark=_txn(hot, _app("tier-wm", table)),
+            open_cold=lambda: _open(uri, config, version),
+        )
     cold = _open(uri, config)
     if cold is not None and hot.version() < DeltaTable(hot.table_uri).version():
         # Reading the past: the cold table as it was when this hot version was written.
         cold.load_as_version(_commit_time(hot))
     watermark = _txn(cold, _app("tier", table)) if cold is not None else None
     if cold is None or watermark is None:
-        return Tiers(entry.name, hot)
-    return Tiers(table, hot, cold, policy.column, watermark, in_flight=True)
+        return Tiers(entry.name, hot)  # the interrupted move never reached the cold tier
+    return Tiers(table, hot, column=policy.column, watermark=watermark, in_flight=True, cold=cold)
 
 
 def _commit_time(table: DeltaTable) -> dt.datetime:
@@ -531,11 +566,11 @@ class _Mover:
                 reader,
                 mode="append",
                 storage_options=self.options,
-                commit_properties=self.properties({"tier": target}, hot_version=str(snapshot.version())),
+                commit_properties=self.properties({"tier": target, "tier-hot": snapshot.version()}),
             )
         except CommitFailedError as exc:
             raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
-        except DeltaError as exc:
+        except (DeltaError, OSError) as exc:
             raise TierError(
                 f"{self.table}: copy to the cold tier {_where(self.cold_uri)} failed, hot data untouched: "
                 f"{_scrub(str(exc), self.config)}"
@@ -561,7 +596,8 @@ class _Mover:
         present = _count(hot, below)
         cold = self.cold()
         assert cold is not None
-        snapshot = int(_last_metadata(cold, "lakebed.tier.hot_version") or -1)
+        snapshot = _txn(cold, _app("tier-hot", self.table))  # the hot version the copy was read from
+        snapshot = -1 if snapshot is None else snapshot
         copied = _count(self.hot(snapshot), below) if snapshot >= 0 else 0
         if present > copied:  # more rows below the target than were copied: late arrivals
             self._copy_missing(hot, target)
@@ -605,7 +641,7 @@ class _Mover:
                 mode="append",
                 storage_options=self.options,
                 commit_properties=self.properties(
-                    {"tier": target}, hot_version=str(hot.version()), late="true"
+                    {"tier": target}, late=str(hot.version())
                 ),
             )
             self.result.rows += missing.num_rows
@@ -737,13 +773,6 @@ def _paths(table: DeltaTable) -> list[str]:
     """The data files of ``table``'s loaded version (relative paths, as in the Delta log)."""
     actions = pa.table(table.get_add_actions(flatten=True))
     return actions.column("path").to_pylist() if actions.num_rows else []
-
-
-def _last_metadata(table: DeltaTable, key: str) -> str | None:
-    for entry in table.history(20):
-        if key in entry:
-            return str(entry[key])
-    return None
 
 
 def _quote(column: str) -> str:
