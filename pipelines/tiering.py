@@ -29,19 +29,25 @@ second one's intent commit conflicts on ``tier-op`` and it stops with :class:`Ti
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog, TableEntry
@@ -551,23 +557,69 @@ class _Mover:
         self.delete_hot(op, target)
 
     def copy_to_cold(self, target: int) -> None:
-        """Commit (2): every hot row below ``target`` into cold, with the watermark, then verify."""
+        """Commit (2): every hot row below ``target`` into cold, with the watermark, then verify.
+
+        Files wholly below the target are copied byte for byte (no decoding: object-store speed); the
+        rows below the target of files that straddle it are written as new files. One cold commit adds
+        them all, so a crash before it leaves nothing behind and one after it needs no copy again."""
         snapshot = self.hot()
-        condition = ds.field(self.column) < literal(target, self.dtype)
-        data = snapshot.to_pyarrow_dataset(schema=pa.schema(snapshot.schema().to_arrow()))
-        total = data.count_rows(filter=condition)
-        counted = _Checksum(self.progress, "copy", total)
-        reader = pa.RecordBatchReader.from_batches(
-            data.schema, counted.wrap(data.to_batches(filter=condition, batch_size=131_072))
-        )
+        files = self.plan_files(snapshot, target)
+        expected = _count(snapshot, ds.field(self.column) < literal(target, self.dtype))
+        store, root = _filesystem(self.cold_uri, self.config)
+        source = Path(self.hot_uri.removeprefix("file://"))
+        adds: list[AddAction] = []
+        copied: list[tuple[str, int, int, str]] = []  # (path, size, rows, checksum) to verify in the store
+        moved = 0
         try:
-            write_deltalake(
-                self.cold_uri,
-                reader,
-                mode="append",
-                storage_options=self.options,
-                commit_properties=self.properties({"tier": target, "tier-hot": snapshot.version()}),
-            )
+            for action, whole in files:
+                if whole:
+                    size = _copy_file(source / action["path"], store, f"{root}/{action['path']}")
+                    adds.append(_add_action(action["path"], size, action, _stats_of(action)))
+                    local = pafs.LocalFileSystem()
+                    digest = _footer_digest(local, str(source / action["path"]))
+                    copied.append((action["path"], size, int(action["num_records"]), digest))
+                    moved += int(action["num_records"])
+                else:
+                    rows = _read_file(source / action["path"]).filter(
+                        pc.less(
+                            _column(source / action["path"], self.column, action), literal(target, self.dtype)
+                        )
+                    )
+                    if rows.num_rows:
+                        path, size = _write_file(rows, store, root, action)
+                        adds.append(_add_action(path, size, action, _stats_for(rows)))
+                        copied.append((path, size, rows.num_rows, f"rows:{row_checksum(rows)}"))
+                        moved += rows.num_rows
+                if self.progress:
+                    self.progress("copy", moved, expected)
+                _fault("copy")
+            if moved != expected:
+                raise TierError(
+                    f"{self.table}: the files below the watermark hold {moved:,} rows, the table {expected:,}; "
+                    "nothing was moved"
+                )
+            properties = self.properties({"tier": target, "tier-hot": snapshot.version()})
+            partitions = _partition_columns(snapshot)
+            cold = self.cold()
+            if cold is None:
+                create_table_with_add_actions(
+                    self.cold_uri,
+                    snapshot.schema(),
+                    adds,
+                    mode="append",
+                    partition_by=partitions or None,
+                    storage_options=self.options,
+                    commit_properties=properties,
+                )
+            else:
+                actions: list[AddAction | RemoveAction] = [*adds]
+                cold.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=snapshot.schema(),
+                    partition_by=partitions or None,
+                    commit_properties=properties,
+                )
         except CommitFailedError as exc:
             raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
         except (DeltaError, OSError) as exc:
@@ -576,21 +628,103 @@ class _Mover:
                 f"{_scrub(str(exc), self.config)}"
             ) from exc
         _fault("copied")
+        # Verify what the store holds: size and row count of every file, and a checksum: of the Parquet
+        # footer for byte-copied files (it records every column chunk's offset, size and statistics), of
+        # every row for rewritten ones.
+        for path, size, rows, digest in copied:
+            stored = _stored(store, f"{root}/{path}", rows_digest=digest.startswith("rows:"))
+            if stored != (size, rows, digest):
+                raise TierError(
+                    f"{self.table}: verification failed for {path}: copied {size:,} bytes, {rows:,} rows, "
+                    f"checksum {digest}; the cold store holds {stored[0]:,} bytes, {stored[1]:,} rows, checksum "
+                    f"{stored[2]}; hot data untouched"
+                )
         cold = self.cold()
         assert cold is not None
-        rows, checksum = _verify_added(cold, self.config)
-        if (rows, checksum) != (counted.rows, counted.checksum):
-            raise TierError(
-                f"{self.table}: verification failed: copied {counted.rows:,} rows (checksum {counted.checksum}) "
-                f"but cold version {cold.version()} holds {rows:,} (checksum {checksum}); hot data untouched"
-            )
-        self.result.rows += rows
-        self.result.checksum = checksum
+        self.result.rows += moved
         self.result.cold_version = cold.version()
 
+    def plan_files(self, hot: DeltaTable, target: int) -> list[tuple[dict[str, Any], bool]]:
+        """The hot files holding rows below ``target``: (add action, True when wholly below)."""
+        partitions = _partition_columns(hot)
+        chosen = []
+        for action in pa.table(hot.get_add_actions(flatten=False)).to_pylist():
+            if self.column in partitions:
+                value = (action.get("partition_values") or {}).get(self.column)
+                low = high = None if value is None else to_units(value, self.dtype)
+            else:
+                low = (action.get("min") or {}).get(self.column)
+                high = (action.get("max") or {}).get(self.column)
+                low = None if low is None else to_units(low, self.dtype)
+                high = None if high is None else to_units(high, self.dtype)
+            if high is not None and high < target:
+                chosen.append((action, True))
+            elif low is None or low < target:  # straddles the target (or has no statistics)
+                chosen.append((action, False))
+        return chosen
+
     def delete_hot(self, op: int, target: int) -> None:
-        """Commit (3): delete the copied rows from hot, marking the operation done. Rows below the target
-        that reached hot after the copy (late rows) are copied to cold first, so none is lost."""
+        """Commit (3): remove the copied rows from hot, marking the operation done.
+
+        Normally one commit removes exactly the files the copy read (re-adding the rows at or above the
+        target of files that straddled it), so rows written to hot since stay there, visible, for the next
+        move. If those files changed meanwhile (a compaction), rows are deleted by predicate instead,
+        after copying to cold any row below the target it does not hold yet."""
+        cold = self.cold()
+        assert cold is not None
+        snapshot = _txn(cold, _app("tier-hot", self.table))
+        if snapshot is not None and self.remove_files(op, target, snapshot, cold.version()):
+            return
+        self.delete_rows(op, target)
+
+    def remove_files(self, op: int, target: int, snapshot: int, cold_version: int) -> bool:
+        files = self.plan_files(self.hot(snapshot), target)
+        hot = self.hot()
+        present = set(_paths(hot))
+        if any(action["path"] not in present for action, _ in files):
+            return False
+        now = int(time.time() * 1000)
+        source = Path(self.hot_uri.removeprefix("file://"))
+        store, root = _filesystem(self.hot_uri, self.config)
+        actions: list[AddAction | RemoveAction] = []
+        for action, whole in files:
+            actions.append(
+                RemoveAction(
+                    path=action["path"],
+                    data_change=True,
+                    deletion_timestamp=now,
+                    size=int(action["size_bytes"]),
+                    partition_values=action.get("partition_values") or None,
+                )
+            )
+            if not whole:
+                kept = _read_file(source / action["path"])
+                kept = kept.filter(
+                    pc.greater_equal(
+                        _column(source / action["path"], self.column, action), literal(target, self.dtype)
+                    )
+                )
+                if kept.num_rows:
+                    path, size = _write_file(kept, store, root, action)
+                    actions.append(_add_action(path, size, action, _stats_for(kept)))
+        _fault("delete")
+        try:
+            hot.create_write_transaction(
+                actions,
+                mode="append",
+                schema=hot.schema(),
+                partition_by=_partition_columns(hot) or None,
+                commit_properties=self.properties(
+                    {"tier-done": op, "tier-wm": target, "tier-cold": cold_version}, done=str(target)
+                ),
+            )
+        except CommitFailedError:
+            return False  # the files changed under us (e.g. a compaction): delete by predicate
+        self.result.hot_version = self.hot().version()
+        return True
+
+    def delete_rows(self, op: int, target: int) -> None:
+        """The fallback delete: by predicate, with late rows first copied to cold (none is lost)."""
         below = ds.field(self.column) < literal(target, self.dtype)
         hot = self.hot()
         present = _count(hot, below)
@@ -604,7 +738,6 @@ class _Mover:
             cold = self.cold()
             assert cold is not None
         predicate = f"{_quote(self.column)} < {_sql_literal(target, self.dtype)}"
-        _fault("delete")
         before_delete = hot.version()
         metrics = hot.delete(
             predicate,
@@ -640,9 +773,7 @@ class _Mover:
                 missing,
                 mode="append",
                 storage_options=self.options,
-                commit_properties=self.properties(
-                    {"tier": target}, late=str(hot.version())
-                ),
+                commit_properties=self.properties({"tier": target}, late=str(hot.version())),
             )
             self.result.rows += missing.num_rows
             self.result.notes.append(f"{missing.num_rows} row(s) below the watermark arrived during the move")
@@ -699,26 +830,6 @@ def _fault(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _Checksum:
-    """Counts rows and sums a hash of every row (order-independent) while they stream past."""
-
-    def __init__(self, progress: Progress | None, step: str, total: int) -> None:
-        self.rows = 0
-        self.checksum = 0
-        self.progress = progress
-        self.step = step
-        self.total = total
-
-    def wrap(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            self.rows += batch.num_rows
-            self.checksum = (self.checksum + row_checksum(batch)) % (1 << 64)
-            if self.progress:
-                self.progress(self.step, self.rows, self.total)
-            yield batch
-            _fault(self.step)  # handed to the writer, not yet committed
-
-
 def row_checksum(data: pa.RecordBatch | pa.Table) -> int:
     """An order-independent checksum of rows: the sum (mod 2^64) of a hash of each row."""
     import polars as pl
@@ -731,22 +842,154 @@ def row_checksum(data: pa.RecordBatch | pa.Table) -> int:
     return int(frame.hash_rows(seed=7).cast(pl.UInt64).sum()) % (1 << 64)
 
 
-def _verify_added(cold: DeltaTable, config: LakebedConfig) -> tuple[int, int]:
-    """Rows and checksum of the files the latest cold commit added (read back from the store)."""
-    latest = cold.version()
-    options = storage_options(cold.table_uri, config)
-    previous = (
-        set(_paths(DeltaTable(cold.table_uri, version=latest - 1, storage_options=options)))
-        if latest
-        else set()
+def _filesystem(uri: str, config: LakebedConfig) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem for a table location and the table's root path in it."""
+    if uri.startswith("s3://"):
+        s3 = config.s3
+        endpoint = s3.endpoint_url or ""
+        options: dict[str, Any] = {"region": s3.region}
+        if endpoint:
+            options["endpoint_override"] = endpoint.split("://", 1)[-1]
+            options["scheme"] = "http" if endpoint.startswith("http://") else "https"
+        if s3.access_key_id and s3.secret_access_key:
+            options["access_key"] = s3.access_key_id.get_secret_value()
+            options["secret_key"] = s3.secret_access_key.get_secret_value()
+            if s3.session_token:
+                options["session_token"] = s3.session_token.get_secret_value()
+        return pafs.S3FileSystem(**options), uri[len("s3://") :].rstrip("/")
+    path = urlsplit(uri).path if uri.startswith("file://") else uri
+    return pafs.LocalFileSystem(), str(Path(path).resolve())
+
+
+def _copy_file(source: Path, store: pafs.FileSystem, destination: str) -> int:
+    """Copy one local file into ``store`` byte for byte; returns its size."""
+    store.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+    size = 0
+    with open(source, "rb") as reader, store.open_output_stream(destination) as writer:
+        while chunk := reader.read(8 << 20):
+            writer.write(chunk)
+            size += len(chunk)
+    return size
+
+
+def _read_file(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _column(path: Path, column: str, action: dict[str, Any]) -> pa.ChunkedArray:
+    """``column`` of the data file at ``path`` (read again: a partition column comes from the path)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=[column]).column(column)
+
+
+def _write_file(rows: pa.Table, store: pafs.FileSystem, root: str, action: dict[str, Any]) -> tuple[str, int]:
+    """Write ``rows`` as a new data file beside ``action``'s (same partition folder); (path, size)."""
+    import pyarrow.parquet as pq
+
+    folder = action["path"].rsplit("/", 1)[0] + "/" if "/" in action["path"] else ""
+    path = f"{folder}part-{uuid.uuid4()}-c000.zstd.parquet"
+    store.create_dir(f"{root}/{folder}".rstrip("/"), recursive=True)
+    with store.open_output_stream(f"{root}/{path}") as writer:
+        pq.write_table(rows, writer, compression="zstd")
+    return path, int(store.get_file_info(f"{root}/{path}").size)
+
+
+def _stored(store: pafs.FileSystem, path: str, *, rows_digest: bool) -> tuple[int, int, str]:
+    """Size, row count and checksum (of the footer, or of the rows) of a Parquet file in ``store``."""
+    import pyarrow.parquet as pq
+
+    info = store.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return -1, -1, "missing"
+    with store.open_input_file(path) as handle:
+        rows = pq.ParquetFile(handle).metadata.num_rows
+    if rows_digest:
+        with store.open_input_file(path) as handle:
+            return int(info.size), rows, f"rows:{row_checksum(pq.read_table(handle))}"
+    return int(info.size), rows, _footer_digest(store, path)
+
+
+def _footer_digest(store: pafs.FileSystem, path: str) -> str:
+    """sha256 of a Parquet file's footer (metadata, its length and the magic bytes)."""
+    import hashlib
+
+    with store.open_input_file(path) as handle:
+        size = handle.size()
+        handle.seek(size - 8)
+        length = int.from_bytes(handle.read(4), "little")
+        handle.seek(size - 8 - length)
+        return "footer:" + hashlib.sha256(handle.read(length + 8)).hexdigest()
+
+
+def _add_action(path: str, size: int, like: dict[str, Any], stats: str) -> AddAction:
+    partitions = like.get("partition_values") or {}
+    return AddAction(
+        path=path,
+        size=size,
+        partition_values={k: None if v is None else str(v) for k, v in partitions.items()},
+        modification_time=int(time.time() * 1000),
+        data_change=True,
+        stats=stats,
     )
-    added = [f for f in _paths(cold) if f not in previous]
-    data = cold.to_pyarrow_dataset(schema=pa.schema(cold.schema().to_arrow()))
-    fragments = [f for f in data.get_fragments() if any(f.path.endswith(a) for a in added)]
-    if not fragments:
-        return 0, 0
-    table = ds.FileSystemDataset(fragments, data.schema, data.format, data.filesystem).to_table()
-    return table.num_rows, row_checksum(table)
+
+
+def _partition_columns(table: DeltaTable) -> list[str]:
+    return list(table.metadata().partition_columns)
+
+
+def _stat_value(value: Any, high: bool) -> Any:
+    """A statistics value as Delta writes it (timestamps to milliseconds, rounded outwards)."""
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC) if value.tzinfo else value
+        millis = value.replace(microsecond=value.microsecond // 1000 * 1000)
+        if high and millis != value:
+            millis += dt.timedelta(milliseconds=1)
+        return millis.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis.microsecond // 1000:03d}Z"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool | int | float | str):
+        return value
+    return None
+
+
+def _stats_json(rows: int, low: dict[str, Any], high: dict[str, Any], nulls: dict[str, Any]) -> str:
+    def clean(values: dict[str, Any], is_high: bool) -> dict[str, Any]:
+        out = {k: _stat_value(v, is_high) for k, v in values.items() if v is not None}
+        return {k: v for k, v in out.items() if v is not None}
+
+    return json.dumps(
+        {
+            "numRecords": rows,
+            "minValues": clean(low, False),
+            "maxValues": clean(high, True),
+            "nullCount": {k: int(v) for k, v in nulls.items() if isinstance(v, int)},
+        }
+    )
+
+
+def _stats_of(action: dict[str, Any]) -> str:
+    return _stats_json(
+        int(action["num_records"]),
+        action.get("min") or {},
+        action.get("max") or {},
+        action.get("null_count") or {},
+    )
+
+
+def _stats_for(rows: pa.Table) -> str:
+    low, high, nulls = {}, {}, {}
+    for name in rows.column_names:
+        column = rows.column(name)
+        nulls[name] = column.null_count
+        try:
+            bounds = pc.min_max(column).as_py()
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            continue
+        low[name], high[name] = bounds["min"], bounds["max"]
+    return _stats_json(rows.num_rows, low, high, nulls)
 
 
 def _count(table: DeltaTable, condition: ds.Expression) -> int:
