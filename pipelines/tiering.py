@@ -28,6 +28,7 @@ second one's intent commit conflicts on ``tier-op`` and it stops with :class:`Ti
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -60,6 +61,7 @@ from lakebed.errors import TierConflictError, TierError
 Progress = Callable[[str, int, int], None]
 """``progress(step, rows_done, rows_total)``."""
 
+_PARALLEL_COPIES = 4  # files copied to (and verified in) the cold store at once
 FAULT_ENV = "LAKEBED_TIER_FAULT"
 """Fault injection for crash tests: ``<step>`` makes the mover kill its own process (SIGKILL) at that step:
 ``intent`` (after the intent commit), ``copy`` (mid-copy, before the cold commit), ``copied`` (after the cold
@@ -489,13 +491,25 @@ class _Mover:
         hot = DeltaTable(self.hot_uri)
         self.dtype = pa.schema(hot.schema().to_arrow()).field(self.column).type
         self.result = MoveResult(table, "nothing")
+        self._cold_table: DeltaTable | None = None
 
     # state
     def hot(self, version: int | None = None) -> DeltaTable:
         return DeltaTable(self.hot_uri, version=version)
 
     def cold(self) -> DeltaTable | None:
-        return _open(self.cold_uri, self.config)
+        """The cold table at its latest version (opened once, then brought up to date incrementally: each
+        open of a table on object storage costs several requests)."""
+        if self._cold_table is None:
+            self._cold_table = _open(self.cold_uri, self.config)
+        else:
+            try:
+                self._cold_table.update_incremental()
+            except (DeltaError, OSError) as exc:
+                raise TierError(
+                    f"cannot read the cold tier {_where(self.cold_uri)}: {_scrub(str(exc), self.config)}"
+                ) from exc
+        return self._cold_table
 
     def properties(self, transactions: dict[str, int], **extra: str) -> CommitProperties:
         now = int(time.time() * 1000)
@@ -570,15 +584,24 @@ class _Mover:
         adds: list[AddAction] = []
         copied: list[tuple[str, int, int, str]] = []  # (path, size, rows, checksum) to verify in the store
         moved = 0
+        local = pafs.LocalFileSystem()
+
+        def copy_whole(action: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
+            size = _copy_file(source / action["path"], store, f"{root}/{action['path']}")
+            return action, size, _footer(local, str(source / action["path"]))[1]
+
         try:
-            for action, whole in files:
-                if whole:
-                    size = _copy_file(source / action["path"], store, f"{root}/{action['path']}")
+            with concurrent.futures.ThreadPoolExecutor(_PARALLEL_COPIES) as pool:
+                for action, size, digest in pool.map(copy_whole, [a for a, whole in files if whole]):
                     adds.append(_add_action(action["path"], size, action, _stats_of(action)))
-                    local = pafs.LocalFileSystem()
-                    digest = _footer_digest(local, str(source / action["path"]))
                     copied.append((action["path"], size, int(action["num_records"]), digest))
                     moved += int(action["num_records"])
+                    if self.progress:
+                        self.progress("copy", moved, expected)
+                    _fault("copy")
+            for action, whole in files:
+                if whole:
+                    continue
                 else:
                     rows = _read_file(source / action["path"]).filter(
                         pc.less(
@@ -631,8 +654,13 @@ class _Mover:
         # Verify what the store holds: size and row count of every file, and a checksum: of the Parquet
         # footer for byte-copied files (it records every column chunk's offset, size and statistics), of
         # every row for rewritten ones.
-        for path, size, rows, digest in copied:
-            stored = _stored(store, f"{root}/{path}", rows_digest=digest.startswith("rows:"))
+        with concurrent.futures.ThreadPoolExecutor(_PARALLEL_COPIES) as pool:
+            stored_files = list(
+                pool.map(
+                    lambda c: _stored(store, f"{root}/{c[0]}", rows_digest=c[3].startswith("rows:")), copied
+                )
+            )
+        for (path, size, rows, digest), stored in zip(copied, stored_files, strict=True):
             if stored != (size, rows, digest):
                 raise TierError(
                     f"{self.table}: verification failed for {path}: copied {size:,} bytes, {rows:,} rows, "
@@ -904,24 +932,32 @@ def _stored(store: pafs.FileSystem, path: str, *, rows_digest: bool) -> tuple[in
     info = store.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return -1, -1, "missing"
-    with store.open_input_file(path) as handle:
-        rows = pq.ParquetFile(handle).metadata.num_rows
+    rows, digest = _footer(store, path, size=int(info.size))
     if rows_digest:
         with store.open_input_file(path) as handle:
-            return int(info.size), rows, f"rows:{row_checksum(pq.read_table(handle))}"
-    return int(info.size), rows, _footer_digest(store, path)
+            digest = f"rows:{row_checksum(pq.read_table(handle))}"
+    return int(info.size), rows, digest
 
 
-def _footer_digest(store: pafs.FileSystem, path: str) -> str:
-    """sha256 of a Parquet file's footer (metadata, its length and the magic bytes)."""
+def _footer(store: pafs.FileSystem, path: str, *, size: int | None = None) -> tuple[int, str]:
+    """The row count in a Parquet file's footer and a sha256 of the footer (its metadata, length and magic
+    bytes: every column chunk's offset, size and statistics), from one read of the file's tail."""
     import hashlib
 
+    import pyarrow.parquet as pq
+
     with store.open_input_file(path) as handle:
-        size = handle.size()
-        handle.seek(size - 8)
-        length = int.from_bytes(handle.read(4), "little")
-        handle.seek(size - 8 - length)
-        return "footer:" + hashlib.sha256(handle.read(length + 8)).hexdigest()
+        size = handle.size() if size is None else size
+        tail_start = max(0, size - (64 << 10))
+        handle.seek(tail_start)
+        tail = handle.read(size - tail_start)
+        length = int.from_bytes(tail[-8:-4], "little")
+        if length + 8 > len(tail):
+            handle.seek(size - 8 - length)
+            tail = handle.read(length + 8)
+        footer = tail[-(length + 8) :]
+    rows = pq.ParquetFile(pa.BufferReader(b"PAR1" + footer)).metadata.num_rows
+    return rows, "footer:" + hashlib.sha256(footer).hexdigest()
 
 
 def _add_action(path: str, size: int, like: dict[str, Any], stats: str) -> AddAction:
