@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 from lakebed.lineage.events import table_dataset
@@ -301,23 +301,32 @@ def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tie
     if op == 0:
         return Tiers(entry.name, hot)  # never moved
     uri = cold_uri(table, config)
-    if op == done:
+    watermark = _txn(hot, _app("tier-wm", table))
+    target = _txn(hot, _app("tier-target", table))
+    recalling = op != done and target is not None and watermark is not None and target < watermark
+    if not recalling:
+        # Nothing in flight, or a move: its last step removes the rows from hot in the same commit that
+        # marks it done, so until then hot still holds them and cold is read as of the last finished move.
         version = _txn(hot, _app("tier-cold", table))
+        if version is None:
+            return Tiers(table, hot)  # the first move is not finished: every row is still hot
         return Tiers(
             table,
             hot,
             column=policy.column,
-            watermark=_txn(hot, _app("tier-wm", table)),
+            watermark=watermark,
             open_cold=lambda: _open(uri, config, version),
         )
+    # A recall in flight: its rows may be in both tiers; cold's own watermark splits them.
     cold = _open(uri, config)
     if cold is not None and hot.version() < DeltaTable(hot.table_uri).version():
         # Reading the past: the cold table as it was when this hot version was written.
         cold.load_as_version(_commit_time(hot))
     watermark = _txn(cold, _app("tier", table)) if cold is not None else None
-    if cold is None or watermark is None:
-        return Tiers(entry.name, hot)  # the interrupted move never reached the cold tier
-    return Tiers(table, hot, column=policy.column, watermark=watermark, in_flight=True, cold=cold)
+    split = _txn(cold, _app("tier", table)) if cold is not None else None
+    if cold is None or split is None:
+        raise TierError(f"table {table!r}: a recall is in flight but its cold table has no watermark")
+    return Tiers(table, hot, column=policy.column, watermark=split, in_flight=True, cold=cold)
 
 
 def _commit_time(table: DeltaTable) -> dt.datetime:
@@ -358,6 +367,7 @@ def status(table: str, *, config: LakebedConfig | None = None) -> TierStatus:
     entry = Catalog(config).get(table)
     hot = DeltaTable(entry.uri)
     tiers = open_tiers(entry, hot, config)
+    in_flight = (_txn(hot, _app("tier-op", table)) or 0) != (_txn(hot, _app("tier-done", table)) or 0)
     hot_rows, hot_bytes = _size(hot)
     cold_rows, cold_bytes = _size(tiers.cold)
     policy = policy_of(entry)
@@ -371,7 +381,7 @@ def status(table: str, *, config: LakebedConfig | None = None) -> TierStatus:
         cold_rows=cold_rows,
         cold_bytes=cold_bytes,
         cold_uri=cold_uri(table, config),
-        in_flight=tiers.in_flight,
+        in_flight=in_flight,
         policy=policy,
     )
 
@@ -547,10 +557,8 @@ class _Mover:
     def begin(self, target: int) -> int:
         """The intent commit; a concurrent mover's intent makes this fail (one wins)."""
         op, done, _ = self.state()
-        if op != done:
-            raise TierError(
-                f"{self.table}: operation {op} is unfinished; run `lakebed tier move {self.table}` to finish it"
-            )
+        if op != done:  # (this mover finished any interrupted operation first): another one just began
+            raise TierConflictError(f"{self.table}: another mover began operation {op} at the same moment")
         try:
             self.hot_marker({"tier-op": op + 1, "tier-target": target}, intent=str(target))
         except CommitFailedError as exc:
@@ -565,18 +573,19 @@ class _Mover:
 
     def move(self, op: int, target: int) -> None:
         cold = self.cold()
-        watermark = _txn(cold, _app("tier", self.table)) if cold is not None else None
-        if watermark != target:
-            self.copy_to_cold(target)
+        copied = _txn(cold, _app("tier-copied", self.table)) if cold is not None else None
+        if copied != op:  # this operation's copy is not in cold yet
+            self.copy_to_cold(op, target)
         self.delete_hot(op, target)
 
-    def copy_to_cold(self, target: int) -> None:
+    def copy_to_cold(self, op: int, target: int) -> None:
         """Commit (2): every hot row below ``target`` into cold, with the watermark, then verify.
 
         Files wholly below the target are copied byte for byte (no decoding: object-store speed); the
         rows below the target of files that straddle it are written as new files. One cold commit adds
         them all, so a crash before it leaves nothing behind and one after it needs no copy again."""
         snapshot = self.hot()
+        base = self.cold()  # the cold table as before the copy: the copy commits against this version
         files = self.plan_files(snapshot, target)
         expected = _count(snapshot, ds.field(self.column) < literal(target, self.dtype))
         store, root = _filesystem(self.cold_uri, self.config)
@@ -621,15 +630,20 @@ class _Mover:
                     f"{self.table}: the files below the watermark hold {moved:,} rows, the table {expected:,}; "
                     "nothing was moved"
                 )
-            properties = self.properties({"tier": target, "tier-hot": snapshot.version()})
+            properties = self.properties({"tier": target, "tier-hot": snapshot.version(), "tier-copied": op})
             partitions = _partition_columns(snapshot)
-            cold = self.cold()
+            latest = _open(self.cold_uri, self.config)
+            if self.state()[1] >= op or (
+                latest is not None and _txn(latest, _app("tier-copied", self.table)) == op
+            ):
+                raise TierConflictError(f"{self.table}: another mover copied operation {op} during this copy")
+            cold = base
             if cold is None:
                 create_table_with_add_actions(
                     self.cold_uri,
                     snapshot.schema(),
                     adds,
-                    mode="append",
+                    mode="error",  # another mover created it meanwhile: stop, never add twice
                     partition_by=partitions or None,
                     storage_options=self.options,
                     commit_properties=properties,
@@ -643,9 +657,13 @@ class _Mover:
                     partition_by=partitions or None,
                     commit_properties=properties,
                 )
-        except CommitFailedError as exc:
+        except (CommitFailedError, DeltaProtocolError) as exc:
             raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
         except (DeltaError, OSError) as exc:
+            if base is None and "exist" in str(exc).lower():
+                raise TierConflictError(
+                    f"{self.table}: another mover created the cold table meanwhile"
+                ) from None
             raise TierError(
                 f"{self.table}: copy to the cold tier {_where(self.cold_uri)} failed, hot data untouched: "
                 f"{_scrub(str(exc), self.config)}"
@@ -1090,6 +1108,7 @@ def move(
     mover = _Mover(table, config, run, progress)
     with lineage_run(run, config=config) as lineage:
         lineage.add_input(table_dataset(table, mover.hot_uri, mover.hot().version()))
+        mover.cold()  # an unreachable store, a missing bucket or bad credentials stop us before any commit
         resumed = mover.resume()
         plan = plan_move(table, before=before, now=now, config=config)
         current = open_tiers(mover.entry, mover.hot(), config).watermark
@@ -1128,6 +1147,7 @@ def recall(
     started = time.perf_counter()
     mover = _Mover(table, config, run, progress)
     with lineage_run(run, config=config) as lineage:
+        mover.cold()  # an unreachable store, a missing bucket or bad credentials stop us before any commit
         mover.resume()
         target = to_units(since, mover.dtype)
         current = open_tiers(mover.entry, mover.hot(), config).watermark

@@ -430,10 +430,6 @@ def test_default_file_cold_tier(lakebed_home: Path) -> None:
     assert_converged(truth, at(150))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a move to the watermark cold already has skips the copy, then deletes the late rows from hot",
-)
 def test_late_rows_move_to_cold_on_a_move_to_the_same_watermark(s3_cold: S3Target) -> None:
     truth = write_table(400)
     tiering.move(TABLE, before=at(200))
@@ -476,10 +472,6 @@ def test_kill_9_during_a_move_loses_nothing_and_a_rerun_converges(
     assert tiering.move(TABLE, before=at(1000)).operation == "nothing"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `tier status` does not report a first move interrupted before its cold commit as pending",
-)
 def test_status_reports_an_interrupted_first_move(s3_cold: S3Target, tier_child: StartChild) -> None:
     write_table(400)
     child = tier_child(move_argv(at(200)), fault="intent")
@@ -517,11 +509,6 @@ def test_kill_9_during_a_recall_loses_nothing_and_a_rerun_converges(
     assert_converged(truth, at(600))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the rerun (`tier move` with the same --before) finishes the interrupted move, then starts a "
-    "move to the same watermark, which skips the copy and deletes the late rows",
-)
 def test_kill_9_after_the_copy_then_late_rows_then_rerun(s3_cold: S3Target, tier_child: StartChild) -> None:
     """Rows below the target written while a move is interrupted are neither lost nor doubled by the rerun,
     and the next move leaves none of them hot below the watermark."""
@@ -541,10 +528,6 @@ def test_kill_9_after_the_copy_then_late_rows_then_rerun(s3_cold: S3Target, tier
     assert_converged(with_late, at(300))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: while a move is interrupted after its cold commit, late rows below the new watermark are invisible",
-)
 def test_late_rows_are_visible_while_a_move_is_interrupted(s3_cold: S3Target, tier_child: StartChild) -> None:
     truth = write_table(400)
     tiering.move(TABLE, before=at(100))
@@ -751,11 +734,6 @@ def test_two_movers_at_once_one_wins_and_the_end_is_correct(
     print(outcomes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a mover whose operation another mover finished during its copy commits its copy to cold "
-    "anyway: cold holds the rows twice",
-)
 @pytest.mark.parametrize(
     "first",
     [pytest.param(True, id="first-move", marks=pytest.mark.slow), pytest.param(False, id="later-move")],
@@ -783,11 +761,6 @@ def test_a_second_mover_during_the_copy(s3_cold: S3Target, tier_child: StartChil
     assert_converged(truth, at(1500))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a mover that finds another mover's intent at its own intent commit raises a plain TierError "
-    "telling the user to run `tier move` (what they ran), not TierConflictError",
-)
 def test_a_second_mover_before_the_intent(s3_cold: S3Target, tier_child: StartChild) -> None:
     """Deterministic interleaving: mover B commits its intent after mover A checked for an interrupted
     operation (A's ``plan_move`` runs B, which is then killed). A must stop with TierConflictError or
@@ -901,11 +874,6 @@ def test_missing_bucket_is_a_tier_error_naming_it_and_a_move_works_once_it_exist
     assert_converged(truth, at(200))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a move commits its intent before it touches the cold tier, so a first move that fails "
-    "(missing bucket) leaves the table unreadable",
-)
 def test_a_failed_move_to_a_missing_bucket_leaves_the_table_readable(
     s3_server: MotoServer, point_lakebed: PointLakebed
 ) -> None:
