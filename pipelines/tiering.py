@@ -101,6 +101,14 @@ def _open(uri: str, config: LakebedConfig, version: int | None = None) -> DeltaT
         raise TierError(f"cannot open the cold tier {_where(uri)}: {_scrub(str(exc), config)}") from exc
 
 
+def _exists(uri: str, config: LakebedConfig) -> bool:
+    """Whether a Delta table exists at ``uri`` (False when the store cannot be reached)."""
+    try:
+        return _open(uri, config) is not None
+    except TierError:
+        return False
+
+
 def _where(uri: str) -> str:
     return uri if not uri.startswith("s3://") else f"s3://{uri[5:].split('/', 1)[0]} ({uri})"
 
@@ -660,7 +668,7 @@ class _Mover:
         except (CommitFailedError, DeltaProtocolError) as exc:
             raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
         except (DeltaError, OSError) as exc:
-            if base is None and "exist" in str(exc).lower():
+            if base is None and _exists(self.cold_uri, self.config):
                 raise TierConflictError(
                     f"{self.table}: another mover created the cold table meanwhile"
                 ) from None

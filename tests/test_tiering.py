@@ -699,11 +699,6 @@ def test_readers_see_the_same_rows_during_a_move_and_a_recall(
     assert_converged(truth, at(8_000))
 
 
-@pytest.mark.xfail(
-    strict=False,  # timing decides which race window is hit; each is reproduced by a strict test below
-    reason="races into the bugs test_a_second_mover_{before_the_intent,during_the_copy} reproduce "
-    "deterministically; drop this mark when they pass",
-)
 @pytest.mark.parametrize(
     "targets",
     [
