@@ -16,6 +16,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 import polars as pl
@@ -217,7 +218,13 @@ def _failing(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     if rule.kind == "type":
         return column.is_null() & pl.col(f"__raw_{rule.column}").is_not_null()
     if rule.kind == "between":
-        value = column.cast(pl.Float64) if dtype.is_decimal() else column
+        exact = all(
+            _decimal_literal(rule.params[b], dtype) is not None
+            for b in ("min", "max")
+            if rule.params[b] is not None
+        )
+        # Decimals compare natively (6× cheaper than casting) when the bounds fit the column's scale.
+        value = column.cast(pl.Float64) if dtype.is_decimal() and not exact else column
         low, high = (_literal(rule.params[b], dtype) for b in ("min", "max"))
         out = pl.lit(False)
         if low is not None:
@@ -235,12 +242,15 @@ def _failing(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
 
 
 def _repeated(values: pl.Series) -> pl.Series:
-    """True on non-null values that occur more than once. Counting distinct values first is ~30× cheaper
-    than marking duplicates, and most checked columns have none."""
+    """True on non-null values that occur more than once. Counting distinct values first is cheap and most
+    checked columns have none; otherwise the repeated values are found by sorting (~15× cheaper than
+    ``is_duplicated``) and marked by membership."""
     present = values.len() - values.null_count()
     if values.n_unique() - (1 if values.null_count() else 0) == present:
         return pl.repeat(False, values.len(), eager=True, dtype=pl.Boolean).alias(values.name)
-    return values.is_duplicated() & values.is_not_null()
+    ordered = values.drop_nulls().sort()
+    repeated = ordered.filter(ordered == ordered.shift(1)).unique()
+    return values.is_in(repeated.implode()).fill_null(False).alias(values.name)
 
 
 def _value(value: Any, dtype: pl.DataType) -> Any:
@@ -265,8 +275,26 @@ def _literal(value: Any, dtype: pl.DataType) -> Any:
     if isinstance(dtype, pl.Datetime | pl.Date):
         return pl.lit(_value(value, dtype), dtype=dtype)
     if dtype.is_decimal():
-        return float(value)
+        literal = _decimal_literal(value, dtype)
+        return float(value) if literal is None else literal
     return value
+
+
+def _decimal_literal(value: Any, dtype: pl.DataType) -> pl.Expr | None:
+    """``value`` as a literal of decimal ``dtype`` when it is exactly representable there, else None."""
+    if not isinstance(dtype, pl.Decimal) or isinstance(value, bool):
+        return None
+    number = Decimal(str(value))
+    exponent = number.as_tuple().exponent
+    scale = dtype.scale or 0
+    precision = dtype.precision or 38
+    if (
+        not isinstance(exponent, int)
+        or -exponent > scale
+        or abs(number) >= Decimal(10) ** (precision - scale)
+    ):
+        return None
+    return pl.lit(number.quantize(Decimal(1).scaleb(-scale)), dtype=dtype)
 
 
 class TableRuleState:
