@@ -57,9 +57,10 @@ def producer(target: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(run.as_dict(), indent=2, default=str))
         return
-    written = next((o for o in run.outputs if o.table == table or o.name.endswith(table)), None)
+    versions = [int(o.version) for o in run.outputs if o.table == table and (o.version or "").isdigit()]
+    shown = version if version is not None else (max(versions) if versions else "?")
     lines = [
-        f"{table}@{written.version if written else version}  ←  run {run.run_id} ({run.state})",
+        f"{table}@{shown}  ←  run {run.run_id} ({run.state})",
         f"  job           {run.job_namespace}:{run.job_name}",
         f"  code version  {run.code_version or '-'}",
         f"  started       {_time(run.started_at)}    ended {_time(run.ended_at)}",

@@ -82,8 +82,12 @@ class DatasetVersion:
     table: str | None
 
     def describe(self) -> str:
-        label = self.table or self.name
-        return f"{label}@{self.version}" if self.version is not None else label
+        """``table@version`` (a file by its name, a long version such as a content hash shortened)."""
+        label = self.table or (Path(self.name).name if self.namespace == "file" else self.name)
+        if self.version is None:
+            return label
+        version = self.version if len(self.version) <= 16 else self.version[:12] + "…"
+        return f"{label}@{version}"
 
 
 @dataclass(frozen=True)
