@@ -603,7 +603,13 @@ class _Mover:
         moved = 0
         local = pafs.LocalFileSystem()
 
+        uploader = _S3Uploader(self.cold_uri, self.config) if self.cold_uri.startswith("s3://") else None
+        store_errors: tuple[type[BaseException], ...] = (DeltaError, OSError, *_boto_errors())
+
         def copy_whole(action: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
+            if uploader is not None:  # one PUT per file, the store's SHA-256 as the checksum to verify
+                size, digest = uploader.upload(source / action["path"], action["path"])
+                return action, size, digest
             size = _copy_file(source / action["path"], store, f"{root}/{action['path']}")
             return action, size, _footer(local, str(source / action["path"]))[1]
 
@@ -667,7 +673,7 @@ class _Mover:
                 )
         except (CommitFailedError, DeltaProtocolError) as exc:
             raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
-        except (DeltaError, OSError) as exc:
+        except store_errors as exc:
             if base is None and _exists(self.cold_uri, self.config):
                 raise TierConflictError(
                     f"{self.table}: another mover created the cold table meanwhile"
@@ -677,15 +683,26 @@ class _Mover:
                 f"{_scrub(str(exc), self.config)}"
             ) from exc
         _fault("copied")
-        # Verify what the store holds: size and row count of every file, and a checksum: of the Parquet
-        # footer for byte-copied files (it records every column chunk's offset, size and statistics), of
-        # every row for rewritten ones.
-        with concurrent.futures.ThreadPoolExecutor(_PARALLEL_COPIES) as pool:
-            stored_files = list(
-                pool.map(
-                    lambda c: _stored(store, f"{root}/{c[0]}", rows_digest=c[3].startswith("rows:")), copied
+        # Verify what the store holds: size and row count of every file, and a checksum: the SHA-256 the
+        # object store computed on upload (S3), or of the Parquet footer for byte-copied files (it records
+        # every column chunk's offset, size and statistics), or of every row for rewritten ones.
+        try:
+            with concurrent.futures.ThreadPoolExecutor(_PARALLEL_COPIES) as pool:
+                stored_files = list(
+                    pool.map(
+                        lambda c: (
+                            uploader.stored(c[0], c[2])
+                            if uploader is not None and c[3].startswith("sha256:")
+                            else _stored(store, f"{root}/{c[0]}", rows_digest=c[3].startswith("rows:"))
+                        ),
+                        copied,
+                    )
                 )
-            )
+        except store_errors as exc:
+            raise TierError(
+                f"{self.table}: cannot verify the copy in the cold tier {_where(self.cold_uri)}, hot data "
+                f"untouched: {_scrub(str(exc), self.config)}"
+            ) from exc
         for (path, size, rows, digest), stored in zip(copied, stored_files, strict=True):
             if stored != (size, rows, digest):
                 raise TierError(
@@ -913,6 +930,53 @@ def _filesystem(uri: str, config: LakebedConfig) -> tuple[pafs.FileSystem, str]:
         return pafs.S3FileSystem(**options), uri[len("s3://") :].rstrip("/")
     path = urlsplit(uri).path if uri.startswith("file://") else uri
     return pafs.LocalFileSystem(), str(Path(path).resolve())
+
+
+def _boto_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors (an unreachable endpoint, a missing bucket, refused credentials), when installed."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError)
+
+
+class _S3Uploader:
+    """Copies files to an S3 cold tier with boto3: one PUT each with a SHA-256 checksum the store computes
+    and keeps, so verification is a HEAD request instead of reading the bytes back."""
+
+    def __init__(self, uri: str, config: LakebedConfig) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        self.bucket, self.prefix = bucket, prefix.rstrip("/")
+        self.client = boto3.client("s3", **config.s3.to_boto3_kwargs())
+        self.transfer = TransferConfig(multipart_threshold=5 << 30, use_threads=False)
+
+    def key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def upload(self, source: Path, path: str) -> tuple[int, str]:
+        import base64
+        import hashlib
+
+        data = source.read_bytes()
+        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self.key(path),
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=digest,
+        )
+        return len(data), f"sha256:{digest}"
+
+    def stored(self, path: str, rows: int) -> tuple[int, int, str]:
+        """Size, rows (the source file's, when the bytes match) and checksum of an uploaded file."""
+        head = self.client.head_object(Bucket=self.bucket, Key=self.key(path), ChecksumMode="ENABLED")
+        checksum = head.get("ChecksumSHA256")
+        return int(head["ContentLength"]), rows, f"sha256:{checksum}" if checksum else "unknown"
 
 
 def _copy_file(source: Path, store: pafs.FileSystem, destination: str) -> int:
