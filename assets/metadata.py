@@ -8,6 +8,7 @@ import dagster as dg
 import pyarrow as pa
 from deltalake import DeltaTable
 from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import table_size
 from lakebed.schemas.types import type_name
 
 from lakebed.config import LakebedConfig
@@ -52,7 +53,7 @@ def table_metadata(table: str, config: LakebedConfig, **extra: Any) -> tuple[dic
     entry = Catalog(config).get(table)
     delta = DeltaTable(entry.uri)
     schema = pa.schema(delta.schema().to_arrow())
-    rows = sum(int(n or 0) for n in delta.get_add_actions(flatten=True).column("num_records").to_pylist())
+    rows = table_size(delta)[0]
     metadata: dict[str, Any] = {
         "dagster/row_count": rows,
         "dagster/table_name": table,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import dagster as dg
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import open_delta, table_size
 from lakebed.pipelines.quality import check_table, quarantine_table
 from lakebed.quality.results import RuleResult
 from lakebed.schemas import CONTRACTS_DIR
@@ -60,13 +61,8 @@ def contract_check(table: str, contract: TableContract) -> dg.AssetChecksDefinit
 
 
 def _quarantined(table: str, catalog: Catalog) -> int:
-    from deltalake import DeltaTable
-
     entry = catalog.find(quarantine_table(table))
-    if entry is None:
-        return 0
-    counts = DeltaTable(entry.uri).get_add_actions(flatten=True).column("num_records").to_pylist()
-    return sum(int(n or 0) for n in counts)
+    return table_size(open_delta(entry.uri))[0] if entry is not None else 0
 
 
 def _results_markdown(results: Iterable[RuleResult]) -> str:

@@ -148,12 +148,13 @@ def tables() -> None:
     from rich.table import Table
 
     from lakebed.pipelines.catalog import Catalog
+    from lakebed.pipelines.delta import table_size
 
     out = Table("table", "kind", "version", "rows", "location")
     for entry in Catalog().list():
         try:
             delta = DeltaTable(entry.uri)
-            version, rows = str(delta.version()), f"{_row_count(delta):,}"
+            version, rows = str(delta.version()), f"{table_size(delta)[0]:,}"
         except Exception:
             version, rows = "-", "-"
         out.add_row(entry.name, entry.kind, version, rows, entry.uri)
@@ -265,12 +266,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-def _row_count(delta: Any) -> int:
-    return sum(
-        int(n) for n in delta.get_add_actions(flatten=True).column("num_records").to_pylist() if n is not None
-    )
 
 
 def _print_arrow(data: pa.Table, *, title: str | None = None) -> None:

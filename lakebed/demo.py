@@ -214,13 +214,14 @@ def _summary(console: Console) -> None:
     from rich.table import Table
 
     from lakebed.pipelines.catalog import Catalog
+    from lakebed.pipelines.delta import table_size
     from lakebed.pipelines.read import sql
 
     config = get_config()
     tables = Table("table", "kind", "version", "rows", "location", title="Tables made")
     for entry in Catalog(config).list():
         delta = DeltaTable(entry.uri)
-        rows = sum(int(n or 0) for n in delta.get_add_actions(flatten=True).column("num_records").to_pylist())
+        rows = table_size(delta)[0]
         tables.add_row(entry.name, entry.kind, str(delta.version()), f"{rows:,}", entry.uri)
     console.print(tables)
 

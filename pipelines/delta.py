@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
@@ -447,6 +448,25 @@ def open_delta(uri: str) -> DeltaTable | None:
         return None
 
 
+def table_size(table: DeltaTable | None) -> tuple[int, int]:
+    """Rows and bytes of the loaded version of ``table`` (from the Delta log's file statistics)."""
+    if table is None:
+        return 0, 0
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if not actions.num_rows:
+        return 0, 0
+    rows = int(pc.sum(actions.column("num_records")).as_py() or 0)
+    return rows, int(pc.sum(actions.column("size_bytes")).as_py() or 0)
+
+
+def commit_time(table: DeltaTable) -> dt.datetime:
+    """When the loaded version of ``table`` was committed."""
+    for entry in table.history():
+        if entry.get("version") == table.version() and entry.get("timestamp"):
+            return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC)
+    return dt.datetime.now(dt.UTC)
+
+
 def _ensure_parent(uri: str) -> None:
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
@@ -483,4 +503,13 @@ def table_history(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["CommitResult", "RunContext", "WriteMode", "commit", "open_delta", "table_history"]
+__all__ = [
+    "CommitResult",
+    "RunContext",
+    "WriteMode",
+    "commit",
+    "commit_time",
+    "open_delta",
+    "table_history",
+    "table_size",
+]

@@ -205,8 +205,9 @@ class WriteCheck:
             return 0
         if self.mode != "append":
             return None  # a merge or a partial overwrite: the resulting count is not known in advance
-        actions = self.existing.get_add_actions(flatten=True)
-        return int(pc.sum(pa.table(actions).column("num_records")).as_py() or 0)
+        from lakebed.pipelines.delta import table_size
+
+        return table_size(self.existing)[0]
 
     def _existing_keys(self) -> pa.Table | None:
         rule = next((r for r in self.rules.table_rules if r.kind == "unique_keys"), None)
@@ -365,7 +366,7 @@ def check_table(
     against the time the version was committed. Results are recorded in ``quality_results`` unless
     ``record=False``.
     """
-    from lakebed.pipelines.delta import RunContext
+    from lakebed.pipelines.delta import RunContext, commit_time
     from lakebed.pipelines.read import open_table
 
     config = config or get_config()
@@ -375,7 +376,7 @@ def check_table(
     with lineage_run(run, config=config) as lineage:
         delta = open_table(table, version=version, config=config)  # an input at the version checked
         data = delta.to_pyarrow_dataset().to_table()
-        committed_at = _commit_time(delta)
+        committed_at = commit_time(delta)
         rules = compile_rules(contract)
         if engine == "gx":
             from lakebed.quality.gx_engine import run_suite
@@ -403,14 +404,6 @@ def evaluate(
     state.update(batch)
     results = row_results(rules, outcome.failed, data.num_rows, outcome.quarantined)
     return results + state.evaluate(existing_rows=0, existing_keys=None, now=now)
-
-
-def _commit_time(table: DeltaTable) -> dt.datetime:
-    """When the loaded version of ``table`` was committed."""
-    for entry in table.history():
-        if entry.get("version") == table.version() and entry.get("timestamp"):
-            return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC)
-    return dt.datetime.now(dt.UTC)
 
 
 # --- replay ---------------------------------------------------------------------------------------
@@ -516,11 +509,10 @@ def _restore(rows: pa.Table) -> pa.Table:
 
 
 def _quarantined_count(catalog: Catalog, name: str) -> int:
+    from lakebed.pipelines.delta import table_size
+
     entry = catalog.find(name)
-    if entry is None:
-        return 0
-    actions = DeltaTable(entry.uri).get_add_actions(flatten=True)
-    return int(pc.sum(pa.table(actions).column("num_records")).as_py() or 0)
+    return table_size(DeltaTable(entry.uri))[0] if entry is not None else 0
 
 
 def quarantine_rows(table: str, *, config: LakebedConfig | None = None) -> pa.Table:

@@ -17,7 +17,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
-from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.tiering import (
     Part,
     Tiers,
@@ -47,9 +47,13 @@ def open_table(
     config: LakebedConfig | None = None,
 ) -> DeltaTable:
     """The Delta table behind ``name``, loaded at ``version`` or as of a time (ISO string or datetime)."""
+    return _open(Catalog(config or get_config()).get(name), version, as_of)
+
+
+def _open(entry: TableEntry, version: int | None, as_of: AsOf | None) -> DeltaTable:
+    name = entry.name
     if version is not None and as_of is not None:
         raise ValueError("pass either version= or as_of=, not both")
-    entry = Catalog(config or get_config()).get(name)
     try:
         table = DeltaTable(entry.uri)
         if version is not None:
@@ -75,8 +79,8 @@ def tiers(
     """``name`` across its hot and cold tiers (just the hot table when it is not tiered). ``version`` is the
     hot table's version: the cold tier is taken as it was with that version."""
     config = config or get_config()
-    hot = open_table(name, version=version, as_of=as_of, config=config)
-    return open_tiers(Catalog(config).get(name), hot, config)
+    entry = Catalog(config).get(name)  # one catalog lookup for both tiers
+    return open_tiers(entry, _open(entry, version, as_of), config)
 
 
 def dataset(

@@ -52,7 +52,7 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog, TableEntry
-from lakebed.pipelines.delta import RunContext
+from lakebed.pipelines.delta import RunContext, commit_time, table_size
 from lakebed.schemas.tiering import TierPolicy
 
 from lakebed.config import LakebedConfig, get_config
@@ -329,18 +329,12 @@ def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tie
     cold = _open(uri, config)
     if cold is not None and hot.version() < DeltaTable(hot.table_uri).version():
         # Reading the past: the cold table as it was when this hot version was written.
-        cold.load_as_version(_commit_time(hot))
+        cold.load_as_version(commit_time(hot))
     watermark = _txn(cold, _app("tier", table)) if cold is not None else None
     split = _txn(cold, _app("tier", table)) if cold is not None else None
     if cold is None or split is None:
         raise TierError(f"table {table!r}: a recall is in flight but its cold table has no watermark")
     return Tiers(table, hot, column=policy.column, watermark=split, in_flight=True, cold=cold)
-
-
-def _commit_time(table: DeltaTable) -> dt.datetime:
-    for entry in table.history(1):
-        return dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC)
-    return dt.datetime.now(dt.UTC)
 
 
 # --- status and plans ------------------------------------------------------------------------------
@@ -360,15 +354,6 @@ class TierStatus:
     policy: TierPolicy | None
 
 
-def _size(table: DeltaTable | None) -> tuple[int, int]:
-    if table is None:
-        return 0, 0
-    actions = pa.table(table.get_add_actions(flatten=True))
-    rows = int(pc.sum(actions.column("num_records")).as_py() or 0) if actions.num_rows else 0
-    size = int(pc.sum(actions.column("size_bytes")).as_py() or 0) if actions.num_rows else 0
-    return rows, size
-
-
 def status(table: str, *, config: LakebedConfig | None = None) -> TierStatus:
     """Rows and bytes per tier, the watermark, and whether an operation is unfinished."""
     config = config or get_config()
@@ -376,8 +361,8 @@ def status(table: str, *, config: LakebedConfig | None = None) -> TierStatus:
     hot = DeltaTable(entry.uri)
     tiers = open_tiers(entry, hot, config)
     in_flight = (_txn(hot, _app("tier-op", table)) or 0) != (_txn(hot, _app("tier-done", table)) or 0)
-    hot_rows, hot_bytes = _size(hot)
-    cold_rows, cold_bytes = _size(tiers.cold)
+    hot_rows, hot_bytes = table_size(hot)
+    cold_rows, cold_bytes = table_size(tiers.cold)
     policy = policy_of(entry)
     dtype = tiers.dtype
     return TierStatus(
@@ -451,7 +436,7 @@ def plan_move(
 def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tuple[int, int]:
     data = hot.to_pyarrow_dataset(schema=view_schema(hot))
     rows = data.count_rows(filter=ds.field(column) < literal(target, dtype))
-    total_rows, total_bytes = _size(hot)
+    total_rows, total_bytes = table_size(hot)
     return rows, (total_bytes * rows // total_rows) if total_rows else 0
 
 
