@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -115,6 +116,19 @@ def products(n: int, *, seed: int = 11) -> list[dict[str, object]]:
     return rows
 
 
+def _codes(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    """``prefix`` + each number zero-padded to ``width`` digits (vectorised ``f"{prefix}{i:0{width}d}"``)."""
+    digits = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), width, padding="0")
+    return pc.binary_join_element_wise(prefix, digits, "")
+
+
+def _pick(
+    rng: np.random.Generator, values: Sequence[str], n: int, p: Sequence[float] | None = None
+) -> pa.Array:
+    """``n`` of ``values`` drawn like ``rng.choice(values, n, p=p)`` (the same draws), as an Arrow array."""
+    return pc.take(pa.array(values, pa.string()), pa.array(rng.choice(len(values), n, p=p)))
+
+
 def orders(
     n: int, *, seed: int = 13, start_id: int = 1, customers_n: int = 2_000, skus: int = 240
 ) -> pa.Table:
@@ -127,11 +141,11 @@ def orders(
         {
             "order_id": pa.array(np.arange(start_id, start_id + n, dtype=np.int64)),
             "customer_id": pa.array(np.minimum(rng.zipf(1.3, n), customers_n).astype(np.int64)),
-            "sku": pa.array([f"SKU-{i:05d}" for i in rng.integers(1, skus + 1, n)]),
+            "sku": _codes("SKU-", rng.integers(1, skus + 1, n), 5),
             "quantity": pa.array(quantity),
             "unit_price": pa.array(unit_price),
-            "currency": pa.array(rng.choice(["EUR", "USD", "GBP"], n, p=[0.7, 0.2, 0.1])),
-            "status": pa.array(rng.choice(_STATUSES, n, p=[0.05, 0.1, 0.2, 0.6, 0.05])),
+            "currency": _pick(rng, ["EUR", "USD", "GBP"], n, p=[0.7, 0.2, 0.1]),
+            "status": _pick(rng, _STATUSES, n, p=[0.05, 0.1, 0.2, 0.6, 0.05]),
             "ordered_at": pa.array(
                 (np.datetime64(_EPOCH.replace(tzinfo=None)) + seconds.astype("timedelta64[s]")).astype(
                     "datetime64[us]"
@@ -147,10 +161,10 @@ def web_events(n: int, *, seed: int = 17) -> pa.Table:
     ms = np.sort(rng.integers(0, 90 * 86_400_000, n))
     return pa.table(
         {
-            "event_id": pa.array([f"ev-{i:08d}" for i in range(n)]),
+            "event_id": _codes("ev-", np.arange(n), 8),
             "customer_id": pa.array(rng.integers(1, 2_001, n)),
-            "event_type": pa.array(rng.choice(_EVENTS, n, p=[0.6, 0.2, 0.1, 0.06, 0.04])),
-            "page": pa.array(rng.choice(["/", "/shop", "/shop/espresso", "/cart", "/checkout", "/blog"], n)),
+            "event_type": _pick(rng, _EVENTS, n, p=[0.6, 0.2, 0.1, 0.06, 0.04]),
+            "page": _pick(rng, ["/", "/shop", "/shop/espresso", "/cart", "/checkout", "/blog"], n),
             "duration_ms": pa.array(rng.integers(50, 120_000, n)),
             "event_time": pa.array(
                 (np.datetime64("2025-10-01") + ms.astype("timedelta64[ms]")).astype("datetime64[us]"),

@@ -28,7 +28,6 @@ second one's intent commit conflicts on ``tier-op`` and it stops with :class:`Ti
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -37,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,7 +44,6 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
@@ -53,6 +52,7 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.delta import RunContext, commit_time, table_size
+from lakebed.pipelines.tier_store import Copied, cold_files, in_parallel, store_errors
 from lakebed.schemas.tiering import TierPolicy
 
 from lakebed.config import LakebedConfig, get_config
@@ -61,7 +61,6 @@ from lakebed.errors import TierConflictError, TierError
 Progress = Callable[[str, int, int], None]
 """``progress(step, rows_done, rows_total)``."""
 
-_PARALLEL_COPIES = 4  # files copied to (and verified in) the cold store at once
 FAULT_ENV = "LAKEBED_TIER_FAULT"
 """Fault injection for crash tests: ``<step>`` makes the mover kill its own process (SIGKILL) at that step:
 ``intent`` (after the intent commit), ``copy`` (mid-copy, before the cold commit), ``copied`` (after the cold
@@ -407,12 +406,18 @@ def plan_move(
     ``hot_for`` and the quota ``hot_bytes``, whichever moves more) and how many rows it takes."""
     config = config or get_config()
     entry = Catalog(config).get(table)
+    return _plan(entry, DeltaTable(entry.uri), before=before, now=now, config=config)
+
+
+def _plan(
+    entry: TableEntry, hot: DeltaTable, *, before: Any, now: dt.datetime | None, config: LakebedConfig
+) -> MovePlan:
+    table = entry.name
     policy = policy_of(entry)
     if policy is None:
         raise TierError(
             f"table {table!r} has no tiering policy: add `tiering: {{column: ..., hot_for: 90d}}` to its contract"
         )
-    hot = DeltaTable(entry.uri)
     dtype = pa.schema(hot.schema().to_arrow()).field(policy.column).type
     tiers = open_tiers(entry, hot, config)
     candidates: list[tuple[int, str]] = []
@@ -434,10 +439,24 @@ def plan_move(
 
 
 def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tuple[int, int]:
-    data = hot.to_pyarrow_dataset(schema=view_schema(hot))
-    rows = data.count_rows(filter=ds.field(column) < literal(target, dtype))
-    total_rows, total_bytes = table_size(hot)
-    return rows, (total_bytes * rows // total_rows) if total_rows else 0
+    """Hot rows below ``target`` and about how many bytes they take: files wholly below it counted from
+    their statistics, the others by reading that column."""
+    import pyarrow.parquet as pq
+
+    rows = size = 0
+    bound = literal(target, dtype)
+    for action, whole in _files_below(hot, column, dtype, target):
+        total = int(action["num_records"] or 0)
+        if whole:
+            count = total
+        else:
+            values = pq.read_table(_local_path(hot.table_uri) / action["path"], columns=[column]).column(
+                column
+            )
+            count = int(pc.sum(pc.less(values, bound)).as_py() or 0)
+        rows += count
+        size += int(action["size_bytes"]) * count // total if total else 0
+    return rows, size
 
 
 def _quota_target(hot: DeltaTable, column: str, quota: int, dtype: pa.DataType) -> int | None:
@@ -470,14 +489,75 @@ class MoveResult:
     operation: str  # move, recall, resume, nothing
     watermark: Any = None
     rows: int = 0
-    checksum: int | None = None
     cold_version: int | None = None
     hot_version: int | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
+FilePlan = list[tuple[dict[str, Any], bool]]
+"""Hot files holding rows below a watermark: (add action, True when every row is below it)."""
+
+
+def _files_below(hot: DeltaTable, column: str, dtype: pa.DataType, target: int) -> FilePlan:
+    """The hot files holding rows below ``target``, from the files' statistics (or partition values).
+    Files without statistics are taken as straddling (their rows are then read). Rows whose column is
+    null never move."""
+    partitioned = column in _partition_columns(hot)
+    chosen = []
+    for action in pa.table(hot.get_add_actions(flatten=False)).to_pylist():
+        low: int | None
+        high: int | None
+        if partitioned:
+            value = (action.get("partition_values") or {}).get(column)
+            if value is None:
+                continue
+            low = high = to_units(value, dtype)
+        else:
+            smallest = (action.get("min") or {}).get(column)
+            largest = (action.get("max") or {}).get(column)
+            low = None if smallest is None else to_units(smallest, dtype)
+            high = None if largest is None else to_units(largest, dtype)
+        if high is not None and high < target:
+            chosen.append((action, True))
+        elif low is None or low < target:  # straddles the target (or has no statistics)
+            chosen.append((action, False))
+    return chosen
+
+
+def _split(source: Path, column: str, bound: pa.Scalar) -> tuple[pa.Table, pa.Table]:
+    """The rows of a data file below ``bound`` and the others (nulls included), from one read."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(source)
+    below = pc.fill_null(pc.less(rows.column(column), bound), False)
+    return rows.filter(below), rows.filter(pc.invert(below))
+
+
+def _parquet(rows: pa.Table) -> bytes:
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink, compression="zstd")
+    return bytes(sink.getvalue())
+
+
+def _new_path(like: dict[str, Any]) -> str:
+    """A new data file's path beside ``like``'s (in the same partition folder)."""
+    folder = like["path"].rsplit("/", 1)[0] + "/" if "/" in like["path"] else ""
+    return f"{folder}part-{uuid.uuid4()}-c000.zstd.parquet"
+
+
+def _local_path(uri: str) -> Path:
+    return Path(urlsplit(uri).path if uri.startswith("file://") else uri)
+
+
 class _Mover:
+    """One move or recall of one table. It keeps one hot table object, brought up to date incrementally
+    (:meth:`hot`), and one cold one (:meth:`cold`): opening a Delta table costs a read of its log, and on
+    object storage several requests. A step takes what it needs from the hot table before calling
+    :meth:`hot` again, which may move the shared object on."""
+
     def __init__(self, table: str, config: LakebedConfig, run: RunContext, progress: Progress | None) -> None:
         self.table = table
         self.config = config
@@ -489,23 +569,35 @@ class _Mover:
             raise TierError(f"table {table!r} has no tiering policy in its contract")
         self.column = policy.column
         self.hot_uri = self.entry.uri
+        self.hot_root = _local_path(self.hot_uri)
         self.cold_uri = cold_uri(table, config)
         self.options = storage_options(self.cold_uri, config)
-        hot = DeltaTable(self.hot_uri)
-        self.dtype = pa.schema(hot.schema().to_arrow()).field(self.column).type
+        self._hot = DeltaTable(self.hot_uri)
+        self.dtype = pa.schema(self._hot.schema().to_arrow()).field(self.column).type
         self.result = MoveResult(table, "nothing")
         self._cold_table: DeltaTable | None = None
+        self._cold_read = False
+        self._copied: tuple[int, FilePlan] | None = None  # (hot version, files) this mover copied
 
     # state
-    def hot(self, version: int | None = None) -> DeltaTable:
+    def hot(self) -> DeltaTable:
+        """The hot table at its latest version."""
+        self._hot.update_incremental()
+        return self._hot
+
+    def hot_at(self, version: int) -> DeltaTable:
         return DeltaTable(self.hot_uri, version=version)
 
-    def cold(self) -> DeltaTable | None:
-        """The cold table at its latest version (opened once, then brought up to date incrementally: each
-        open of a table on object storage costs several requests)."""
+    def cold(self, *, reload: bool = True) -> DeltaTable | None:
+        """The cold table at its latest version (None while it does not exist); with ``reload=False``, as
+        last read (if it was). Acting on an outdated cold table is safe: every cold commit carries
+        ``tier:<table>``, so one made against an outdated version conflicts, and the first one creates the
+        table only if it does not exist."""
         if self._cold_table is None:
-            self._cold_table = _open(self.cold_uri, self.config)
-        else:
+            if reload or not self._cold_read:
+                self._cold_table = _open(self.cold_uri, self.config)
+                self._cold_read = True
+        elif reload:
             try:
                 self._cold_table.update_incremental()
             except (DeltaError, OSError) as exc:
@@ -528,15 +620,19 @@ class _Mover:
         )
 
     def hot_marker(self, transactions: dict[str, int], **extra: str) -> int:
-        """An empty hot commit carrying ``transactions`` (intent and completion markers)."""
-        schema = pa.schema(self.hot().schema().to_arrow())
-        write_deltalake(
-            self.hot_uri,
-            schema.empty_table(),
-            mode="append",
-            commit_properties=self.properties(transactions, **extra),
-        )
-        return self.hot().version()
+        """An empty hot commit carrying ``transactions`` (intent and completion markers), committed against
+        the hot version last read: a marker another mover committed since conflicts (same application id)."""
+        hot = self._hot
+        try:
+            write_deltalake(
+                hot,
+                pa.schema(hot.schema().to_arrow()).empty_table(),
+                mode="append",
+                commit_properties=self.properties(transactions, **extra),
+            )
+        except CommitFailedError as exc:
+            raise TierConflictError(f"{self.table}: another mover changed the tier state ({exc})") from None
+        return hot.version()
 
     def state(self) -> tuple[int, int, int | None]:
         hot = self.hot()
@@ -552,113 +648,95 @@ class _Mover:
         op, done, _ = self.state()
         if op != done:  # (this mover finished any interrupted operation first): another one just began
             raise TierConflictError(f"{self.table}: another mover began operation {op} at the same moment")
-        try:
-            self.hot_marker({"tier-op": op + 1, "tier-target": target}, intent=str(target))
-        except CommitFailedError as exc:
-            raise TierConflictError(
-                f"{self.table}: another mover started at the same moment ({exc})"
-            ) from None
-        op_after, _, target_after = self.state()
-        if op_after != op + 1 or target_after != target:
-            raise TierConflictError(f"{self.table}: another mover started at the same moment")
+        self.hot_marker({"tier-op": op + 1, "tier-target": target}, intent=str(target))
         _fault("intent")
         return op + 1
 
     def move(self, op: int, target: int) -> None:
-        cold = self.cold()
-        copied = _txn(cold, _app("tier-copied", self.table)) if cold is not None else None
-        if copied != op:  # this operation's copy is not in cold yet
-            self.copy_to_cold(op, target)
-        self.delete_hot(op, target)
+        cold = self.cold(reload=False)
+        if cold is not None and _txn(cold, _app("tier-copied", self.table)) == op:  # copied already
+            version, snapshot = cold.version(), _txn(cold, _app("tier-hot", self.table))
+        else:
+            version, snapshot = self.copy_to_cold(op, target, cold)
+        self.delete_hot(op, target, version, snapshot)
 
-    def copy_to_cold(self, op: int, target: int) -> None:
-        """Commit (2): every hot row below ``target`` into cold, with the watermark, then verify.
+    def copy_to_cold(self, op: int, target: int, base: DeltaTable | None) -> tuple[int, int]:
+        """Commit (2): every hot row below ``target`` into cold, with the watermark.
 
         Files wholly below the target are copied byte for byte (no decoding: object-store speed); the
-        rows below the target of files that straddle it are written as new files. One cold commit adds
-        them all, so a crash before it leaves nothing behind and one after it needs no copy again."""
-        snapshot = self.hot()
-        base = self.cold()  # the cold table as before the copy: the copy commits against this version
-        files = self.plan_files(snapshot, target)
-        expected = _count(snapshot, ds.field(self.column) < literal(target, self.dtype))
-        store, root = _filesystem(self.cold_uri, self.config)
-        source = Path(self.hot_uri.removeprefix("file://"))
-        adds: list[AddAction] = []
-        copied: list[tuple[str, int, int, str]] = []  # (path, size, rows, checksum) to verify in the store
-        moved = 0
-        local = pafs.LocalFileSystem()
-
-        uploader = _S3Uploader(self.cold_uri, self.config) if self.cold_uri.startswith("s3://") else None
-        store_errors: tuple[type[BaseException], ...] = (DeltaError, OSError, *_boto_errors())
-
-        def copy_whole(action: dict[str, Any]) -> tuple[dict[str, Any], int, str]:
-            if uploader is not None:  # one PUT per file, the store's SHA-256 as the checksum to verify
-                size, digest = uploader.upload(source / action["path"], action["path"])
-                return action, size, digest
-            size = _copy_file(source / action["path"], store, f"{root}/{action['path']}")
-            return action, size, _footer(local, str(source / action["path"]))[1]
-
+        rows below the target of files that straddle it are written as new files. Every file is verified
+        in the store before the one cold commit that adds them all, so a crash before it leaves nothing
+        behind and one after it needs no copy again. The commit is made against ``base``, the cold table
+        as read before the copy: every cold commit carries ``tier:<table>``, so a mover that committed to
+        cold meanwhile makes this one conflict (or, for the first move, the table exists). Returns the
+        cold version committed and the hot version copied."""
+        hot = self.hot()
+        snapshot, schema, partitions = hot.version(), hot.schema(), _partition_columns(hot)
+        files = _files_below(hot, self.column, self.dtype, target)
+        self._copied = (snapshot, files)
+        bound = literal(target, self.dtype)
+        errors = (DeltaError, *store_errors())
         try:
-            with concurrent.futures.ThreadPoolExecutor(_PARALLEL_COPIES) as pool:
-                for action, size, digest in pool.map(copy_whole, [a for a, whole in files if whole]):
-                    adds.append(_add_action(action["path"], size, action, _stats_of(action)))
-                    copied.append((action["path"], size, int(action["num_records"]), digest))
-                    moved += int(action["num_records"])
-                    if self.progress:
-                        self.progress("copy", moved, expected)
-                    _fault("copy")
+            store = cold_files(self.cold_uri, self.config)
+            tasks: list[Callable[[], Copied]] = []
+            likes: list[dict[str, Any]] = []
+            stats: list[str] = []
+            total = 0
             for action, whole in files:
+                source = self.hot_root / action["path"]
                 if whole:
-                    continue
+                    rows = int(action["num_records"])
+                    tasks.append(partial(store.copy, source, action["path"], rows))
+                    stats.append(_stats_of(action))
                 else:
-                    rows = _read_file(source / action["path"]).filter(
-                        pc.less(
-                            _column(source / action["path"], self.column, action), literal(target, self.dtype)
-                        )
-                    )
-                    if rows.num_rows:
-                        path, size = _write_file(rows, store, root, action)
-                        adds.append(_add_action(path, size, action, _stats_for(rows)))
-                        copied.append((path, size, rows.num_rows, f"rows:{row_checksum(rows)}"))
-                        moved += rows.num_rows
+                    below, _ = _split(source, self.column, bound)
+                    if not below.num_rows:
+                        continue
+                    rows = below.num_rows
+                    tasks.append(partial(store.write, _parquet(below), _new_path(action), rows))
+                    stats.append(_stats_for(below))
+                likes.append(action)
+                total += rows
+            adds: list[AddAction] = []
+            moved = 0
+            for copied, like, stat in zip(in_parallel(tasks), likes, stats, strict=True):
+                adds.append(_add_action(copied.path, copied.size, like, stat))
+                moved += copied.rows
                 if self.progress:
-                    self.progress("copy", moved, expected)
+                    self.progress("copy", moved, total)
                 _fault("copy")
-            if moved != expected:
+            if moved != total:
                 raise TierError(
-                    f"{self.table}: the files below the watermark hold {moved:,} rows, the table {expected:,}; "
-                    "nothing was moved"
+                    f"{self.table}: the cold store holds {moved:,} of the {total:,} rows below the watermark "
+                    "(the Delta log and the data files disagree); nothing was moved"
                 )
-            properties = self.properties({"tier": target, "tier-hot": snapshot.version(), "tier-copied": op})
-            partitions = _partition_columns(snapshot)
-            latest = _open(self.cold_uri, self.config)
-            if self.state()[1] >= op or (
-                latest is not None and _txn(latest, _app("tier-copied", self.table)) == op
-            ):
-                raise TierConflictError(f"{self.table}: another mover copied operation {op} during this copy")
-            cold = base
-            if cold is None:
+            properties = self.properties({"tier": target, "tier-hot": snapshot, "tier-copied": op})
+            if base is None:
                 create_table_with_add_actions(
                     self.cold_uri,
-                    snapshot.schema(),
+                    schema,
                     adds,
                     mode="error",  # another mover created it meanwhile: stop, never add twice
                     partition_by=partitions or None,
                     storage_options=self.options,
                     commit_properties=properties,
                 )
+                version = 0
             else:
-                actions: list[AddAction | RemoveAction] = [*adds]
-                cold.create_write_transaction(
-                    actions,
+                base.create_write_transaction(
+                    list[AddAction | RemoveAction](adds),
                     mode="append",
-                    schema=snapshot.schema(),
+                    schema=schema,
                     partition_by=partitions or None,
                     commit_properties=properties,
                 )
+                base.update_incremental()
+                version = base.version()
         except (CommitFailedError, DeltaProtocolError) as exc:
             raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
-        except store_errors as exc:
+        except TierError as exc:
+            raise TierError(f"{self.table}: {exc}") from exc
+        except errors as exc:
             if base is None and _exists(self.cold_uri, self.config):
                 raise TierConflictError(
                     f"{self.table}: another mover created the cold table meanwhile"
@@ -668,80 +746,34 @@ class _Mover:
                 f"{_scrub(str(exc), self.config)}"
             ) from exc
         _fault("copied")
-        # Verify what the store holds: size and row count of every file, and a checksum: the SHA-256 the
-        # object store computed on upload (S3), or of the Parquet footer for byte-copied files (it records
-        # every column chunk's offset, size and statistics), or of every row for rewritten ones.
-        try:
-            with concurrent.futures.ThreadPoolExecutor(_PARALLEL_COPIES) as pool:
-                stored_files = list(
-                    pool.map(
-                        lambda c: (
-                            uploader.stored(c[0], c[2])
-                            if uploader is not None and c[3].startswith("sha256:")
-                            else _stored(store, f"{root}/{c[0]}", rows_digest=c[3].startswith("rows:"))
-                        ),
-                        copied,
-                    )
-                )
-        except store_errors as exc:
-            raise TierError(
-                f"{self.table}: cannot verify the copy in the cold tier {_where(self.cold_uri)}, hot data "
-                f"untouched: {_scrub(str(exc), self.config)}"
-            ) from exc
-        for (path, size, rows, digest), stored in zip(copied, stored_files, strict=True):
-            if stored != (size, rows, digest):
-                raise TierError(
-                    f"{self.table}: verification failed for {path}: copied {size:,} bytes, {rows:,} rows, "
-                    f"checksum {digest}; the cold store holds {stored[0]:,} bytes, {stored[1]:,} rows, checksum "
-                    f"{stored[2]}; hot data untouched"
-                )
-        cold = self.cold()
-        assert cold is not None
         self.result.rows += moved
-        self.result.cold_version = cold.version()
+        return version, snapshot
 
-    def plan_files(self, hot: DeltaTable, target: int) -> list[tuple[dict[str, Any], bool]]:
-        """The hot files holding rows below ``target``: (add action, True when wholly below)."""
-        partitions = _partition_columns(hot)
-        chosen = []
-        for action in pa.table(hot.get_add_actions(flatten=False)).to_pylist():
-            if self.column in partitions:
-                value = (action.get("partition_values") or {}).get(self.column)
-                low = high = None if value is None else to_units(value, self.dtype)
-            else:
-                low = (action.get("min") or {}).get(self.column)
-                high = (action.get("max") or {}).get(self.column)
-                low = None if low is None else to_units(low, self.dtype)
-                high = None if high is None else to_units(high, self.dtype)
-            if high is not None and high < target:
-                chosen.append((action, True))
-            elif low is None or low < target:  # straddles the target (or has no statistics)
-                chosen.append((action, False))
-        return chosen
-
-    def delete_hot(self, op: int, target: int) -> None:
+    def delete_hot(self, op: int, target: int, cold_version: int, snapshot: int | None) -> None:
         """Commit (3): remove the copied rows from hot, marking the operation done.
 
         Normally one commit removes exactly the files the copy read (re-adding the rows at or above the
         target of files that straddled it), so rows written to hot since stay there, visible, for the next
         move. If those files changed meanwhile (a compaction), rows are deleted by predicate instead,
-        after copying to cold any row below the target it does not hold yet."""
-        cold = self.cold()
-        assert cold is not None
-        snapshot = _txn(cold, _app("tier-hot", self.table))
-        if snapshot is not None and self.remove_files(op, target, snapshot, cold.version()):
+        after copying to cold any row below the target it does not hold yet. ``snapshot`` is the hot
+        version the copy read (``tier-hot`` in the cold commit ``cold_version``)."""
+        self.result.cold_version = cold_version
+        if snapshot is not None and self.remove_files(op, target, snapshot, cold_version):
             return
         self.delete_rows(op, target)
 
     def remove_files(self, op: int, target: int, snapshot: int, cold_version: int) -> bool:
-        files = self.plan_files(self.hot(snapshot), target)
+        if self._copied is not None and self._copied[0] == snapshot:
+            files = self._copied[1]
+        else:
+            files = _files_below(self.hot_at(snapshot), self.column, self.dtype, target)
         hot = self.hot()
         present = set(_paths(hot))
         if any(action["path"] not in present for action, _ in files):
             return False
         now = int(time.time() * 1000)
-        source = Path(self.hot_uri.removeprefix("file://"))
-        store, root = _filesystem(self.hot_uri, self.config)
+        bound = literal(target, self.dtype)
+        store = cold_files(self.hot_uri, self.config)  # the hot table's own folder
         actions: list[AddAction | RemoveAction] = []
         for action, whole in files:
             actions.append(
@@ -754,15 +786,10 @@ class _Mover:
                 )
             )
             if not whole:
-                kept = _read_file(source / action["path"])
-                kept = kept.filter(
-                    pc.greater_equal(
-                        _column(source / action["path"], self.column, action), literal(target, self.dtype)
-                    )
-                )
+                _, kept = _split(self.hot_root / action["path"], self.column, bound)
                 if kept.num_rows:
-                    path, size = _write_file(kept, store, root, action)
-                    actions.append(_add_action(path, size, action, _stats_for(kept)))
+                    written = store.write(_parquet(kept), _new_path(action), kept.num_rows)
+                    actions.append(_add_action(written.path, written.size, action, _stats_for(kept)))
         _fault("delete")
         try:
             hot.create_write_transaction(
@@ -787,8 +814,7 @@ class _Mover:
         cold = self.cold()
         assert cold is not None
         snapshot = _txn(cold, _app("tier-hot", self.table))  # the hot version the copy was read from
-        snapshot = -1 if snapshot is None else snapshot
-        copied = _count(self.hot(snapshot), below) if snapshot >= 0 else 0
+        copied = _count(self.hot_at(snapshot), below) if snapshot is not None else 0
         if present > copied:  # more rows below the target than were copied: late arrivals
             self._copy_missing(hot, target)
             cold = self.cold()
@@ -801,12 +827,17 @@ class _Mover:
                 {"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target)
             ),
         )
-        self.result.hot_version = self.hot().version()
+        self.result.cold_version = cold.version()
+        self.result.hot_version = hot.version()
         # Rows below the target that arrived between the count and the delete: take them from the version
         # before the delete (time travel) to cold, and point readers at the cold version holding them.
         raced = int(metrics.get("num_deleted_rows", 0) or 0) > present
-        if raced and self._copy_missing(self.hot(before_delete), target):
-            self.hot_marker({"tier-cold": self.cold().version()})  # type: ignore[union-attr]
+        if raced and self._copy_missing(self.hot_at(before_delete), target):
+            cold = self.cold()
+            assert cold is not None
+            self.hot()
+            self.result.cold_version = cold.version()
+            self.result.hot_version = self.hot_marker({"tier-cold": cold.version()})
 
     def _copy_missing(self, hot: DeltaTable, target: int) -> int:
         """Append to cold the rows of ``hot`` below ``target`` that cold does not hold (as a multiset:
@@ -825,10 +856,9 @@ class _Mover:
         missing = _multiset_difference(candidates, held)
         if missing.num_rows:
             write_deltalake(
-                self.cold_uri,
+                cold,
                 missing,
                 mode="append",
-                storage_options=self.options,
                 commit_properties=self.properties({"tier": target}, late=str(hot.version())),
             )
             self.result.rows += missing.num_rows
@@ -849,7 +879,7 @@ class _Mover:
                 self.progress("recall", rows.num_rows, rows.num_rows)
             schema = pa.schema(hot.schema().to_arrow())
             write_deltalake(
-                self.hot_uri,
+                hot,
                 rows.select(schema.names).cast(schema),
                 mode="append",
                 commit_properties=self.properties({"tier-recalled": op}, recalled=str(target)),
@@ -861,18 +891,18 @@ class _Mover:
         if _txn(cold, _app("tier", self.table)) != target:
             predicate = f"{_quote(self.column)} >= {_sql_literal(target, self.dtype)}"
             cold.delete(predicate, commit_properties=self.properties({"tier": target}))
-            cold = self.cold()
-            assert cold is not None
-        self.hot_marker({"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target))
+        self.hot()
+        self.result.hot_version = self.hot_marker(
+            {"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target)
+        )
         self.result.cold_version = cold.version()
-        self.result.hot_version = self.hot().version()
 
     def resume(self) -> bool:
         """Finish an interrupted operation; False when there was none."""
         op, done, target = self.state()
         if op == done or target is None:
             return False
-        wm = _txn(self.hot(), _app("tier-wm", self.table))
+        wm = _txn(self._hot, _app("tier-wm", self.table))
         if wm is not None and target < wm:
             self.recall(op, target)
         else:
@@ -884,155 +914,6 @@ class _Mover:
 def _fault(step: str) -> None:
     if os.environ.get(FAULT_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def row_checksum(data: pa.RecordBatch | pa.Table) -> int:
-    """An order-independent checksum of rows: the sum (mod 2^64) of a hash of each row."""
-    import polars as pl
-
-    if not data.num_rows:
-        return 0
-    frame = pl.from_arrow(data if isinstance(data, pa.Table) else pa.Table.from_batches([data]))
-    assert isinstance(frame, pl.DataFrame)
-    frame = frame.select(sorted(frame.columns))
-    return int(frame.hash_rows(seed=7).cast(pl.UInt64).sum()) % (1 << 64)
-
-
-def _filesystem(uri: str, config: LakebedConfig) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem for a table location and the table's root path in it."""
-    if uri.startswith("s3://"):
-        s3 = config.s3
-        endpoint = s3.endpoint_url or ""
-        options: dict[str, Any] = {"region": s3.region}
-        if endpoint:
-            options["endpoint_override"] = endpoint.split("://", 1)[-1]
-            options["scheme"] = "http" if endpoint.startswith("http://") else "https"
-        if s3.access_key_id and s3.secret_access_key:
-            options["access_key"] = s3.access_key_id.get_secret_value()
-            options["secret_key"] = s3.secret_access_key.get_secret_value()
-            if s3.session_token:
-                options["session_token"] = s3.session_token.get_secret_value()
-        return pafs.S3FileSystem(**options), uri[len("s3://") :].rstrip("/")
-    path = urlsplit(uri).path if uri.startswith("file://") else uri
-    return pafs.LocalFileSystem(), str(Path(path).resolve())
-
-
-def _boto_errors() -> tuple[type[Exception], ...]:
-    """botocore's errors (an unreachable endpoint, a missing bucket, refused credentials), when installed."""
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:
-        return ()
-    return (BotoCoreError, ClientError)
-
-
-class _S3Uploader:
-    """Copies files to an S3 cold tier with boto3: one PUT each with a SHA-256 checksum the store computes
-    and keeps, so verification is a HEAD request instead of reading the bytes back."""
-
-    def __init__(self, uri: str, config: LakebedConfig) -> None:
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        self.bucket, self.prefix = bucket, prefix.rstrip("/")
-        self.client = boto3.client("s3", **config.s3.to_boto3_kwargs())
-        self.transfer = TransferConfig(multipart_threshold=5 << 30, use_threads=False)
-
-    def key(self, path: str) -> str:
-        return f"{self.prefix}/{path}" if self.prefix else path
-
-    def upload(self, source: Path, path: str) -> tuple[int, str]:
-        import base64
-        import hashlib
-
-        data = source.read_bytes()
-        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self.key(path),
-            Body=data,
-            ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=digest,
-        )
-        return len(data), f"sha256:{digest}"
-
-    def stored(self, path: str, rows: int) -> tuple[int, int, str]:
-        """Size, rows (the source file's, when the bytes match) and checksum of an uploaded file."""
-        head = self.client.head_object(Bucket=self.bucket, Key=self.key(path), ChecksumMode="ENABLED")
-        checksum = head.get("ChecksumSHA256")
-        return int(head["ContentLength"]), rows, f"sha256:{checksum}" if checksum else "unknown"
-
-
-def _copy_file(source: Path, store: pafs.FileSystem, destination: str) -> int:
-    """Copy one local file into ``store`` byte for byte; returns its size."""
-    store.create_dir(destination.rsplit("/", 1)[0], recursive=True)
-    size = 0
-    with open(source, "rb") as reader, store.open_output_stream(destination) as writer:
-        while chunk := reader.read(8 << 20):
-            writer.write(chunk)
-            size += len(chunk)
-    return size
-
-
-def _read_file(path: Path) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path)
-
-
-def _column(path: Path, column: str, action: dict[str, Any]) -> pa.ChunkedArray:
-    """``column`` of the data file at ``path`` (read again: a partition column comes from the path)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path, columns=[column]).column(column)
-
-
-def _write_file(rows: pa.Table, store: pafs.FileSystem, root: str, action: dict[str, Any]) -> tuple[str, int]:
-    """Write ``rows`` as a new data file beside ``action``'s (same partition folder); (path, size)."""
-    import pyarrow.parquet as pq
-
-    folder = action["path"].rsplit("/", 1)[0] + "/" if "/" in action["path"] else ""
-    path = f"{folder}part-{uuid.uuid4()}-c000.zstd.parquet"
-    store.create_dir(f"{root}/{folder}".rstrip("/"), recursive=True)
-    with store.open_output_stream(f"{root}/{path}") as writer:
-        pq.write_table(rows, writer, compression="zstd")
-    return path, int(store.get_file_info(f"{root}/{path}").size)
-
-
-def _stored(store: pafs.FileSystem, path: str, *, rows_digest: bool) -> tuple[int, int, str]:
-    """Size, row count and checksum (of the footer, or of the rows) of a Parquet file in ``store``."""
-    import pyarrow.parquet as pq
-
-    info = store.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        return -1, -1, "missing"
-    rows, digest = _footer(store, path, size=int(info.size))
-    if rows_digest:
-        with store.open_input_file(path) as handle:
-            digest = f"rows:{row_checksum(pq.read_table(handle))}"
-    return int(info.size), rows, digest
-
-
-def _footer(store: pafs.FileSystem, path: str, *, size: int | None = None) -> tuple[int, str]:
-    """The row count in a Parquet file's footer and a sha256 of the footer (its metadata, length and magic
-    bytes: every column chunk's offset, size and statistics), from one read of the file's tail."""
-    import hashlib
-
-    import pyarrow.parquet as pq
-
-    with store.open_input_file(path) as handle:
-        size = handle.size() if size is None else size
-        tail_start = max(0, size - (64 << 10))
-        handle.seek(tail_start)
-        tail = handle.read(size - tail_start)
-        length = int.from_bytes(tail[-8:-4], "little")
-        if length + 8 > len(tail):
-            handle.seek(size - 8 - length)
-            tail = handle.read(length + 8)
-        footer = tail[-(length + 8) :]
-    rows = pq.ParquetFile(pa.BufferReader(b"PAR1" + footer)).metadata.num_rows
-    return rows, "footer:" + hashlib.sha256(footer).hexdigest()
 
 
 def _add_action(path: str, size: int, like: dict[str, Any], stats: str) -> AddAction:
@@ -1167,9 +1048,8 @@ def move(
         lineage.add_input(table_dataset(table, mover.hot_uri, mover.hot().version()))
         mover.cold()  # an unreachable store, a missing bucket or bad credentials stop us before any commit
         resumed = mover.resume()
-        plan = plan_move(table, before=before, now=now, config=config)
-        current = open_tiers(mover.entry, mover.hot(), config).watermark
-        if plan.rows and (current is None or plan.target >= current):
+        plan = _plan(mover.entry, mover.hot(), before=before, now=now, config=config)
+        if plan.rows and (plan.current is None or plan.target >= plan.current):
             op = mover.begin(plan.target)
             mover.move(op, plan.target)
             mover.result.operation = "move"
@@ -1258,7 +1138,6 @@ __all__ = [
     "open_tiers",
     "plan_move",
     "recall",
-    "row_checksum",
     "status",
     "vacuum_hot",
     "view_schema",

@@ -757,24 +757,23 @@ def test_a_second_mover_during_the_copy(s3_cold: S3Target, tier_child: StartChil
 
 
 def test_a_second_mover_before_the_intent(s3_cold: S3Target, tier_child: StartChild) -> None:
-    """Deterministic interleaving: mover B commits its intent after mover A checked for an interrupted
-    operation (A's ``plan_move`` runs B, which is then killed). A must stop with TierConflictError or
-    finish B's operation; a rerun converges."""
+    """Deterministic interleaving: mover B commits its intent after mover A planned its move (B runs, and
+    is killed, just before A's intent commit). A must stop with TierConflictError or finish B's
+    operation; a rerun converges."""
     truth = write_table()
     tiering.move(TABLE, before=at(400))
-    real_plan = tiering.plan_move
+    real_begin = tiering._Mover.begin
     other: list[bool] = []
 
-    def plan_then_another_mover_starts(*args: Any, **kwargs: Any) -> tiering.MovePlan:
-        plan = real_plan(*args, **kwargs)
+    def another_mover_starts_then_begin(self: Any, target: int) -> int:
         if not other:
             child = tier_child(move_argv(at(1000)), fault="intent")
             child.wait()
             other.append(child.killed)
-        return plan
+        return real_begin(self, target)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tiering, "plan_move", plan_then_another_mover_starts)
+        patch.setattr(tiering._Mover, "begin", another_mover_starts_then_begin)
         with contextlib.suppress(TierConflictError):
             tiering.move(TABLE, before=at(1000))
     assert other == [True]
