@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -450,9 +450,9 @@ def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tup
         if whole:
             count = total
         else:
-            values = pq.read_table(_local_path(hot.table_uri) / action["path"], columns=[column]).column(
-                column
-            )
+            values = pq.read_table(
+                _local_path(hot.table_uri) / _file(action["path"]), columns=[column]
+            ).column(column)
             count = int(pc.sum(pc.less(values, bound)).as_py() or 0)
         rows += count
         size += int(action["size_bytes"]) * count // total if total else 0
@@ -509,7 +509,7 @@ def _files_below(hot: DeltaTable, column: str, dtype: pa.DataType, target: int) 
         low: int | None
         high: int | None
         if partitioned:
-            value = (action.get("partition_values") or {}).get(column)
+            value = _partition_values(action).get(column)
             if value is None:
                 continue
             low = high = to_units(value, dtype)
@@ -542,9 +542,15 @@ def _parquet(rows: pa.Table) -> bytes:
     return bytes(sink.getvalue())
 
 
+def _file(path: str) -> str:
+    """A data file's path relative to the table's root (where it is, and what add and remove actions
+    take) from its path as the Delta log has it (URL-encoded)."""
+    return unquote(path)
+
+
 def _new_path(like: dict[str, Any]) -> str:
     """A new data file's path beside ``like``'s (in the same partition folder)."""
-    folder = like["path"].rsplit("/", 1)[0] + "/" if "/" in like["path"] else ""
+    folder = _file(like["path"]).rsplit("/", 1)[0] + "/" if "/" in like["path"] else ""
     return f"{folder}part-{uuid.uuid4()}-c000.zstd.parquet"
 
 
@@ -679,28 +685,25 @@ class _Mover:
         try:
             store = cold_files(self.cold_uri, self.config)
             tasks: list[Callable[[], Copied]] = []
-            likes: list[dict[str, Any]] = []
-            stats: list[str] = []
+            planned: list[tuple[str, dict[str, Any], str]] = []  # (path, like, statistics)
             total = 0
             for action, whole in files:
-                source = self.hot_root / action["path"]
+                source = self.hot_root / _file(action["path"])
                 if whole:
-                    rows = int(action["num_records"])
-                    tasks.append(partial(store.copy, source, action["path"], rows))
-                    stats.append(_stats_of(action))
+                    path, rows, stat = _file(action["path"]), int(action["num_records"]), _stats_of(action)
+                    tasks.append(partial(store.copy, source, path, rows))
                 else:
                     below, _ = _split(source, self.column, bound)
                     if not below.num_rows:
                         continue
-                    rows = below.num_rows
-                    tasks.append(partial(store.write, _parquet(below), _new_path(action), rows))
-                    stats.append(_stats_for(below))
-                likes.append(action)
+                    path, rows, stat = _new_path(action), below.num_rows, _stats_for(below)
+                    tasks.append(partial(store.write, _parquet(below), path, rows))
+                planned.append((path, action, stat))
                 total += rows
             adds: list[AddAction] = []
             moved = 0
-            for copied, like, stat in zip(in_parallel(tasks), likes, stats, strict=True):
-                adds.append(_add_action(copied.path, copied.size, like, stat))
+            for copied, (path, like, stat) in zip(in_parallel(tasks), planned, strict=True):
+                adds.append(_add_action(path, copied.size, like, stat))
                 moved += copied.rows
                 if self.progress:
                     self.progress("copy", moved, total)
@@ -778,18 +781,19 @@ class _Mover:
         for action, whole in files:
             actions.append(
                 RemoveAction(
-                    path=action["path"],
+                    path=_file(action["path"]),
                     data_change=True,
                     deletion_timestamp=now,
                     size=int(action["size_bytes"]),
-                    partition_values=action.get("partition_values") or None,
+                    partition_values=_partition_values(action) or None,
                 )
             )
             if not whole:
-                _, kept = _split(self.hot_root / action["path"], self.column, bound)
+                _, kept = _split(self.hot_root / _file(action["path"]), self.column, bound)
                 if kept.num_rows:
-                    written = store.write(_parquet(kept), _new_path(action), kept.num_rows)
-                    actions.append(_add_action(written.path, written.size, action, _stats_for(kept)))
+                    path = _new_path(action)
+                    written = store.write(_parquet(kept), path, kept.num_rows)
+                    actions.append(_add_action(path, written.size, action, _stats_for(kept)))
         _fault("delete")
         try:
             hot.create_write_transaction(
@@ -917,15 +921,33 @@ def _fault(step: str) -> None:
 
 
 def _add_action(path: str, size: int, like: dict[str, Any], stats: str) -> AddAction:
-    partitions = like.get("partition_values") or {}
+    partitions = _partition_values(like)
     return AddAction(
         path=path,
         size=size,
-        partition_values={k: None if v is None else str(v) for k, v in partitions.items()},
+        partition_values=partitions,
         modification_time=int(time.time() * 1000),
         data_change=True,
         stats=stats,
     )
+
+
+def _partition_values(action: dict[str, Any]) -> dict[str, str | None]:
+    """A file's partition values (text, as in the log) from ``get_add_actions(flatten=False)``."""
+    values = action.get("partition") or {}
+    return {k: None if v is None else _partition_text(v) for k, v in values.items()}
+
+
+def _partition_text(value: Any) -> str:
+    """A partition value as the Delta protocol writes it in the log."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def _partition_columns(table: DeltaTable) -> list[str]:

@@ -430,6 +430,69 @@ def test_default_file_cold_tier(lakebed_home: Path) -> None:
     assert_converged(truth, at(150))
 
 
+def test_partitioned_table_with_null_times_moves_every_row_once(lakebed_home: Path) -> None:
+    """Partition folders whose values need escaping, files straddling the watermark, and rows with no time
+    (null: never below a watermark, so they stay hot, and a straddling file's rewrite keeps them)."""
+    contract = TableContract.from_dict(
+        {
+            "name": TABLE,
+            "columns": [*COLUMNS, {"name": "region", "type": "string"}],
+            "tiering": {"column": "ts", "hot_for": "30d"},
+        }
+    )
+    n = 600
+    data = rows(range(n), [(i * 7919) % n for i in range(n)])
+    regions = ["eu west", "us/east", "ap=south%"]
+    data = data.append_column("region", pa.array([regions[i % 3] for i in range(n)], pa.string()))
+    no_time = pa.array([i % 50 == 0 for i in range(n)])
+    data = data.set_column(
+        1, "ts", pc.if_else(no_time, pa.scalar(None, data.schema.field("ts").type), data["ts"])
+    )
+    for start in (0, 300):
+        commit(TABLE, data.slice(start, 300), contract=contract, partition_by=["region"])
+    truth = read_table(TABLE).sort_by("id")
+    assert truth.num_rows == n
+
+    result = tiering.move(TABLE, before=at(250))
+    moved = truth.filter(
+        pc.fill_null(pc.less(truth["ts"], pa.scalar(at(250), truth.schema.field("ts").type)), False)
+    )
+    assert result.rows == moved.num_rows
+    assert_same_ids(ids_of(cold_table()), moved.column("id").to_pylist(), "cold tier")
+    stays = set(range(n)) - set(moved.column("id").to_pylist())
+    assert_same_ids(ids_of(hot_table()), sorted(stays), "hot tier")
+    assert_same_rows(read_table(TABLE), truth)
+    cold = cold_table()
+    assert cold is not None and set(cold.metadata().partition_columns) == {"region"}
+    assert set(cold.to_pyarrow_dataset().to_table(columns=["region"])["region"].to_pylist()) == set(regions)
+    tiering.recall(TABLE, since=at(100))
+    assert_same_rows(read_table(TABLE), truth)
+
+
+def test_table_partitioned_by_its_tiering_column(lakebed_home: Path) -> None:
+    """Tiering by a date column the table is partitioned by: whole partitions move, none is rewritten."""
+    contract = TableContract.from_dict(
+        {
+            "name": TABLE,
+            "columns": [{"name": "id", "type": "int64"}, {"name": "day", "type": "date"}],
+            "tiering": {"column": "day", "hot_for": "30d"},
+        }
+    )
+    days = [dt.date(2025, 1, 1) + dt.timedelta(days=i % 10) for i in range(200)]
+    data = pa.table({"id": pa.array(range(200), pa.int64()), "day": pa.array(days, pa.date32())})
+    commit(TABLE, data, contract=contract, partition_by=["day"])
+    truth = read_table(TABLE).sort_by("id")
+    result = tiering.move(TABLE, before=dt.date(2025, 1, 4))
+    assert result.rows == 60
+    cold = cold_table()
+    assert cold is not None
+    cold_days = cold.to_pyarrow_dataset().to_table(columns=["day"])["day"].to_pylist()
+    assert sorted(set(cold_days)) == [dt.date(2025, 1, d) for d in (1, 2, 3)]
+    assert len(cold_days) == 60
+    assert_same_rows(read_table(TABLE), truth)
+    assert read_table(TABLE, since=dt.date(2025, 1, 5)).num_rows == 120
+
+
 def test_late_rows_move_to_cold_on_a_move_to_the_same_watermark(s3_cold: S3Target) -> None:
     truth = write_table(400)
     tiering.move(TABLE, before=at(200))
