@@ -39,11 +39,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench.common import (
     MB,
@@ -311,18 +311,19 @@ def _config(home: Path, cold_root: str, s3: Any = None) -> LakebedConfig:
 
 
 Store = FileStore | S3Store
+Outcome = TypeVar("Outcome")
 
 
-@contextlib.contextmanager
-def cold_stores(opts: BenchOptions) -> Iterator[list[Store]]:
-    stores: list[Store] = []
-    try:
-        stores.append(FileStore(opts.workdir / "cold-file"))
-        stores.append(S3Store())
-        yield stores
-    finally:
-        for store in stores:
+def _on_each_store(opts: BenchOptions, run: Callable[[Store], Outcome]) -> list[Outcome]:
+    """``run`` against each cold store in turn (``file://``, then S3), each closed afterwards."""
+    outcomes = []
+    for make in (lambda: FileStore(opts.workdir / "cold-file"), S3Store):
+        store = make()
+        try:
+            outcomes.append(run(store))
+        finally:
             store.close()
+    return outcomes
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -479,10 +480,7 @@ def run_move(opts: BenchOptions) -> str:
         f"tier_move{opts.label}: move 80% of a table to the cold tier vs a raw copy of the same Parquet files"
     )
     data = make_orders(opts.scaled(MOVE_ROWS))
-    outcomes: list[MoveOutcome] = []
-    with cold_stores(opts) as stores:
-        for store in stores:
-            outcomes.append(_move_rounds(store, data, opts))
+    outcomes = _on_each_store(opts, lambda store: _move_rounds(store, data, opts))
     parts = []
     for o in outcomes:
         parts.append(
@@ -612,10 +610,7 @@ def _cold_untouched(store: Store, home: Path, prefix: str, since: dt.datetime, e
 def run_read(opts: BenchOptions) -> str:
     log(f"tier_read{opts.label}: read a tiered table vs the same rows in one untiered table")
     data = make_orders(opts.scaled(ROWS))
-    outcomes: list[ReadOutcome] = []
-    with cold_stores(opts) as stores:
-        for store in stores:
-            outcomes.append(_read_rounds(store, data, opts))
+    outcomes = _on_each_store(opts, lambda store: _read_rounds(store, data, opts))
     parts = []
     for o in outcomes:
         parts.append(

@@ -163,10 +163,9 @@ def scan_table(
     for part in found.parts():
         options = storage_options(part.table.table_uri, config)
         frame = pl.scan_delta(part.table.table_uri, version=part.table.version(), storage_options=options)
-        if part.keep is not None and found.column is not None and found.watermark is not None:
+        if part.below and found.column is not None and found.watermark is not None:
             bound = pl.lit(found.watermark).cast(pl.from_arrow(pa.array([], found.dtype)).dtype)  # type: ignore[union-attr]
-            column = pl.col(found.column)
-            frame = frame.filter(column < bound if part.keep == "below" else column >= bound)
+            frame = frame.filter(pl.col(found.column) < bound)
         frames.append(frame)
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
@@ -193,9 +192,8 @@ def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection
                 hidden = f"__{entry.name}__tier{index}"
                 connection.register(hidden, part.table.to_pyarrow_dataset(schema=schema))
                 where = ""
-                if part.keep is not None and found.column and found.watermark is not None and found.dtype:
-                    units = sql_units(found.column, found.dtype)
-                    where = f" WHERE {units} {'<' if part.keep == 'below' else '>='} {found.watermark}"
+                if part.below and found.column and found.watermark is not None and found.dtype:
+                    where = f" WHERE {sql_units(found.column, found.dtype)} < {found.watermark}"
                 selects.append(f'SELECT * FROM "{hidden}"{where}')
             connection.execute(f'CREATE VIEW "{entry.name}" AS ' + " UNION ALL BY NAME ".join(selects))
         except (DeltaError, TierError):

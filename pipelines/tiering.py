@@ -18,12 +18,15 @@ with ``tier:<table>`` = target; (3) hot: delete those rows, with ``tier-done``/`
 A recall is the mirror: (1) intent, (2) hot: append the cold rows at or above the target, (3) cold: delete
 them with ``tier:<table>`` = target, (4) hot: ``tier-done``/``tier-wm``/``tier-cold``.
 
-Readers (:func:`open_tiers`) load hot first. When ``tier-done`` equals ``tier-op`` nothing is in flight:
-they read hot and cold at ``tier-cold`` as they are. Otherwise an operation was interrupted mid-way (or is
-running): they read cold's current watermark W and take cold rows below W and hot rows at or above W.
-Every state between two commits reads every row exactly once, so a crash at any point is harmless and a
-rerun (``move``/``recall`` resume an interrupted operation first) converges. Two movers at once: the
-second one's intent commit conflicts on ``tier-op`` and it stops with :class:`TierConflictError`.
+Readers (:func:`open_tiers`) load hot first and take all of it, and cold as of ``tier-cold`` (the cold
+version of the last finished operation): a move removes its rows from hot in the commit that finishes it,
+so until then hot holds every row being copied and cold is read as it was before the copy. One state
+differs: a recall past its hot append (``tier-recalled`` = ``tier-op``) has its rows in hot and, until its
+cold delete, in cold too; then cold is read below the recall's target only. Every state between two
+commits reads every row exactly once, rows written to hot meanwhile included, so a crash at any point is
+harmless and a rerun (``move``/``recall`` resume an interrupted operation first) converges. Two movers at
+once: the second one's intent commit conflicts on ``tier-op`` and it stops with
+:class:`TierConflictError`.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog, TableEntry
-from lakebed.pipelines.delta import RunContext, commit_time, table_size
+from lakebed.pipelines.delta import RunContext, table_size
 from lakebed.pipelines.tier_store import Copied, cold_files, in_parallel, store_errors
 from lakebed.schemas.tiering import TierPolicy
 
@@ -64,7 +67,8 @@ Progress = Callable[[str, int, int], None]
 FAULT_ENV = "LAKEBED_TIER_FAULT"
 """Fault injection for crash tests: ``<step>`` makes the mover kill its own process (SIGKILL) at that step:
 ``intent`` (after the intent commit), ``copy`` (mid-copy, before the cold commit), ``copied`` (after the cold
-commit), ``delete`` (before the hot delete), ``recalled`` (after a recall's hot append)."""
+commit), ``delete`` (before the hot delete), ``recalled`` (after a recall's hot append), ``trimmed`` (after a
+recall's cold delete)."""
 
 
 # --- where and what --------------------------------------------------------------------------------
@@ -179,11 +183,11 @@ def sql_units(column: str, dtype: pa.DataType) -> str:
 
 @dataclass(frozen=True)
 class Part:
-    """One tier as a reader takes it: the Delta table (at the right version) and, when an operation is in
-    flight, which side of the watermark to keep (``below`` for cold, ``at_or_above`` for hot)."""
+    """One tier as a reader takes it: the Delta table (at the right version), and whether only its rows
+    below the watermark are read (cold while a recall is in flight)."""
 
     table: DeltaTable
-    keep: str | None = None  # None (all rows), "below" or "at_or_above"
+    below: bool = False
 
 
 class Tiers:
@@ -198,15 +202,14 @@ class Tiers:
         column: str | None = None,
         watermark: int | None = None,
         in_flight: bool = False,
-        cold: DeltaTable | None = None,
         open_cold: Callable[[], DeltaTable | None] | None = None,
     ) -> None:
         self.name = name
         self.hot = hot
         self.column = column
         self.watermark = watermark
-        self.in_flight = in_flight
-        self._cold = cold
+        self.in_flight = in_flight  # a recall past its hot append: cold is read below the watermark only
+        self._cold: DeltaTable | None = None
         self._open_cold = open_cold
 
     @property
@@ -238,17 +241,13 @@ class Tiers:
             return [Part(self.hot)]
         cold = self.cold
         assert cold is not None
-        if not self.in_flight:
-            return [Part(self.hot), Part(cold)]
-        return [Part(self.hot, "at_or_above"), Part(cold, "below")]
+        return [Part(self.hot), Part(cold, below=self.in_flight)]
 
     def condition(self, part: Part) -> ds.Expression | None:
-        if part.keep is None or self.column is None or self.watermark is None:
+        if not part.below or self.column is None or self.watermark is None:
             return None
         assert self.dtype is not None
-        bound = literal(self.watermark, self.dtype)
-        column = ds.field(self.column)
-        return column < bound if part.keep == "below" else column >= bound
+        return ds.field(self.column) < literal(self.watermark, self.dtype)
 
     def hot_column_type(self, column: str) -> pa.DataType:
         return pa.schema(self.hot.schema().to_arrow()).field(column).type
@@ -265,12 +264,7 @@ class Tiers:
 
     def skip_cold(self, since: int | None) -> bool:
         """Whether rows with column >= ``since`` (watermark units) can be read from hot alone."""
-        return (
-            since is not None
-            and self.watermark is not None
-            and not self.in_flight
-            and since >= self.watermark
-        )
+        return since is not None and self.watermark is not None and since >= self.watermark
 
     def dataset(self, schema: pa.Schema | None = None) -> ds.Dataset:
         """One pyarrow dataset over both tiers (when an operation is in flight, the rows are read now)."""
@@ -307,33 +301,20 @@ def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tie
     done = _txn(hot, _app("tier-done", table)) or 0
     if op == 0:
         return Tiers(entry.name, hot)  # never moved
+    version = _txn(hot, _app("tier-cold", table))
+    if version is None:
+        return Tiers(table, hot)  # the first move is not finished: every row is still hot
     uri = cold_uri(table, config)
-    watermark = _txn(hot, _app("tier-wm", table))
     target = _txn(hot, _app("tier-target", table))
-    recalling = op != done and target is not None and watermark is not None and target < watermark
-    if not recalling:
-        # Nothing in flight, or a move: its last step removes the rows from hot in the same commit that
-        # marks it done, so until then hot still holds them and cold is read as of the last finished move.
-        version = _txn(hot, _app("tier-cold", table))
-        if version is None:
-            return Tiers(table, hot)  # the first move is not finished: every row is still hot
-        return Tiers(
-            table,
-            hot,
-            column=policy.column,
-            watermark=watermark,
-            open_cold=lambda: _open(uri, config, version),
-        )
-    # A recall in flight: its rows may be in both tiers; cold's own watermark splits them.
-    cold = _open(uri, config)
-    if cold is not None and hot.version() < DeltaTable(hot.table_uri).version():
-        # Reading the past: the cold table as it was when this hot version was written.
-        cold.load_as_version(commit_time(hot))
-    watermark = _txn(cold, _app("tier", table)) if cold is not None else None
-    split = _txn(cold, _app("tier", table)) if cold is not None else None
-    if cold is None or split is None:
-        raise TierError(f"table {table!r}: a recall is in flight but its cold table has no watermark")
-    return Tiers(table, hot, column=policy.column, watermark=split, in_flight=True, cold=cold)
+    recalling = op != done and target is not None and (_txn(hot, _app("tier-recalled", table)) or 0) == op
+    return Tiers(
+        table,
+        hot,
+        column=policy.column,
+        watermark=target if recalling else _txn(hot, _app("tier-wm", table)),
+        in_flight=recalling,
+        open_cold=lambda: _open(uri, config, version),
+    )
 
 
 # --- status and plans ------------------------------------------------------------------------------
@@ -895,6 +876,7 @@ class _Mover:
         if _txn(cold, _app("tier", self.table)) != target:
             predicate = f"{_quote(self.column)} >= {_sql_literal(target, self.dtype)}"
             cold.delete(predicate, commit_properties=self.properties({"tier": target}))
+            _fault("trimmed")
         self.hot()
         self.result.hot_version = self.hot_marker(
             {"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target)

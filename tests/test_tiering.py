@@ -572,6 +572,27 @@ def test_kill_9_during_a_recall_loses_nothing_and_a_rerun_converges(
     assert_converged(truth, at(600))
 
 
+@pytest.mark.parametrize("step", ["recalled", pytest.param("trimmed", marks=pytest.mark.slow)])
+def test_rows_written_while_a_recall_is_interrupted_are_read(
+    s3_cold: S3Target, tier_child: StartChild, step: str
+) -> None:
+    """Rows written to hot below the recall's target (and below the old watermark) while the recall is
+    interrupted are read at once, and stay once the rerun finishes it."""
+    truth = write_table()
+    tiering.move(TABLE, before=at(1000))
+    child = tier_child(recall_argv(at(600)), fault=step)
+    child.wait()
+    assert child.killed, f"the recall was not killed at {step!r}: {child.outcome()}"
+    late = rows(range(N, N + 12), [100, 300, 500, 599, 600, 700, 900, 999, 1000, 1200, 1500, 1999])
+    commit(TABLE, late)
+    with_late = pa.concat_tables([truth, late]).sort_by("id")
+    check_reads(with_late, since=[at(300), at(600), at(1000)])
+    tiering.recall(TABLE, since=at(600))
+    check_reads(with_late, since=[at(300), at(600), at(1000)])
+    tiering.move(TABLE, before=at(600))  # the late rows below the watermark go cold
+    assert_converged(with_late, at(600))
+
+
 def test_kill_9_after_the_copy_then_late_rows_then_rerun(s3_cold: S3Target, tier_child: StartChild) -> None:
     """Rows below the target written while a move is interrupted are neither lost nor doubled by the rerun,
     and the next move leaves none of them hot below the watermark."""
