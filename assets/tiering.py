@@ -1,10 +1,11 @@
-"""Tiering in Dagster: a daily schedule moving every tiered table by its policy, and a sensor that moves a
-table as soon as its hot tier is over its byte quota. Wiring only: the work is in pipelines/tiering.py."""
+"""Tiering in Dagster: a daily schedule moving every tiered table by its policy (then deleting the files
+earlier moves removed, once the policy's grace has passed), and a sensor that moves a table as soon as its
+hot tier is over its byte quota. Wiring only: the work is in pipelines/tiering.py."""
 
 import dagster as dg
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.tiering import describe, move, policy_of, status
+from lakebed.pipelines.tiering import describe, move, policy_of, status, vacuum
 
 from lakebed.errors import LakebedError
 
@@ -14,7 +15,8 @@ class TierMoveConfig(dg.Config):
 
 
 @dg.op(
-    description="Move the rows each tiered table's policy sends to the cold tier (finishing interrupted moves)."
+    description="Move the rows each tiered table's policy sends to the cold tier (finishing interrupted moves), "
+    "then vacuum both tiers of files removed longer ago than the policy's grace."
 )
 def move_tiered_tables(
     context: dg.OpExecutionContext, config: TierMoveConfig, lakebed: LakebedResource
@@ -27,6 +29,7 @@ def move_tiered_tables(
             entry.name, run=lakebed.run_context(context, job=f"dagster:tier:{entry.name}"), config=settings
         )
         context.log.info(describe(result))
+        context.log.info(vacuum(entry.name, config=settings).describe())
 
 
 @dg.job(description="Hot/cold tiering: move older rows of every tiered table to object storage.")

@@ -90,15 +90,17 @@ def recall_command(table: str, since: str) -> None:
 @tier.command("vacuum")
 @click.argument("table")
 @click.option(
-    "--grace", default="7d", show_default=True, help="Keep moved files this long (readers of old versions)."
+    "--grace",
+    default=None,
+    help="Keep removed files this long for readers of old versions (default: the policy's grace, 7d).",
 )
-def vacuum_command(table: str, grace: str) -> None:
-    """Delete hot files that moves removed, once the grace period has passed."""
-    from lakebed.pipelines.tiering import vacuum_hot
+def vacuum_command(table: str, grace: str | None) -> None:
+    """Delete the files moves and recalls removed from both tiers, once the grace period has passed."""
+    from lakebed.pipelines.tiering import vacuum
     from lakebed.schemas.durations import parse_duration
 
-    removed = vacuum_hot(table, grace=parse_duration(grace), config=get_config())
-    click.echo(f"{table}: {removed} file(s) removed from the hot tier")
+    result = vacuum(table, grace=parse_duration(grace) if grace else None, config=get_config())
+    click.echo(result.describe())
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import signal
 import time
@@ -1111,16 +1112,51 @@ def recall(
     return mover.result
 
 
-def vacuum_hot(table: str, *, grace: dt.timedelta, config: LakebedConfig | None = None) -> int:
-    """Remove hot files that moves deleted, once ``grace`` has passed (readers pinned to older versions
-    keep working until then); returns how many files were removed."""
+@dataclass(frozen=True)
+class VacuumResult:
+    table: str
+    hot_files: int
+    cold_files: int
+    note: str = ""
+
+    def describe(self) -> str:
+        note = f" ({self.note})" if self.note else ""
+        return (
+            f"{self.table}: {self.hot_files} file(s) deleted from the hot tier, {self.cold_files} from the cold "
+            f"tier{note}"
+        )
+
+
+def vacuum(
+    table: str, *, grace: dt.timedelta | None = None, config: LakebedConfig | None = None
+) -> VacuumResult:
+    """Delete the files moves and recalls removed (and any other file no table version needs) from both
+    tiers once ``grace`` (default: the policy's) has passed since their removal: readers of older
+    versions keep working until then. The cold tier is left alone while an operation is in flight (readers
+    then still read an older cold version)."""
     config = config or get_config()
     entry = Catalog(config).get(table)
-    hours = max(int(grace.total_seconds() // 3600), 0)
-    removed = DeltaTable(entry.uri).vacuum(
-        retention_hours=hours, enforce_retention_duration=False, dry_run=False
-    )
-    return len(removed)
+    policy = policy_of(entry)
+    grace = grace if grace is not None else (policy.grace if policy else dt.timedelta(days=7))
+    hours = math.ceil(grace.total_seconds() / 3600)  # never shorter than asked
+
+    def vacuum_table(delta: DeltaTable) -> int:
+        return len(delta.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False))
+
+    hot = DeltaTable(entry.uri)
+    hot_files = vacuum_table(hot)
+    if policy is None:
+        return VacuumResult(table, hot_files, 0)
+    if (_txn(hot, _app("tier-op", table)) or 0) != (_txn(hot, _app("tier-done", table)) or 0):
+        return VacuumResult(table, hot_files, 0, "cold tier skipped: an operation is in flight")
+    cold = _open(cold_uri(table, config), config)
+    try:
+        cold_files = vacuum_table(cold) if cold is not None else 0
+    except (DeltaError, OSError) as exc:
+        raise TierError(
+            f"cannot vacuum the cold tier {_where(cold_uri(table, config))}: {_scrub(str(exc), config)}"
+        ) from exc
+    return VacuumResult(table, hot_files, cold_files)
 
 
 def describe(result: MoveResult) -> str:
@@ -1137,12 +1173,13 @@ __all__ = [
     "Part",
     "TierStatus",
     "Tiers",
+    "VacuumResult",
     "cold_uri",
     "move",
     "open_tiers",
     "plan_move",
     "recall",
     "status",
-    "vacuum_hot",
+    "vacuum",
     "view_schema",
 ]

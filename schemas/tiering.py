@@ -3,7 +3,8 @@
 A tiered table keeps recent rows on the hot tier (a local path) and older rows on the cold tier (object
 storage), split by a watermark on ``column`` (a timestamp, date or integer column). ``hot_for`` moves rows
 older than that age; ``hot_bytes`` moves the oldest rows until the hot tier holds at most that many
-bytes; both may be given (the stricter wins).
+bytes; both may be given (the stricter wins). ``grace`` (default 7 days) is how long the files a move or
+recall removed stay for readers of older versions before vacuum deletes them (freeing the hot disk).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class TierPolicy(BaseModel):
     column: str
     hot_for: dt.timedelta | None = None
     hot_bytes: int | None = Field(default=None, gt=0)
+    grace: dt.timedelta = dt.timedelta(days=7)
 
-    @field_validator("hot_for", mode="before")
+    @field_validator("hot_for", "grace", mode="before")
     @classmethod
     def _duration(cls, value: object) -> dt.timedelta | None:
         return None if value is None else parse_duration(value)
@@ -57,7 +59,7 @@ class TierPolicy(BaseModel):
     def _size(cls, value: object) -> int | None:
         return None if value is None else parse_size(value)
 
-    @field_serializer("hot_for")
+    @field_serializer("hot_for", "grace")
     def _duration_text(self, value: dt.timedelta | None) -> str | None:
         return None if value is None else format_duration(value)
 

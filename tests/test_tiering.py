@@ -493,6 +493,48 @@ def test_table_partitioned_by_its_tiering_column(lakebed_home: Path) -> None:
     assert read_table(TABLE, since=dt.date(2025, 1, 5)).num_rows == 120
 
 
+def _data_files(root: Path) -> set[str]:
+    return {str(f.relative_to(root)) for f in root.rglob("*.parquet")}
+
+
+def test_vacuum_frees_the_hot_disk_after_the_grace_and_spares_an_interrupted_recall(
+    lakebed_home: Path, tier_child: StartChild
+) -> None:
+    truth = write_table(600, commits=3)
+    hot_root = Path(hot_table().table_uri.removeprefix("file://"))
+    cold_root = lakebed_home / "cold" / TABLE
+    before = _data_files(hot_root)
+    tiering.move(TABLE, before=at(400))
+    kept = tiering.vacuum(TABLE)  # the policy's grace (7 days): nothing is old enough yet
+    assert (kept.hot_files, kept.cold_files) == (0, 0) and _data_files(hot_root) >= before
+    version_before = hot_table().version() - 1
+
+    done = tiering.vacuum(TABLE, grace=dt.timedelta(0))
+    assert done.hot_files > 0 and done.cold_files == 0
+    assert _data_files(hot_root) == _live_files(hot_table(), hot_root), "only the current files remain"
+    assert_converged(truth, at(400))
+    with pytest.raises(OSError):  # the files of the version before the move are gone, as asked
+        read_table(TABLE, version=version_before)
+
+    child = tier_child(recall_argv(at(200)), fault="trimmed")  # cold rows deleted, recall unfinished
+    child.wait()
+    assert child.killed
+    interrupted = tiering.vacuum(TABLE, grace=dt.timedelta(0))
+    assert interrupted.cold_files == 0 and "in flight" in interrupted.note
+    check_reads(truth)  # readers still read the cold version before the recall's delete
+    tiering.recall(TABLE, since=at(200))
+    cold_before = _data_files(cold_root)
+    result = CliRunner().invoke(main, ["tier", "vacuum", TABLE, "--grace", "0s"])
+    assert result.exit_code == 0, result.output
+    assert "from the cold tier" in result.output
+    assert _data_files(cold_root) < cold_before
+    assert_converged(truth, at(200))
+
+
+def _live_files(table: DeltaTable, root: Path) -> set[str]:
+    return {str(Path(uri.removeprefix("file://")).relative_to(root)) for uri in table.file_uris()}
+
+
 def test_late_rows_move_to_cold_on_a_move_to_the_same_watermark(s3_cold: S3Target) -> None:
     truth = write_table(400)
     tiering.move(TABLE, before=at(200))

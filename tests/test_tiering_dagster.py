@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+from deltalake import DeltaTable
 from lakebed.assets.definitions import defs
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.assets.tiering import hot_tier_quota_sensor, tier_move_job
+from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.tiering import status
 from lakebed.schemas.contract import TableContract
@@ -42,7 +45,7 @@ def test_quota_sensor_and_move_job_and_tier_metadata() -> None:
                 {"name": "ts", "type": "timestamp"},
                 {"name": "v", "type": "float64"},
             ],
-            "tiering": {"column": "ts", "hot_bytes": 1},  # any data is over this quota
+            "tiering": {"column": "ts", "hot_bytes": 1, "grace": "0s"},  # any data is over this quota
         }
     )
     for day in range(4):  # one file per day, so the quota can move the oldest files
@@ -68,6 +71,12 @@ def test_quota_sensor_and_move_job_and_tier_metadata() -> None:
     state = status("clicks")
     assert state.cold_rows > 0 and state.hot_rows + state.cold_rows == before == 200
     assert lakebed.read_table("clicks").num_rows == before
+    # The job vacuumed after the move (a grace of 0s): the hot folder holds only the current files.
+    hot = DeltaTable(Catalog(get_config()).get("clicks").uri)
+    root = Path(hot.table_uri.removeprefix("file://"))
+    on_disk = {p.relative_to(root) for p in root.rglob("*.parquet")}
+    assert on_disk == {Path(uri.removeprefix("file://")).relative_to(root) for uri in hot.file_uris()}
+    assert len(on_disk) < 4
     metadata, _ = table_metadata("clicks", get_config())
     assert metadata["lakebed/tier/cold_rows"] == state.cold_rows
     assert metadata["lakebed/tier/watermark"] == str(state.watermark)
