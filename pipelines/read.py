@@ -17,6 +17,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
+from lakebed.pipelines import tier_access
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.tiering import (
     Part,
@@ -87,7 +88,10 @@ def dataset(
     name: str, *, version: int | None = None, as_of: AsOf | None = None, config: LakebedConfig | None = None
 ) -> ds.Dataset:
     """A lazily scanned pyarrow dataset of ``name`` over both tiers (filters and projections push down)."""
-    return tiers(name, version=version, as_of=as_of, config=config).dataset()
+    config = config or get_config()
+    found = tiers(name, version=version, as_of=as_of, config=config)
+    found.record_read(None, config)  # what the caller filters is not seen here
+    return found.dataset()
 
 
 def read_table(
@@ -104,17 +108,19 @@ def read_table(
 
     ``since`` keeps rows whose tiering column is at or after it; on a tiered table a ``since`` at or above
     the watermark reads the hot tier only, never touching the cold store."""
+    config = config or get_config()
     found = tiers(name, version=version, as_of=as_of, config=config)
     wanted = list(columns) if columns is not None else None
     condition = filter
+    lowest = None
     if since is not None:
         column = _tier_column(found, name, config)
-        bound = ds.field(column) >= literal(
-            to_units(since, found.hot_column_type(column)), found.hot_column_type(column)
-        )
+        lowest = to_units(since, found.hot_column_type(column))
+        bound = ds.field(column) >= literal(lowest, found.hot_column_type(column))
         condition = bound if condition is None else condition & bound
-        if found.skip_cold(to_units(since, found.hot_column_type(column))):
-            found = found.hot_only()
+    found.record_read(condition, config)
+    if found.skip_cold(lowest):
+        found = found.hot_only()
     tables = [_scan(found, part, wanted, condition) for part in found.parts()]
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
@@ -159,6 +165,7 @@ def scan_table(
 
     config = config or get_config()
     found = tiers(name, version=version, as_of=as_of, config=config)
+    found.record_read(None, config)  # the frame's filters are not seen here
     frames = []
     for part in found.parts():
         options = storage_options(part.table.table_uri, config)
@@ -203,6 +210,19 @@ def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection
 
 def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:
     """Run DuckDB SQL over all lakebed tables by name; returns Arrow."""
+    import duckdb
+
+    config = config or get_config()
+    catalog = Catalog(config)
+    try:
+        names = duckdb.get_table_names(query)
+    except duckdb.Error:
+        names = set()  # DuckDB reports the error when it runs the query
+    for name in names:
+        entry = catalog.find(name)
+        policy = entry.contract.tiering if entry is not None and entry.contract is not None else None
+        if policy is not None and policy.unread_for is not None:
+            tier_access.record(name, None, config)  # what the query filters is not seen here
     connection = connect(config=config)
     try:
         return fetch_arrow(connection.sql(query))

@@ -54,6 +54,7 @@ from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
+from lakebed.pipelines import tier_access
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.delta import RunContext, table_size
 from lakebed.pipelines.tier_store import Copied, cold_files, in_parallel, store_errors
@@ -204,9 +205,11 @@ class Tiers:
         watermark: int | None = None,
         in_flight: bool = False,
         open_cold: Callable[[], DeltaTable | None] | None = None,
+        policy: TierPolicy | None = None,
     ) -> None:
         self.name = name
         self.hot = hot
+        self.policy = policy
         self.column = column
         self.watermark = watermark
         self.in_flight = in_flight  # a recall past its hot append: cold is read below the watermark only
@@ -229,7 +232,40 @@ class Tiers:
         return self._cold
 
     def hot_only(self) -> Tiers:
-        return Tiers(self.name, self.hot)
+        return Tiers(self.name, self.hot, policy=self.policy)
+
+    def record_read(self, condition: ds.Expression | None, config: LakebedConfig) -> None:
+        """For an ``unread_for`` policy: record the lowest hot value a read with ``condition`` touched (the
+        lowest of the hot files its statistics do not rule out; every row without a condition)."""
+        if self.policy is None or self.policy.unread_for is None:
+            return
+        lowest: int | None = None
+        if condition is not None:
+            touched = {
+                Path(f.path).name
+                for f in self.hot.to_pyarrow_dataset(schema=view_schema(self.hot)).get_fragments(
+                    filter=condition
+                )
+            }
+            if not touched:
+                return  # no hot file: the read was answered by the cold tier alone
+            actions = pa.table(self.hot.get_add_actions(flatten=True))
+            column = f"min.{self.policy.column}"
+            values = [
+                low
+                for path, low in zip(
+                    actions.column("path").to_pylist(),
+                    actions.column(column).to_pylist()
+                    if column in actions.column_names
+                    else [None] * actions.num_rows,
+                    strict=True,
+                )
+                if Path(unquote(path)).name in touched
+            ]
+            if values and all(v is not None for v in values):
+                dtype = pa.schema(self.hot.schema().to_arrow()).field(self.policy.column).type
+                lowest = min(to_units(v, dtype) for v in values)
+        tier_access.record(self.name, lowest, config)
 
     @property
     def dtype(self) -> pa.DataType | None:
@@ -299,12 +335,12 @@ def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tie
         return Tiers(entry.name, hot)
     table = entry.name
     op = _txn(hot, _app("tier-op", table)) or 0
-    done = _txn(hot, _app("tier-done", table)) or 0
     if op == 0:
-        return Tiers(entry.name, hot)  # never moved
+        return Tiers(table, hot, policy=policy)  # never moved
+    done = _txn(hot, _app("tier-done", table)) or 0
     version = _txn(hot, _app("tier-cold", table))
     if version is None:
-        return Tiers(table, hot)  # the first move is not finished: every row is still hot
+        return Tiers(table, hot, policy=policy)  # the first move is not finished: every row is still hot
     uri = cold_uri(table, config)
     target = _txn(hot, _app("tier-target", table))
     recalling = op != done and target is not None and (_txn(hot, _app("tier-recalled", table)) or 0) == op
@@ -315,6 +351,7 @@ def open_tiers(entry: TableEntry, hot: DeltaTable, config: LakebedConfig) -> Tie
         watermark=target if recalling else _txn(hot, _app("tier-wm", table)),
         in_flight=recalling,
         open_cold=lambda: _open(uri, config, version),
+        policy=policy,
     )
 
 
@@ -385,7 +422,8 @@ def plan_move(
     config: LakebedConfig | None = None,
 ) -> MovePlan:
     """What a move would do: the target watermark (``before``, else from the table's policy: the age
-    ``hot_for`` and the quota ``hot_bytes``, whichever moves more) and how many rows it takes."""
+    ``hot_for``, the quota ``hot_bytes`` and the reads ``unread_for``, whichever moves most) and how many
+    rows it takes."""
     config = config or get_config()
     entry = Catalog(config).get(table)
     return _plan(entry, DeltaTable(entry.uri), before=before, now=now, config=config)
@@ -413,11 +451,33 @@ def _plan(
             quota = _quota_target(hot, policy.column, policy.hot_bytes, dtype)
             if quota is not None:
                 candidates.append((quota, f"hot tier over {policy.hot_bytes:,} bytes"))
+        if policy.unread_for is not None:
+            unread = _unread_target(table, policy.unread_for, dtype, now or dt.datetime.now(dt.UTC), config)
+            if unread is not None:
+                candidates.append(unread)
     if not candidates:
         return MovePlan(table, policy.column, tiers.watermark, tiers.watermark or 0, 0, 0, "within policy")
     target, reason = max(candidates)
     rows, size = _below(hot, policy.column, target, dtype)
     return MovePlan(table, policy.column, tiers.watermark, target, rows, size, reason)
+
+
+def _unread_target(
+    table: str, unread_for: dt.timedelta, dtype: pa.DataType, now: dt.datetime, config: LakebedConfig
+) -> tuple[int, str] | None:
+    """The ``unread_for`` watermark: below the lowest value reads touched within the window and (for a
+    time column) below the window itself; None when a read touched every row (or, for a column that is
+    not a time, when nothing read the table)."""
+    since = now - unread_for
+    age = to_units(since, dtype) if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) else None
+    lowest = tier_access.lowest_read(table, since, config)
+    days = f"{unread_for.days}d" if unread_for.days else str(unread_for)
+    if lowest == tier_access.EVERYTHING:
+        return None
+    if not isinstance(lowest, int):
+        return None if age is None else (age, f"older than {days} and not read for {days}")
+    target = lowest if age is None else min(lowest, age)
+    return target, f"below what reads touched in the last {days}"
 
 
 def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 A tiered table keeps recent rows on the hot tier (a local path) and older rows on the cold tier (object
 storage), split by a watermark on ``column`` (a timestamp, date or integer column). ``hot_for`` moves rows
 older than that age; ``hot_bytes`` moves the oldest rows until the hot tier holds at most that many
-bytes; both may be given (the stricter wins). ``grace`` (default 7 days) is how long the files a move or
+bytes; ``unread_for`` moves rows older than that age unless reads touched them within it (then the
+oldest row read stays hot: see pipelines/tier_access.py); any may be combined (the one moving the most
+wins). ``grace`` (default 7 days) is how long the files a move or
 recall removed stay for readers of older versions before vacuum deletes them (freeing the hot disk).
 """
 
@@ -47,9 +49,10 @@ class TierPolicy(BaseModel):
     column: str
     hot_for: dt.timedelta | None = None
     hot_bytes: int | None = Field(default=None, gt=0)
+    unread_for: dt.timedelta | None = None
     grace: dt.timedelta = dt.timedelta(days=7)
 
-    @field_validator("hot_for", "grace", mode="before")
+    @field_validator("hot_for", "unread_for", "grace", mode="before")
     @classmethod
     def _duration(cls, value: object) -> dt.timedelta | None:
         return None if value is None else parse_duration(value)
@@ -59,14 +62,17 @@ class TierPolicy(BaseModel):
     def _size(cls, value: object) -> int | None:
         return None if value is None else parse_size(value)
 
-    @field_serializer("hot_for", "grace")
+    @field_serializer("hot_for", "unread_for", "grace")
     def _duration_text(self, value: dt.timedelta | None) -> str | None:
         return None if value is None else format_duration(value)
 
     @model_validator(mode="after")
     def _something(self) -> TierPolicy:
-        if self.hot_for is None and self.hot_bytes is None:
-            raise ValueError("give hot_for (an age such as 90d), hot_bytes (a quota such as 10GiB) or both")
+        if self.hot_for is None and self.hot_bytes is None and self.unread_for is None:
+            raise ValueError(
+                "give hot_for (an age such as 90d), hot_bytes (a quota such as 10GiB), unread_for (an age "
+                "such as 30d: what no read touched for that long) or several"
+            )
         return self
 
 

@@ -47,7 +47,7 @@ from polars.testing import assert_frame_equal
 from lakebed.cli import main
 from lakebed.cli_tier import tier
 from lakebed.config import get_config, reset_config
-from lakebed.errors import TierConflictError, TierError
+from lakebed.errors import ContractError, TierConflictError, TierError
 
 if TYPE_CHECKING:
     from s3_fixtures import MotoServer, S3Proxy, S3Target
@@ -533,6 +533,58 @@ def test_vacuum_frees_the_hot_disk_after_the_grace_and_spares_an_interrupted_rec
 
 def _live_files(table: DeltaTable, root: Path) -> set[str]:
     return {str(Path(uri.removeprefix("file://")).relative_to(root)) for uri in table.file_uris()}
+
+
+UNREAD_CONTRACT = TableContract.from_dict(
+    {"name": TABLE, "columns": COLUMNS, "tiering": {"column": "ts", "unread_for": "30d"}}
+)
+
+
+def test_tiering_policy_needs_a_rule_and_keeps_its_durations() -> None:
+    with pytest.raises(ContractError, match="tiering: give hot_for .* unread_for"):
+        TableContract.from_dict({"name": TABLE, "columns": COLUMNS, "tiering": {"column": "ts"}})
+    policy = UNREAD_CONTRACT.tiering
+    assert policy is not None and policy.unread_for == dt.timedelta(days=30)
+    assert policy.grace == dt.timedelta(days=7)
+    assert policy.model_dump(mode="json")["unread_for"] == "30d"
+
+
+def test_unread_for_moves_what_no_read_touched(lakebed_home: Path) -> None:
+    """``unread_for``: rows older than the age move unless reads touched them within it; reads whose
+    range lakebed cannot see count as touching every row."""
+    data = rows(range(1000), range(1000))  # ts = BASE + 0..999 hours: all older than 30 days
+    for start in range(0, 1000, 100):  # one file per 100 hours, so reads can skip files
+        commit(TABLE, data.slice(start, 100), contract=UNREAD_CONTRACT)
+    truth = read_table(TABLE).sort_by("id")
+    access = lakebed_home / "tiering" / "access" / f"{TABLE}.json"
+    assert json.loads(access.read_text())["days"] == {dt.datetime.now(dt.UTC).date().isoformat(): "all"}
+    access.unlink()  # forget that full read
+
+    plan = tiering.plan_move(TABLE)  # nothing read yet: everything is older than 30 days and unread
+    assert plan.rows == 1000 and "not read for 30d" in plan.reason
+
+    read_table(TABLE, since=at(650))  # touches the files from hour 600 up
+    plan = tiering.plan_move(TABLE)
+    assert (plan.target, plan.rows) == (tiering.to_units(at(600), pa.timestamp("us", tz="UTC")), 600)
+    read_table(TABLE, filter=ds.field("ts") >= pa.scalar(at(420), pa.timestamp("us", tz="UTC")))
+    assert tiering.plan_move(TABLE).rows == 400  # the file holding hour 420 starts at hour 400
+
+    tiering.move(TABLE)
+    assert_converged(truth, at(400))
+    access.unlink()  # forget the checks' full reads
+    read_table(TABLE, since=at(900))  # the hot tier alone: hours 900 up
+    assert tiering.plan_move(TABLE).rows == 500, "hours 400 to 899 were not read"
+
+    sql(f"SELECT count(*) FROM {TABLE} WHERE ts > TIMESTAMP '2030-01-01'")  # opaque to lakebed
+    assert json.loads(access.read_text())["days"] == {dt.datetime.now(dt.UTC).date().isoformat(): "all"}
+    assert tiering.plan_move(TABLE).rows == 0
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)  # a month on, nothing read since
+    assert tiering.plan_move(TABLE, now=later).rows == 600
+
+    access.write_text("damaged")  # a damaged record keeps everything hot until it ages out
+    assert tiering.plan_move(TABLE).rows == 0
+    read_table(TABLE, since=at(950))
+    assert json.loads(access.read_text())["days"] == {dt.datetime.now(dt.UTC).date().isoformat(): "all"}
 
 
 def test_late_rows_move_to_cold_on_a_move_to_the_same_watermark(s3_cold: S3Target) -> None:

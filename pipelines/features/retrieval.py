@@ -250,7 +250,9 @@ def open_offline(plan: ViewPlan, version: int | None, config: LakebedConfig) -> 
     from lakebed.pipelines.read import tiers
 
     try:
-        return tiers(plan.table, version=version, config=config)
+        found = tiers(plan.table, version=version, config=config)
+        found.record_read(None, config)  # point-in-time joins read the whole table
+        return found
     except TableNotFoundError as exc:
         if version is not None:
             raise FeatureRetrievalError(

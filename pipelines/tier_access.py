@@ -1,0 +1,93 @@
+"""What reads of a tiered table touched, for the ``unread_for`` tiering policy ("move what nobody reads").
+
+For each table whose policy has ``unread_for``, every read records the lowest value of the tiering column
+it touched on the hot tier, per UTC day, in ``<home>/tiering/access/<table>.json``:
+
+* ``read_table`` with ``since=`` or ``filter=``: the lowest value of the hot files the read could not skip
+  (by their statistics), so a read of last week touches last week only;
+* a read whose range lakebed cannot see (``scan_table``, ``lakebed sql``, a dataset, feature retrieval)
+  counts as touching every row: the policy then only ever keeps more on the hot tier, never less.
+
+Recording never fails a read: a process that cannot write the home leaves no record (its reads are not
+seen by the policy). A damaged record counts as a read of every row on the day it is found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lakebed.config import LakebedConfig
+
+EVERYTHING = "all"
+"""A day's record when some read touched every row."""
+_KEEP_DAYS = 400
+
+log = logging.getLogger(__name__)
+
+
+def _path(table: str, config: LakebedConfig) -> Path:
+    return Path(config.home) / "tiering" / "access" / f"{table}.json"
+
+
+def record(table: str, lowest: int | None, config: LakebedConfig, *, now: dt.datetime | None = None) -> None:
+    """Record a read of ``table`` that touched hot rows from ``lowest`` up (watermark units; None: every
+    row)."""
+    day = (now or dt.datetime.now(dt.UTC)).date()
+    path = _path(table, config)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # readers in other processes record too
+            try:
+                days = _parse(handle.read())
+            except ValueError:
+                days, lowest = {}, None  # damaged: count today as a read of every row
+            before = days.get(day.isoformat())
+            if before == EVERYTHING or (isinstance(before, int) and lowest is not None and before <= lowest):
+                return  # nothing new today
+            days[day.isoformat()] = EVERYTHING if lowest is None else lowest
+            oldest = (day - dt.timedelta(days=_KEEP_DAYS)).isoformat()
+            kept = {d: v for d, v in sorted(days.items()) if d >= oldest}
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"days": kept}))
+    except OSError as exc:
+        log.debug("cannot record a read of %s in %s: %s", table, path, exc)
+
+
+def lowest_read(table: str, since: dt.datetime, config: LakebedConfig) -> int | str | None:
+    """The lowest hot value reads of ``table`` touched on the days from ``since`` on: an int (watermark
+    units), :data:`EVERYTHING`, or None when nothing read it."""
+    path = _path(table, config)
+    with contextlib.suppress(FileNotFoundError):
+        try:
+            days = _parse(path.read_text(encoding="utf-8"))
+        except ValueError:
+            return EVERYTHING
+        seen = [value for day, value in days.items() if day >= since.date().isoformat()]
+        if EVERYTHING in seen:
+            return EVERYTHING
+        numbers = [value for value in seen if isinstance(value, int)]
+        return min(numbers) if numbers else None
+    return None
+
+
+def _parse(text: str) -> dict[str, Any]:
+    """The days recorded; ValueError when the record is damaged."""
+    if not text.strip():
+        return {}
+    days = json.loads(text).get("days") if text.lstrip().startswith("{") else None
+    if not isinstance(days, dict) or not all(v == EVERYTHING or isinstance(v, int) for v in days.values()):
+        raise ValueError("damaged access record")
+    return {str(k): v for k, v in days.items()}
+
+
+__all__ = ["EVERYTHING", "lowest_read", "record"]
