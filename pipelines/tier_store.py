@@ -173,19 +173,28 @@ class _S3Files:
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def copy(self, source: Path, path: str, rows: int) -> Copied:
-        return self.write(source.read_bytes(), path, rows)
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            while chunk := handle.read(8 << 20):
+                digest.update(chunk)
+            handle.seek(0)  # the body is streamed from the file: a file of any size needs little memory
+            return self._put(handle, source.stat().st_size, digest, path, rows)
 
     def write(self, data: bytes, path: str, rows: int) -> Copied:
-        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        return self._put(data, len(data), hashlib.sha256(data), path, rows)
+
+    def _put(self, body: Any, size: int, digest: Any, path: str, rows: int) -> Copied:
+        sent = base64.b64encode(digest.digest()).decode()
         self.client.put_object(
             Bucket=self.bucket,
             Key=self._key(path),
-            Body=data,
+            Body=body,
+            ContentLength=size,
             ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=digest,
+            ChecksumSHA256=sent,
         )
         head = self.client.head_object(Bucket=self.bucket, Key=self._key(path), ChecksumMode="ENABLED")
         checksum = head.get("ChecksumSHA256")
         # Equal checksums mean equal bytes: the rows stored are the rows sent.
         stored = Copied(path, int(head["ContentLength"]), rows, f"sha256:{checksum}" if checksum else "none")
-        return _verify(Copied(path, len(data), rows, f"sha256:{digest}"), stored)
+        return _verify(Copied(path, size, rows, f"sha256:{sent}"), stored)
