@@ -22,14 +22,23 @@ def move_tiered_tables(
     context: dg.OpExecutionContext, config: TierMoveConfig, lakebed: LakebedResource
 ) -> None:
     settings = lakebed.config()
+    failed = []
     for entry in Catalog(settings).list(kind="table"):
         if policy_of(entry) is None or (config.tables and entry.name not in config.tables):
             continue
-        result = move(
-            entry.name, run=lakebed.run_context(context, job=f"dagster:tier:{entry.name}"), config=settings
-        )
-        context.log.info(describe(result))
-        context.log.info(vacuum(entry.name, config=settings).describe())
+        try:
+            result = move(
+                entry.name,
+                run=lakebed.run_context(context, job=f"dagster:tier:{entry.name}"),
+                config=settings,
+            )
+            context.log.info(describe(result))
+            context.log.info(vacuum(entry.name, config=settings).describe())
+        except LakebedError as exc:  # one table's trouble does not hold the others back
+            context.log.error(f"{entry.name}: {exc}")
+            failed.append(entry.name)
+    if failed:
+        raise dg.Failure(f"tiering failed for {', '.join(failed)} (the others moved); see the log")
 
 
 @dg.job(description="Hot/cold tiering: move older rows of every tiered table to object storage.")

@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-def _local_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
+def local_path(uri: str) -> Path:
+    """The folder of a local table from its URI: a path, or a ``file://`` URL (percent-decoded)."""
+    return Path(url2pathname(urlsplit(uri).path)) if uri.startswith("file://") else Path(uri)
 
 
 def _commits_after(uri: str, after_version: int) -> Iterator[tuple[int, bytes]]:
     """The JSON commit files of a local table after ``after_version``, in order, until the first gap."""
-    folder = _local_path(uri) / "_delta_log"
+    folder = local_path(uri) / "_delta_log"
     version = after_version + 1
     while True:
         try:
@@ -72,7 +75,7 @@ def added_bytes(uri: str, version: int | None) -> int | None:
     if version is None or not is_local(uri):
         return None
     try:
-        data = (_local_path(uri) / "_delta_log" / f"{version:020d}.json").read_bytes()
+        data = (local_path(uri) / "_delta_log" / f"{version:020d}.json").read_bytes()
     except FileNotFoundError:
         return None
     total = 0

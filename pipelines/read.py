@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -19,6 +20,7 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
 from lakebed.pipelines import tier_access
 from lakebed.pipelines.catalog import Catalog, TableEntry
+from lakebed.pipelines.deltalog import is_local, local_path
 from lakebed.pipelines.tiering import (
     Part,
     Tiers,
@@ -169,12 +171,24 @@ def scan_table(
     frames = []
     for part in found.parts():
         options = storage_options(part.table.table_uri, config)
-        frame = pl.scan_delta(part.table.table_uri, version=part.table.version(), storage_options=options)
+        frame = polars_scan(part.table, options)
         if part.below and found.column is not None and found.watermark is not None:
             bound = pl.lit(found.watermark).cast(pl.from_arrow(pa.array([], found.dtype)).dtype)  # type: ignore[union-attr]
             frame = frame.filter(pl.col(found.column) < bound)
         frames.append(frame)
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def polars_scan(table: DeltaTable, storage_options: dict[str, str] | None = None) -> pl.LazyFrame:
+    """A Polars scan of ``table`` at its loaded version: Polars' native Delta scan, except for a local table
+    whose path needs escaping in a URL (a space, a ``%``), which that scan cannot open: then a scan of the
+    table's pyarrow dataset."""
+    import polars as pl
+
+    uri = table.table_uri
+    if is_local(uri) and quote(str(local_path(uri))) != str(local_path(uri)):
+        return pl.scan_pyarrow_dataset(table.to_pyarrow_dataset())
+    return pl.scan_delta(uri, version=table.version(), storage_options=storage_options)
 
 
 def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection:

@@ -20,6 +20,8 @@ import fcntl
 import json
 import logging
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +40,45 @@ def _path(table: str, config: LakebedConfig) -> Path:
 
 def record(table: str, lowest: int | None, config: LakebedConfig, *, now: dt.datetime | None = None) -> None:
     """Record a read of ``table`` that touched hot rows from ``lowest`` up (watermark units; None: every
-    row)."""
-    day = (now or dt.datetime.now(dt.UTC)).date()
+    row). The record is replaced whole (a new file renamed over it), under a lock readers in other
+    processes share; a reader never waits more than ~50 ms for that lock (it then leaves no record)."""
+    day = (now or dt.datetime.now(dt.UTC)).date().isoformat()
     path = _path(table, config)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        with os.fdopen(fd, "r+", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # readers in other processes record too
+        with _locked(path.with_suffix(".lock")):
             try:
-                days = _parse(handle.read())
+                days = _parse(path.read_text(encoding="utf-8")) if path.exists() else {}
             except ValueError:
                 days, lowest = {}, None  # damaged: count today as a read of every row
-            before = days.get(day.isoformat())
+            before = days.get(day)
             if before == EVERYTHING or (isinstance(before, int) and lowest is not None and before <= lowest):
                 return  # nothing new today
-            days[day.isoformat()] = EVERYTHING if lowest is None else lowest
-            oldest = (day - dt.timedelta(days=_KEEP_DAYS)).isoformat()
-            kept = {d: v for d, v in sorted(days.items()) if d >= oldest}
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps({"days": kept}))
-    except OSError as exc:
+            days[day] = EVERYTHING if lowest is None else lowest
+            oldest = (dt.date.fromisoformat(day) - dt.timedelta(days=_KEEP_DAYS)).isoformat()
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            partial.write_text(json.dumps({"days": {d: v for d, v in sorted(days.items()) if d >= oldest}}))
+            os.replace(partial, path)
+    except (OSError, TimeoutError) as exc:
         log.debug("cannot record a read of %s in %s: %s", table, path, exc)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: float = 0.05) -> Iterator[None]:
+    with open(path, "a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} is locked") from None
+                time.sleep(0.005)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def lowest_read(table: str, since: dt.datetime, config: LakebedConfig) -> int | str | None:

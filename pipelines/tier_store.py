@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import hashlib
+import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import pyarrow as pa
+from lakebed.pipelines.deltalog import local_path
 
 from lakebed.config import LakebedConfig
 from lakebed.errors import TierError
@@ -52,7 +55,7 @@ def cold_files(uri: str, config: LakebedConfig) -> ColdFiles:
     """The writer of data files for the cold table at ``uri``."""
     if uri.startswith("s3://"):
         return _S3Files(uri, config)
-    return _LocalFiles(Path(urlsplit(uri).path if uri.startswith("file://") else uri).resolve())
+    return _LocalFiles(local_path(uri).resolve())
 
 
 PARALLEL_COPIES = 4  # files copied to (and verified in) the cold store at once
@@ -122,19 +125,29 @@ class _LocalFiles:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def _target(self, path: str) -> Path:
+    @contextlib.contextmanager
+    def _replacing(self, path: str) -> Iterator[Path]:
+        """A temporary file that then takes ``path``'s place at once: a reader (or a mover that copied the
+        same file first) never sees a file half written."""
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        return target
+        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")  # not hidden: vacuum sees it
+        try:
+            yield partial
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def copy(self, source: Path, path: str, rows: int) -> Copied:
-        shutil.copyfile(source, self._target(path))
+        with self._replacing(path) as partial:
+            shutil.copyfile(source, partial)
         size = source.stat().st_size
         with open(source, "rb") as handle:
             return _verify(Copied(path, size, *footer(handle, size)), self._stored(path))
 
     def write(self, data: bytes, path: str, rows: int) -> Copied:
-        self._target(path).write_bytes(data)
+        with self._replacing(path) as partial:
+            partial.write_bytes(data)
         return _verify(Copied(path, len(data), *footer(data, len(data))), self._stored(path))
 
     def _stored(self, path: str) -> Copied:
@@ -148,6 +161,16 @@ class _LocalFiles:
 
 _CLIENTS: dict[tuple[Any, ...], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the parent's threads (nor safe copies of its connections)."""
+    global _POOL, _POOL_LOCK, _CLIENTS_LOCK
+    _POOL, _POOL_LOCK, _CLIENTS_LOCK = None, threading.Lock(), threading.Lock()
+    _CLIENTS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _client(config: LakebedConfig) -> Any:

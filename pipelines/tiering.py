@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import os
 import signal
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -57,11 +58,14 @@ from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines import tier_access
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.delta import RunContext, table_size
+from lakebed.pipelines.deltalog import local_path
 from lakebed.pipelines.tier_store import Copied, cold_files, in_parallel, store_errors
 from lakebed.schemas.tiering import TierPolicy
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TierConflictError, TierError
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, rows_done, rows_total)``."""
@@ -236,36 +240,45 @@ class Tiers:
 
     def record_read(self, condition: ds.Expression | None, config: LakebedConfig) -> None:
         """For an ``unread_for`` policy: record the lowest hot value a read with ``condition`` touched (the
-        lowest of the hot files its statistics do not rule out; every row without a condition)."""
+        lowest of the hot files its statistics do not rule out; every row without a condition). Never
+        fails the read: when the files cannot be worked out, every row counts as read."""
         if self.policy is None or self.policy.unread_for is None:
             return
         lowest: int | None = None
         if condition is not None:
-            touched = {
-                Path(f.path).name
-                for f in self.hot.to_pyarrow_dataset(schema=view_schema(self.hot)).get_fragments(
-                    filter=condition
+            try:
+                lowest = self._lowest_touched(self.policy.column, condition)
+            except Exception as exc:  # noqa: BLE001 - recording must never fail a read
+                log.debug(
+                    "%s: cannot tell which hot files a read touched (%s); counting every row", self.name, exc
                 )
-            }
-            if not touched:
+            if lowest == -1:
                 return  # no hot file: the read was answered by the cold tier alone
-            actions = pa.table(self.hot.get_add_actions(flatten=True))
-            column = f"min.{self.policy.column}"
-            values = [
-                low
-                for path, low in zip(
-                    actions.column("path").to_pylist(),
-                    actions.column(column).to_pylist()
-                    if column in actions.column_names
-                    else [None] * actions.num_rows,
-                    strict=True,
-                )
-                if Path(unquote(path)).name in touched
-            ]
-            if values and all(v is not None for v in values):
-                dtype = pa.schema(self.hot.schema().to_arrow()).field(self.policy.column).type
-                lowest = min(to_units(v, dtype) for v in values)
         tier_access.record(self.name, lowest, config)
+
+    def _lowest_touched(self, column: str, condition: ds.Expression) -> int | None:
+        """The lowest ``column`` value of the hot files ``condition`` does not rule out (by their statistics or
+        partition values): None when some file has no statistics, -1 when no file is touched."""
+        fragments = self.hot.to_pyarrow_dataset().get_fragments(filter=condition)
+        touched = {Path(fragment.path).name for fragment in fragments}
+        if not touched:
+            return -1
+        actions = pa.table(self.hot.get_add_actions(flatten=True))
+        names = [f"min.{column}", f"partition.{column}"]
+        found = next((name for name in names if name in actions.column_names), None)
+        if found is None:
+            return None
+        values = [
+            low
+            for path, low in zip(
+                actions.column("path").to_pylist(), actions.column(found).to_pylist(), strict=True
+            )
+            if Path(unquote(path)).name in touched
+        ]
+        if not values or any(v is None for v in values):
+            return None
+        dtype = pa.schema(self.hot.schema().to_arrow()).field(column).type
+        return min(to_units(v, dtype) for v in values)
 
     @property
     def dtype(self) -> pa.DataType | None:
@@ -493,7 +506,7 @@ def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tup
             count = total
         else:
             values = pq.read_table(
-                _local_path(hot.table_uri) / _file(action["path"]), columns=[column]
+                local_path(hot.table_uri) / _file(action["path"]), columns=[column]
             ).column(column)
             count = int(pc.sum(pc.less(values, bound)).as_py() or 0)
         rows += count
@@ -518,7 +531,7 @@ def _quota_target(hot: DeltaTable, column: str, quota: int, dtype: pa.DataType) 
         if remaining <= quota or newest is None:
             break
         remaining -= size
-        target = to_units(newest, dtype) + 1
+        target = _upper(newest, dtype) + 1
     return target
 
 
@@ -537,6 +550,7 @@ class MoveResult:
     notes: list[str] = field(default_factory=list)
 
 
+_ATTEMPTS = 3  # tries at the hot removal (and copies) before a move gives up for a rerun
 FilePlan = list[tuple[dict[str, Any], bool]]
 """Hot files holding rows below a watermark: (add action, True when every row is below it)."""
 
@@ -559,12 +573,19 @@ def _files_below(hot: DeltaTable, column: str, dtype: pa.DataType, target: int) 
             smallest = (action.get("min") or {}).get(column)
             largest = (action.get("max") or {}).get(column)
             low = None if smallest is None else to_units(smallest, dtype)
-            high = None if largest is None else to_units(largest, dtype)
+            high = None if largest is None else _upper(largest, dtype)
         if high is not None and high < target:
             chosen.append((action, True))
         elif low is None or low < target:  # straddles the target (or has no statistics)
             chosen.append((action, False))
     return chosen
+
+
+def _upper(largest: Any, dtype: pa.DataType) -> int:
+    """An upper bound of a file's values from its ``max`` statistic: Delta keeps timestamps to the
+    millisecond (delta-rs truncates), so the true largest may be up to 999 microseconds more."""
+    units = to_units(largest, dtype)
+    return units + 999 if pa.types.is_timestamp(dtype) else units
 
 
 def _split(source: Path, column: str, bound: pa.Scalar) -> tuple[pa.Table, pa.Table]:
@@ -596,10 +617,6 @@ def _new_path(like: dict[str, Any]) -> str:
     return f"{folder}part-{uuid.uuid4()}-c000.zstd.parquet"
 
 
-def _local_path(uri: str) -> Path:
-    return Path(urlsplit(uri).path if uri.startswith("file://") else uri)
-
-
 class _Mover:
     """One move or recall of one table. It keeps one hot table object, brought up to date incrementally
     (:meth:`hot`), and one cold one (:meth:`cold`): opening a Delta table costs a read of its log, and on
@@ -617,7 +634,7 @@ class _Mover:
             raise TierError(f"table {table!r} has no tiering policy in its contract")
         self.column = policy.column
         self.hot_uri = self.entry.uri
-        self.hot_root = _local_path(self.hot_uri)
+        self.hot_root = local_path(self.hot_uri)
         self.cold_uri = cold_uri(table, config)
         self.options = storage_options(self.cold_uri, config)
         self._hot = DeltaTable(self.hot_uri)
@@ -626,6 +643,7 @@ class _Mover:
         self._cold_table: DeltaTable | None = None
         self._cold_read = False
         self._copied: tuple[int, FilePlan] | None = None  # (hot version, files) this mover copied
+        self._moved: dict[int, int] = {}  # rows copied per operation
 
     # state
     def hot(self) -> DeltaTable:
@@ -679,7 +697,9 @@ class _Mover:
                 commit_properties=self.properties(transactions, **extra),
             )
         except CommitFailedError as exc:
-            raise TierConflictError(f"{self.table}: another mover changed the tier state ({exc})") from None
+            raise TierConflictError(
+                f"{self.table}: another mover changed the tier state ({_scrub(str(exc), self.config)})"
+            ) from None
         return hot.version()
 
     def state(self) -> tuple[int, int, int | None]:
@@ -708,7 +728,9 @@ class _Mover:
             version, snapshot = self.copy_to_cold(op, target, cold)
         self.delete_hot(op, target, version, snapshot)
 
-    def copy_to_cold(self, op: int, target: int, base: DeltaTable | None) -> tuple[int, int]:
+    def copy_to_cold(
+        self, op: int, target: int, base: DeltaTable | None, *, again: bool = False
+    ) -> tuple[int, int]:
         """Commit (2): every hot row below ``target`` into cold, with the watermark.
 
         Files wholly below the target are copied byte for byte (no decoding: object-store speed); the
@@ -716,8 +738,9 @@ class _Mover:
         in the store before the one cold commit that adds them all, so a crash before it leaves nothing
         behind and one after it needs no copy again. The commit is made against ``base``, the cold table
         as read before the copy: every cold commit carries ``tier:<table>``, so a mover that committed to
-        cold meanwhile makes this one conflict (or, for the first move, the table exists). Returns the
-        cold version committed and the hot version copied."""
+        cold meanwhile makes this one conflict (or, for the first move, the table exists). ``again``: this
+        operation copied before, from hot files that have changed since; the same commit removes those
+        copies. Returns the cold version committed and the hot version copied."""
         hot = self.hot()
         snapshot, schema, partitions = hot.version(), hot.schema(), _partition_columns(hot)
         files = _files_below(hot, self.column, self.dtype, target)
@@ -755,6 +778,8 @@ class _Mover:
                     f"{self.table}: the cold store holds {moved:,} of the {total:,} rows below the watermark "
                     "(the Delta log and the data files disagree); nothing was moved"
                 )
+            if base is not None:
+                self._evolve_cold(base, schema)
             properties = self.properties({"tier": target, "tier-hot": snapshot, "tier-copied": op})
             if base is None:
                 create_table_with_add_actions(
@@ -767,9 +792,11 @@ class _Mover:
                     commit_properties=properties,
                 )
                 version = 0
+                self._cold_read = False  # opened when next asked for
             else:
+                replaced = self._operation_files(base) if again else []
                 base.create_write_transaction(
-                    list[AddAction | RemoveAction](adds),
+                    [*replaced, *adds],
                     mode="append",
                     schema=schema,
                     partition_by=partitions or None,
@@ -778,7 +805,9 @@ class _Mover:
                 base.update_incremental()
                 version = base.version()
         except (CommitFailedError, DeltaProtocolError) as exc:
-            raise TierConflictError(f"{self.table}: the cold table changed during the copy ({exc})") from None
+            raise TierConflictError(
+                f"{self.table}: the cold table changed during the copy ({_scrub(str(exc), self.config)})"
+            ) from None
         except TierError as exc:
             raise TierError(f"{self.table}: {exc}") from exc
         except errors as exc:
@@ -791,31 +820,70 @@ class _Mover:
                 f"{_scrub(str(exc), self.config)}"
             ) from exc
         _fault("copied")
-        self.result.rows += moved
+        self._moved[op] = moved
+        self.result.rows = sum(self._moved.values())
         return version, snapshot
+
+    def _evolve_cold(self, cold: DeltaTable, schema: Any) -> None:
+        """Give cold the columns hot has gained (an empty commit merging the schema, carrying the cold
+        watermark as it is, so that it conflicts like every cold commit)."""
+        wanted = pa.schema(schema.to_arrow())
+        if set(wanted.names) <= set(pa.schema(cold.schema().to_arrow()).names):
+            return
+        write_deltalake(
+            cold,
+            wanted.empty_table(),
+            mode="append",
+            schema_mode="merge",
+            commit_properties=self.properties(
+                {"tier": _txn(cold, _app("tier", self.table)) or 0}, schema="hot"
+            ),
+        )
+
+    def _operation_files(self, cold: DeltaTable) -> list[AddAction | RemoveAction]:
+        """Removals of the files the operation in flight added to cold: those not in the cold version of
+        the last finished operation (no other operation writes to cold meanwhile)."""
+        finished = _txn(self._hot, _app("tier-cold", self.table))
+        kept = set() if finished is None else set(_paths(_open(self.cold_uri, self.config, finished)))  # type: ignore[arg-type]
+        now = int(time.time() * 1000)
+        return [
+            RemoveAction(
+                path=_file(action["path"]),
+                data_change=True,
+                deletion_timestamp=now,
+                size=int(action["size_bytes"]),
+                partition_values=_partition_values(action) or None,
+            )
+            for action in pa.table(cold.get_add_actions(flatten=False)).to_pylist()
+            if action["path"] not in kept
+        ]
 
     def delete_hot(self, op: int, target: int, cold_version: int, snapshot: int | None) -> None:
         """Commit (3): remove the copied rows from hot, marking the operation done.
 
-        Normally one commit removes exactly the files the copy read (re-adding the rows at or above the
-        target of files that straddled it), so rows written to hot since stay there, visible, for the next
-        move. If those files changed meanwhile (a compaction), rows are deleted by predicate instead,
-        after copying to cold any row below the target it does not hold yet. ``snapshot`` is the hot
-        version the copy read (``tier-hot`` in the cold commit ``cold_version``)."""
-        self.result.cold_version = cold_version
-        if snapshot is not None and self.remove_files(op, target, snapshot, cold_version):
-            return
-        self.delete_rows(op, target)
+        One commit removes exactly the files the copy read (``snapshot``, the hot version named by
+        ``tier-hot`` in the cold commit ``cold_version``), re-adding the rows at or above the target of
+        files that straddled it, so rows written to hot since stay there, visible, for the next move. If
+        those files changed meanwhile (a compaction, a delete or update of old rows), the copy is made
+        again from hot as it is now, replacing this operation's files in cold (readers do not see them
+        before the operation is done), and the removal is tried again."""
+        for _ in range(_ATTEMPTS):
+            if snapshot is not None and self.remove_files(op, target, snapshot, cold_version):
+                self.result.cold_version = cold_version
+                return
+            cold_version, snapshot = self.copy_to_cold(op, target, self.cold(), again=True)
+        raise TierError(
+            f"{self.table}: the hot files kept changing during the move ({_ATTEMPTS} copies); rerun it "
+            "(readers are not affected)"
+        )
 
     def remove_files(self, op: int, target: int, snapshot: int, cold_version: int) -> bool:
+        """Remove the files the copy read from hot, with the completion markers; False when they are no
+        longer all there."""
         if self._copied is not None and self._copied[0] == snapshot:
             files = self._copied[1]
         else:
             files = _files_below(self.hot_at(snapshot), self.column, self.dtype, target)
-        hot = self.hot()
-        present = set(_paths(hot))
-        if any(action["path"] not in present for action, _ in files):
-            return False
         now = int(time.time() * 1000)
         bound = literal(target, self.dtype)
         store = cold_files(self.hot_uri, self.config)  # the hot table's own folder
@@ -837,79 +905,32 @@ class _Mover:
                     written = store.write(_parquet(kept), path, kept.num_rows)
                     actions.append(_add_action(path, written.size, action, _stats_for(kept)))
         _fault("delete")
-        try:
-            hot.create_write_transaction(
-                actions,
-                mode="append",
-                schema=hot.schema(),
-                partition_by=_partition_columns(hot) or None,
-                commit_properties=self.properties(
-                    {"tier-done": op, "tier-wm": target, "tier-cold": cold_version}, done=str(target)
-                ),
+        for _ in range(_ATTEMPTS):
+            hot = self.hot()
+            if (_txn(hot, _app("tier-done", self.table)) or 0) >= op:
+                raise TierConflictError(f"{self.table}: another mover finished operation {op} meanwhile")
+            present = set(_paths(hot))
+            if any(action["path"] not in present for action, _ in files):
+                return False
+            properties = self.properties(
+                {"tier-done": op, "tier-wm": target, "tier-cold": cold_version}, done=str(target)
             )
-        except CommitFailedError:
-            return False  # the files changed under us (e.g. a compaction): delete by predicate
-        self.result.hot_version = self.hot().version()
-        return True
-
-    def delete_rows(self, op: int, target: int) -> None:
-        """The fallback delete: by predicate, with late rows first copied to cold (none is lost)."""
-        below = ds.field(self.column) < literal(target, self.dtype)
-        hot = self.hot()
-        present = _count(hot, below)
-        cold = self.cold()
-        assert cold is not None
-        snapshot = _txn(cold, _app("tier-hot", self.table))  # the hot version the copy was read from
-        copied = _count(self.hot_at(snapshot), below) if snapshot is not None else 0
-        if present > copied:  # more rows below the target than were copied: late arrivals
-            self._copy_missing(hot, target)
-            cold = self.cold()
-            assert cold is not None
-        predicate = f"{_quote(self.column)} < {_sql_literal(target, self.dtype)}"
-        before_delete = hot.version()
-        metrics = hot.delete(
-            predicate,
-            commit_properties=self.properties(
-                {"tier-done": op, "tier-wm": target, "tier-cold": cold.version()}, done=str(target)
-            ),
-        )
-        self.result.cold_version = cold.version()
-        self.result.hot_version = hot.version()
-        # Rows below the target that arrived between the count and the delete: take them from the version
-        # before the delete (time travel) to cold, and point readers at the cold version holding them.
-        raced = int(metrics.get("num_deleted_rows", 0) or 0) > present
-        if raced and self._copy_missing(self.hot_at(before_delete), target):
-            cold = self.cold()
-            assert cold is not None
-            self.hot()
-            self.result.cold_version = cold.version()
-            self.result.hot_version = self.hot_marker({"tier-cold": cold.version()})
-
-    def _copy_missing(self, hot: DeltaTable, target: int) -> int:
-        """Append to cold the rows of ``hot`` below ``target`` that cold does not hold (as a multiset:
-        a row twice in hot and once in cold is appended once). Returns how many were appended."""
-        below = ds.field(self.column) < literal(target, self.dtype)
-        candidates = hot.to_pyarrow_dataset(schema=pa.schema(hot.schema().to_arrow())).to_table(filter=below)
-        if not candidates.num_rows:
-            return 0
-        cold = self.cold()
-        assert cold is not None
-        lowest = pc.min(candidates.column(self.column)).as_py()
-        held = cold.to_pyarrow_dataset(schema=pa.schema(cold.schema().to_arrow())).to_table(
-            filter=below
-            & (ds.field(self.column) >= pa.scalar(lowest, candidates.schema.field(self.column).type))
-        )
-        missing = _multiset_difference(candidates, held)
-        if missing.num_rows:
-            write_deltalake(
-                cold,
-                missing,
-                mode="append",
-                commit_properties=self.properties({"tier": target}, late=str(hot.version())),
-            )
-            self.result.rows += missing.num_rows
-            self.result.notes.append(f"{missing.num_rows} row(s) below the watermark arrived during the move")
-        return missing.num_rows
+            # No retries: delta-rs does not count a compaction's removal of a file this commit removes as a
+            # conflict, so any commit in between sends us back to look at the files again.
+            properties.max_commit_retries = 0
+            try:
+                hot.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=hot.schema(),
+                    partition_by=_partition_columns(hot) or None,
+                    commit_properties=properties,
+                )
+            except CommitFailedError:
+                continue
+            self.result.hot_version = self.hot().version()
+            return True
+        return False
 
     def recall(self, op: int, target: int) -> None:
         """Bring cold rows at or above ``target`` back to hot (the mirror of a move)."""
@@ -918,15 +939,13 @@ class _Mover:
             cold = self.cold()
             assert cold is not None
             condition = ds.field(self.column) >= literal(target, self.dtype)
-            rows = cold.to_pyarrow_dataset(schema=pa.schema(cold.schema().to_arrow())).to_table(
-                filter=condition
-            )
+            schema = pa.schema(hot.schema().to_arrow())  # columns added since the rows went cold: null
+            rows = cold.to_pyarrow_dataset(schema=schema).to_table(filter=condition)
             if self.progress:
                 self.progress("recall", rows.num_rows, rows.num_rows)
-            schema = pa.schema(hot.schema().to_arrow())
             write_deltalake(
                 hot,
-                rows.select(schema.names).cast(schema),
+                rows,
                 mode="append",
                 commit_properties=self.properties({"tier-recalled": op}, recalled=str(target)),
             )
@@ -1007,6 +1026,8 @@ def _stat_value(value: Any, high: bool) -> Any:
         return millis.strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis.microsecond // 1000:03d}Z"
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and infinities are not JSON: no statistic (readers then read the file)
     if isinstance(value, bool | int | float | str):
         return value
     return None
@@ -1047,26 +1068,6 @@ def _stats_for(rows: pa.Table) -> str:
             continue
         low[name], high[name] = bounds["min"], bounds["max"]
     return _stats_json(rows.num_rows, low, high, nulls)
-
-
-def _count(table: DeltaTable, condition: ds.Expression) -> int:
-    return table.to_pyarrow_dataset(schema=view_schema(table)).count_rows(filter=condition)
-
-
-def _multiset_difference(rows: pa.Table, held: pa.Table) -> pa.Table:
-    """The rows of ``rows`` not in ``held``, counting duplicates (compared by a hash of the whole row)."""
-    import polars as pl
-
-    columns = sorted(set(rows.column_names) & set(held.column_names))
-
-    def numbered(table: pa.Table) -> pl.DataFrame:
-        frame = pl.from_arrow(table.select(columns))
-        assert isinstance(frame, pl.DataFrame)
-        hashed = frame.select(pl.Series("h", frame.hash_rows(seed=7)))
-        return hashed.with_columns(pl.int_range(pl.len()).over("h").alias("n")).with_row_index("row")
-
-    missing = numbered(rows).join(numbered(held).drop("row"), on=["h", "n"], how="anti")["row"]
-    return rows.take(missing.to_arrow())
 
 
 def _paths(table: DeltaTable) -> list[str]:

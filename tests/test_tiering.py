@@ -587,6 +587,123 @@ def test_unread_for_moves_what_no_read_touched(lakebed_home: Path) -> None:
     assert json.loads(access.read_text())["days"] == {dt.datetime.now(dt.UTC).date().isoformat(): "all"}
 
 
+# --- the hot table changes under a move -------------------------------------------------------------
+
+
+def test_a_compaction_just_before_the_hot_removal_doubles_nothing(lakebed_home: Path) -> None:
+    from lakebed.pipelines.maintenance import maintain
+
+    truth = write_table(600, commits=6)
+    calls: list[bool] = []
+    real = DeltaTable.create_write_transaction
+
+    def compact_first(self: DeltaTable, *args: Any, **kwargs: Any) -> Any:
+        props = kwargs.get("commit_properties")
+        names = [t.app_id for t in (props.app_transactions or [])] if props is not None else []
+        if not calls and any(n.startswith("tier-done") for n in names):
+            calls.append(True)
+            maintain(TABLE)  # rewrites (and removes) the files the move copied
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DeltaTable, "create_write_transaction", compact_first)
+        tiering.move(TABLE, before=at(300))
+    assert calls == [True]
+    assert_converged(truth, at(300))
+
+
+def test_old_rows_deleted_and_late_rows_written_during_a_move(
+    lakebed_home: Path, tier_child: StartChild
+) -> None:
+    truth = write_table(600, commits=3)
+    child = tier_child(move_argv(at(300)), fault="copied")  # copied to cold, not yet removed from hot
+    child.wait()
+    assert child.killed
+    victim = below(truth, at(300)).column("id")[0].as_py()
+    DeltaTable(Catalog(get_config()).get(TABLE).uri).delete(f"id = {victim}")  # rewrites a copied file
+    late = rows([600], [10])
+    commit(TABLE, late)
+    want = pa.concat_tables([truth.filter(pc.not_equal(truth["id"], victim)), late]).sort_by("id")
+    check_reads(want)
+    tiering.move(TABLE, before=at(300))  # finishes the interrupted move from hot as it is now
+    assert_converged(want, at(300))
+
+
+def test_an_interrupted_first_move_then_a_further_move_in_one_run(
+    s3_cold: S3Target, tier_child: StartChild
+) -> None:
+    truth = write_table()
+    child = tier_child(move_argv(at(500)), fault="intent")
+    child.wait()
+    assert child.killed
+    result = tiering.move(TABLE, before=at(1000))  # resumes (creating cold), then moves further
+    assert any("interrupted" in note for note in result.notes) and result.operation == "move"
+    assert_converged(truth, at(1000))
+
+
+def test_timestamps_finer_than_the_statistics(lakebed_home: Path) -> None:
+    """Delta keeps timestamp statistics to the millisecond: a file whose largest value is 700 us past the
+    watermark's millisecond is not wholly below it."""
+    base = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+    times = [base + dt.timedelta(microseconds=us) for us in (0, 100, 300, 700)]
+    data = pa.table(
+        {
+            "id": pa.array(range(4), pa.int64()),
+            "ts": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "v": pa.array([0.0, 0.5, 1.0, 1.5]),
+        }
+    )
+    commit(TABLE, data, contract=CONTRACT)
+    watermark = base + dt.timedelta(microseconds=500)
+    assert tiering.move(TABLE, before=watermark).rows == 3
+    assert sorted(read_table(TABLE, since=watermark).column("id").to_pylist()) == [3]
+    assert sorted(read_table(TABLE).column("id").to_pylist()) == [0, 1, 2, 3]
+
+
+def test_a_column_added_after_a_move_reaches_cold_and_recalls(lakebed_home: Path) -> None:
+    truth = write_table(400)
+    tiering.move(TABLE, before=at(100))
+    wider = rows(range(400, 420), range(20)).append_column("note", pa.array(["x"] * 20, pa.string()))
+    commit(TABLE, wider)  # a new column, on rows below the watermark
+    tiering.move(TABLE, before=at(200))
+    cold = cold_table()
+    assert cold is not None and "note" in pa.schema(cold.schema().to_arrow()).names
+    frame = scan_table(TABLE).filter(pl.col("note") == "x").collect()
+    assert frame.height == 20
+    assert read_table(TABLE).num_rows == 420
+    tiering.recall(TABLE, since=at(0))
+    assert read_table(TABLE, filter=ds.field("note") == "x").num_rows == 20
+    assert read_table(TABLE).num_rows == 420 and not tiering.status(TABLE).in_flight
+    del truth
+
+
+def test_a_home_whose_path_needs_escaping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "lake bed%home"
+    monkeypatch.setenv("LAKEBED_HOME", str(home))
+    reset_config()
+    try:
+        truth = write_table(300)
+        tiering.move(TABLE, before=at(100))
+        assert_converged(truth, at(100))
+        tiering.vacuum(TABLE, grace=dt.timedelta(0))
+        check_reads(truth)
+    finally:
+        reset_config()
+
+
+def test_reads_of_an_unread_for_table_never_fail_on_recording(lakebed_home: Path) -> None:
+    contract = TableContract.from_dict(
+        {
+            "name": TABLE,
+            "columns": [*COLUMNS, {"name": "s", "type": "string"}],
+            "tiering": {"column": "ts", "unread_for": "30d"},
+        }
+    )
+    commit(TABLE, rows(range(50), range(50), text=True), contract=contract)
+    assert read_table(TABLE, filter=ds.field("s") == "row-7").num_rows == 1
+    assert read_table(TABLE, filter=ds.field("s").isin(["row-1", "row-2"])).num_rows == 2
+
+
 def test_late_rows_move_to_cold_on_a_move_to_the_same_watermark(s3_cold: S3Target) -> None:
     truth = write_table(400)
     tiering.move(TABLE, before=at(200))
