@@ -847,13 +847,7 @@ class _Mover:
         kept = set() if finished is None else set(_paths(_open(self.cold_uri, self.config, finished)))  # type: ignore[arg-type]
         now = int(time.time() * 1000)
         return [
-            RemoveAction(
-                path=_file(action["path"]),
-                data_change=True,
-                deletion_timestamp=now,
-                size=int(action["size_bytes"]),
-                partition_values=_partition_values(action) or None,
-            )
+            _remove_action(action, now)
             for action in pa.table(cold.get_add_actions(flatten=False)).to_pylist()
             if action["path"] not in kept
         ]
@@ -889,15 +883,7 @@ class _Mover:
         store = cold_files(self.hot_uri, self.config)  # the hot table's own folder
         actions: list[AddAction | RemoveAction] = []
         for action, whole in files:
-            actions.append(
-                RemoveAction(
-                    path=_file(action["path"]),
-                    data_change=True,
-                    deletion_timestamp=now,
-                    size=int(action["size_bytes"]),
-                    partition_values=_partition_values(action) or None,
-                )
-            )
+            actions.append(_remove_action(action, now))
             if not whole:
                 _, kept = _split(self.hot_root / _file(action["path"]), self.column, bound)
                 if kept.num_rows:
@@ -980,6 +966,17 @@ class _Mover:
 def _fault(step: str) -> None:
     if os.environ.get(FAULT_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _remove_action(action: dict[str, Any], now: int) -> RemoveAction:
+    """The removal of a data file, from its add action as ``get_add_actions(flatten=False)`` gives it."""
+    return RemoveAction(
+        path=_file(action["path"]),
+        data_change=True,
+        deletion_timestamp=now,
+        size=int(action["size_bytes"]),
+        partition_values=_partition_values(action) or None,
+    )
 
 
 def _add_action(path: str, size: int, like: dict[str, Any], stats: str) -> AddAction:
