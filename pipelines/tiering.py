@@ -101,6 +101,11 @@ def _txn(table: DeltaTable, app_id: str) -> int | None:
     return table.transaction_version(app_id)
 
 
+def _in_flight(hot: DeltaTable, table: str) -> bool:
+    """Whether a move or recall was started and not finished, as of ``hot``'s loaded version."""
+    return (_txn(hot, _app("tier-op", table)) or 0) != (_txn(hot, _app("tier-done", table)) or 0)
+
+
 def _open(uri: str, config: LakebedConfig, version: int | None = None) -> DeltaTable | None:
     try:
         return DeltaTable(uri, version=version, storage_options=storage_options(uri, config))
@@ -247,44 +252,30 @@ class Tiers:
         lowest: int | None = None
         if condition is not None:
             try:
-                lowest = self._lowest_touched(self.policy.column, condition)
+                touched = {
+                    Path(f.path).name for f in self.hot.to_pyarrow_dataset().get_fragments(filter=condition)
+                }
+                if not touched:
+                    return  # no hot file: the read was answered by the cold tier alone
+                column = self.policy.column
+                lows = [
+                    low
+                    for action, low, _ in _file_bounds(self.hot, column, self.hot_column_type(column))
+                    if Path(_file(action["path"])).name in touched
+                ]
+                known = [low for low in lows if low is not None]
+                lowest = (
+                    min(known) if known and len(known) == len(lows) else None
+                )  # a file without stats: all
             except Exception as exc:  # noqa: BLE001 - recording must never fail a read
                 log.debug(
                     "%s: cannot tell which hot files a read touched (%s); counting every row", self.name, exc
                 )
-            if lowest == -1:
-                return  # no hot file: the read was answered by the cold tier alone
         tier_access.record(self.name, lowest, config)
-
-    def _lowest_touched(self, column: str, condition: ds.Expression) -> int | None:
-        """The lowest ``column`` value of the hot files ``condition`` does not rule out (by their statistics or
-        partition values): None when some file has no statistics, -1 when no file is touched."""
-        fragments = self.hot.to_pyarrow_dataset().get_fragments(filter=condition)
-        touched = {Path(fragment.path).name for fragment in fragments}
-        if not touched:
-            return -1
-        actions = pa.table(self.hot.get_add_actions(flatten=True))
-        names = [f"min.{column}", f"partition.{column}"]
-        found = next((name for name in names if name in actions.column_names), None)
-        if found is None:
-            return None
-        values = [
-            low
-            for path, low in zip(
-                actions.column("path").to_pylist(), actions.column(found).to_pylist(), strict=True
-            )
-            if Path(unquote(path)).name in touched
-        ]
-        if not values or any(v is None for v in values):
-            return None
-        dtype = pa.schema(self.hot.schema().to_arrow()).field(column).type
-        return min(to_units(v, dtype) for v in values)
 
     @property
     def dtype(self) -> pa.DataType | None:
-        if self.column is None:
-            return None
-        return pa.schema(self.hot.schema().to_arrow()).field(self.column).type
+        return None if self.column is None else self.hot_column_type(self.column)
 
     def parts(self) -> list[Part]:
         if not self.tiered:
@@ -391,7 +382,7 @@ def status(table: str, *, config: LakebedConfig | None = None) -> TierStatus:
     entry = Catalog(config).get(table)
     hot = DeltaTable(entry.uri)
     tiers = open_tiers(entry, hot, config)
-    in_flight = (_txn(hot, _app("tier-op", table)) or 0) != (_txn(hot, _app("tier-done", table)) or 0)
+    in_flight = _in_flight(hot, table)
     hot_rows, hot_bytes = table_size(hot)
     cold_rows, cold_bytes = table_size(tiers.cold)
     policy = policy_of(entry)
@@ -515,14 +506,10 @@ def _below(hot: DeltaTable, column: str, target: int, dtype: pa.DataType) -> tup
 
 
 def _quota_target(hot: DeltaTable, column: str, quota: int, dtype: pa.DataType) -> int | None:
-    """The lowest watermark that leaves at most ``quota`` bytes hot, from the files' column statistics."""
-    actions = pa.table(hot.get_add_actions(flatten=True))
-    if not actions.num_rows or f"max.{column}" not in actions.column_names:
-        return None
+    """The lowest watermark that leaves at most ``quota`` bytes hot, from the files' column statistics
+    (or partition values)."""
     files = sorted(
-        zip(
-            actions.column(f"max.{column}").to_pylist(), actions.column("size_bytes").to_pylist(), strict=True
-        ),
+        ((high, int(action["size_bytes"])) for action, _, high in _file_bounds(hot, column, dtype)),
         key=lambda f: (f[0] is None, f[0]),
     )
     remaining = sum(size for _, size in files)
@@ -531,7 +518,7 @@ def _quota_target(hot: DeltaTable, column: str, quota: int, dtype: pa.DataType) 
         if remaining <= quota or newest is None:
             break
         remaining -= size
-        target = _upper(newest, dtype) + 1
+        target = newest + 1
     return target
 
 
@@ -555,27 +542,41 @@ FilePlan = list[tuple[dict[str, Any], bool]]
 """Hot files holding rows below a watermark: (add action, True when every row is below it)."""
 
 
-def _files_below(hot: DeltaTable, column: str, dtype: pa.DataType, target: int) -> FilePlan:
-    """The hot files holding rows below ``target``, from the files' statistics (or partition values).
-    Files without statistics are taken as straddling (their rows are then read). Rows whose column is
-    null never move."""
+FileBounds = list[tuple[dict[str, Any], int | None, int | None]]
+"""Each hot file's add action with the lowest and (an upper bound of) the highest tiering value in it."""
+
+
+def _file_bounds(hot: DeltaTable, column: str, dtype: pa.DataType) -> FileBounds:
+    """Every file of ``hot`` (its add action from ``get_add_actions(flatten=False)``) with the lowest and
+    an upper bound of the highest value of ``column`` in it, in watermark units: from the file's statistics,
+    or its partition value when ``column`` is a partition column. None where unknown (no statistics) or
+    null (a null partition)."""
     partitioned = column in _partition_columns(hot)
-    chosen = []
+    bounds: FileBounds = []
     for action in pa.table(hot.get_add_actions(flatten=False)).to_pylist():
-        low: int | None
-        high: int | None
         if partitioned:
-            value = _partition_values(action).get(column)
-            if value is None:
-                continue
-            low = high = to_units(value, dtype)
+            value = (action.get("partition") or {}).get(column)
+            low = high = None if value is None else to_units(value, dtype)
         else:
             smallest = (action.get("min") or {}).get(column)
             largest = (action.get("max") or {}).get(column)
             low = None if smallest is None else to_units(smallest, dtype)
             high = None if largest is None else _upper(largest, dtype)
+        bounds.append((action, low, high))
+    return bounds
+
+
+def _files_below(hot: DeltaTable, column: str, dtype: pa.DataType, target: int) -> FilePlan:
+    """The hot files holding rows below ``target``, from the files' statistics (or partition values).
+    Files without statistics are taken as straddling (their rows are then read). Rows whose column is
+    null never move (nor does a null partition)."""
+    partitioned = column in _partition_columns(hot)
+    chosen = []
+    for action, low, high in _file_bounds(hot, column, dtype):
         if high is not None and high < target:
             chosen.append((action, True))
+        elif partitioned and low is None:
+            continue
         elif low is None or low < target:  # straddles the target (or has no statistics)
             chosen.append((action, False))
     return chosen
@@ -1205,7 +1206,7 @@ def vacuum(
     hot_files = vacuum_table(hot)
     if policy is None:
         return VacuumResult(table, hot_files, 0)
-    if (_txn(hot, _app("tier-op", table)) or 0) != (_txn(hot, _app("tier-done", table)) or 0):
+    if _in_flight(hot, table):
         return VacuumResult(table, hot_files, 0, "cold tier skipped: an operation is in flight")
     cold = _open(cold_uri(table, config), config)
     try:

@@ -482,6 +482,13 @@ def test_table_partitioned_by_its_tiering_column(lakebed_home: Path) -> None:
     data = pa.table({"id": pa.array(range(200), pa.int64()), "day": pa.array(days, pa.date32())})
     commit(TABLE, data, contract=contract, partition_by=["day"])
     truth = read_table(TABLE).sort_by("id")
+    hot = hot_table()
+    one_day = max(int(a["size_bytes"]) for a in pa.table(hot.get_add_actions(flatten=True)).to_pylist())
+    # A quota of about seven partitions' bytes moves the oldest days (partition values stand for statistics).
+    quota = tiering._quota_target(hot, "day", 7 * one_day, pa.date32())
+    assert quota is not None and dt.date(2025, 1, 3) < tiering.from_units(quota, pa.date32()) <= dt.date(
+        2025, 1, 5
+    )
     result = tiering.move(TABLE, before=dt.date(2025, 1, 4))
     assert result.rows == 60
     cold = cold_table()
