@@ -12,10 +12,15 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The exact versions in uv.lock (`--locked` fails when pyproject.toml and the lock disagree: run `uv lock`).
+# lakebed is installed editable in strict mode (see docs/design.md, "Packaging"): a link tree that mypy and
+# editors follow. It is rebuilt when a package folder gains or loses a file (the folders' mtimes change).
+PACKAGE_DIRS := $(shell find lakebed pipelines schemas quality lineage assets -type d -not -name __pycache__)
+
+$(STAMP): pyproject.toml uv.lock $(PACKAGE_DIRS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]"
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
+	$(BIN)/uv sync --locked --extra dev --quiet --reinstall-package lakebed
 	touch $(STAMP)
 
 demo: install
@@ -37,7 +42,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy lakebed pipelines schemas quality lineage assets
+	$(BIN)/mypy -p lakebed
 
 clean:
 	rm -rf $(VENV) .lakebed bench/out

@@ -1,6 +1,7 @@
 """The Dagster code location of lakebed (``dagster dev -m lakebed.assets.definitions``)."""
 
 import dagster as dg
+
 from lakebed.assets.features import FEATURE_ASSETS
 from lakebed.assets.ingest import SAMPLE_ASSETS, landing_ingest_job, landing_sensor
 from lakebed.assets.quality import contract_checks

@@ -1,7 +1,10 @@
 """Feature views: one asset per view version's offline table and one for its online rows.
 Wiring only: work is in pipelines/features/."""
 
+from typing import Any
+
 import dagster as dg
+
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.catalog import Catalog
@@ -31,7 +34,7 @@ def _offline_asset(view: FeatureView) -> dg.AssetsDefinition:
             f"{view.offline_table}: {result.events} events from raw versions {list(result.raw_versions)}, "
             f"{result.late_events} late, {result.feature_rows} feature rows merged"
         )
-        extra = {
+        extra: dict[str, Any] = {
             "lakebed/late_events": result.late_events,
             "lakebed/feature_rows_merged": result.feature_rows,
             "lakebed/raw_version": result.raw_version if result.raw_version is not None else -1,

@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 import dagster as dg
+
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.ingest import ingest_files, resolve_sources
 from lakebed.pipelines.unstructured import ingest_unstructured
+from lakebed.samples import MEDIA, STRUCTURED
 from lakebed.schemas import CONTRACTS_DIR
 from lakebed.schemas.contract import TableContract
-
-from lakebed.samples import MEDIA, STRUCTURED
 
 GROUP = "sample_data"
 CODE_VERSION = "1"

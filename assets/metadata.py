@@ -7,11 +7,11 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 from deltalake import DeltaTable
+
+from lakebed.config import LakebedConfig
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import table_size
 from lakebed.schemas.types import type_name
-
-from lakebed.config import LakebedConfig
 
 
 def _tiers(table: str, entry: Any, config: LakebedConfig) -> dict[str, Any]:

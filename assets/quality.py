@@ -7,8 +7,10 @@ Wiring only: the work is in pipelines/quality.py.
 """
 
 from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
+
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import open_delta, table_size
@@ -40,7 +42,7 @@ def contract_check(table: str, contract: TableContract) -> dg.AssetChecksDefinit
         failures = run.failures
         errors = [r for r in failures if r.blocking]
         samples = next((r.samples for r in failures if r.samples), ())
-        metadata = {
+        metadata: dict[str, Any] = {
             "lakebed/delta_version": run.version,
             "lakebed/check_id": run.check_id,
             "lakebed/failed_rules": [r.rule.name for r in failures],

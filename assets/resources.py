@@ -1,9 +1,9 @@
 """The Dagster resource that hands assets lakebed's configuration."""
 
 import dagster as dg
-from lakebed.pipelines.delta import RunContext
 
 from lakebed.config import LakebedConfig, get_config
+from lakebed.pipelines.delta import RunContext
 
 
 class LakebedResource(dg.ConfigurableResource):

@@ -2,10 +2,14 @@
 maintenance schedule for stream tables. Wiring only: work is in pipelines/."""
 
 import json
+from typing import Any
 
 import dagster as dg
+
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
+from lakebed.broker import ensure_bootstrap
+from lakebed.errors import LakebedError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.maintenance import maintain
 from lakebed.pipelines.stream.ingest import ingest_stream
@@ -13,9 +17,6 @@ from lakebed.pipelines.stream.kafka import end_offsets
 from lakebed.schemas import CONTRACTS_DIR, FEATURE_VIEWS_DIR
 from lakebed.schemas.contract import load_contracts
 from lakebed.schemas.features import load_feature_views
-
-from lakebed.broker import ensure_bootstrap
-from lakebed.errors import LakebedError
 
 GROUP = "streaming"
 CODE_VERSION = "1"
@@ -52,7 +53,7 @@ def _raw_events_asset(topic: str, table: str) -> dg.AssetsDefinition:
             f"{result.quarantined} quarantined, "
             f"{result.skipped} already in Delta, offsets {result.offsets}"
         )
-        extra = {
+        extra: dict[str, Any] = {
             "lakebed/records": result.records,
             "lakebed/dead_letters": result.dead_letters,
             "lakebed/quarantined_rows": result.quarantined,

@@ -3,11 +3,11 @@ earlier moves removed, once the policy's grace has passed), and a sensor that mo
 hot tier is over its byte quota. Wiring only: the work is in pipelines/tiering.py."""
 
 import dagster as dg
+
 from lakebed.assets.resources import LakebedResource
+from lakebed.errors import LakebedError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.tiering import describe, move, policy_of, status, vacuum
-
-from lakebed.errors import LakebedError
 
 
 class TierMoveConfig(dg.Config):

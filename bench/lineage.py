@@ -52,10 +52,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bench.common import BenchOptions, RoundTimes, fmt_size, lakebed_home, log, remove, timed, verdict
 
 if TYPE_CHECKING:
+    from lakebed.config import LakebedConfig
     from lakebed.lineage.events import DatasetRef
     from lakebed.lineage.store import LineageStore
-
-    from lakebed.config import LakebedConfig
 
 T = TypeVar("T")
 
@@ -535,6 +534,7 @@ def _check_producer(store: LineageStore, table: str, version: int) -> None:
 
 def run_queries(opts: BenchOptions) -> str:
     import duckdb
+
     from lakebed.lineage.store import LineageStore
 
     events = STORE_EVENTS_QUICK if opts.quick else STORE_EVENTS

@@ -82,9 +82,9 @@ def run(opts: BenchOptions) -> str:
 
     import numpy as np
     import pyarrow as pa
-    from lakebed.pipelines.features.online import default_online_store
 
     from lakebed.feature_store import FeatureStore
+    from lakebed.pipelines.features.online import default_online_store
 
     n_entities = opts.scaled(ENTITIES)
     n_lookups = QUICK_LOOKUPS if opts.quick else LOOKUPS

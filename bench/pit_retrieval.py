@@ -100,6 +100,7 @@ def baseline(entities: Any, features: Any) -> Any:
     import duckdb
     import numpy as np
     import pyarrow as pa
+
     from lakebed.pipelines.read import fetch_arrow
 
     numbered = entities.append_column("__rn", pa.array(np.arange(entities.num_rows, dtype=np.int64)))

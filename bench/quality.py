@@ -30,6 +30,7 @@ from bench.common import BenchOptions, RoundTimes, fmt_size, lakebed_home, log, 
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
     from lakebed.schemas.contract import TableContract
 
 ROWS = 1_000_000
@@ -241,10 +242,9 @@ def _read_table(csv: Path, contract: TableContract) -> pa.Table:
 
 def _polars_check(contract: TableContract, table: pa.Table, now: dt.datetime) -> dict[str, int]:
     """Failing rows per rule by the Polars engine, as the write path runs it (batch by batch)."""
+    from lakebed.config import LakebedConfig
     from lakebed.quality.polars_engine import RowChecker, TableRuleState
     from lakebed.quality.rules import compile_rules
-
-    from lakebed.config import LakebedConfig
 
     rules = compile_rules(contract)
     checker, state = RowChecker(rules, contract), TableRuleState(rules)

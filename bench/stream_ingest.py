@@ -116,6 +116,7 @@ def _key(value: bytes) -> bytes:
 def _bare_consume(bootstrap: str, topic: str, expected: int) -> int:
     """The baseline: poll every record of the topic and count it, nothing else."""
     from kafka import TopicPartition
+
     from lakebed.pipelines.stream.kafka import new_consumer, partitions_of
 
     consumer = new_consumer(bootstrap)

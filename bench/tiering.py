@@ -333,6 +333,7 @@ def _files_below(name: str, boundary: dt.datetime, config: LakebedConfig) -> tup
     """The hot table's data files whose rows all lie before ``boundary``, and their row count."""
     import pyarrow as pa
     from deltalake import DeltaTable
+
     from lakebed.pipelines.catalog import Catalog
 
     entry = Catalog(config).get(name)

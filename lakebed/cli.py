@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -77,10 +77,10 @@ def ingest(
     table: str,
     fmt: str | None,
     contract: str | None,
-    mode: str,
+    mode: Literal["append", "overwrite"],
     partition_by: str | None,
-    on_bad_rows: str,
-    on_change: str,
+    on_bad_rows: Literal["error", "reject"],
+    on_change: Literal["replace", "append", "skip"],
 ) -> None:
     """Ingest CSV, JSON-lines or Parquet files, folders or globs into TABLE."""
     from lakebed.pipelines.ingest import ingest_files, own_files, resolve_sources

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import click
 
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from lakebed.lineage.graph import Graph
     from lakebed.lineage.store import LineageStore
 
-GRAPH_FORMATS = ["text", "json", "dot", "mermaid", "svg", "png"]
+GraphFormat = Literal["text", "json", "dot", "mermaid", "svg", "png"]
+GRAPH_FORMATS: list[str] = list(get_args(GraphFormat))
 
 
 @click.group("lineage")
@@ -57,7 +58,9 @@ def producer(target: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(run.as_dict(), indent=2, default=str))
         return
-    versions = [int(o.version) for o in run.outputs if o.table == table and (o.version or "").isdigit()]
+    versions = [
+        int(v) for o in run.outputs if o.table == table and (v := o.version) is not None and v.isdigit()
+    ]
     shown = version if version is not None else (max(versions) if versions else "?")
     lines = [
         f"{table}@{shown}  ←  run {run.run_id} ({run.state})",
@@ -96,7 +99,7 @@ def _graph_options(command: Any) -> Any:
 @click.option("--depth", type=click.IntRange(1, 50), default=5, show_default=True)
 @click.option("--column", help="Follow one column back through column lineage.")
 @_graph_options
-def upstream(target: str, depth: int, column: str | None, fmt: str, output: Path | None) -> None:
+def upstream(target: str, depth: int, column: str | None, fmt: GraphFormat, output: Path | None) -> None:
     """What TABLE at VERSION was made from: producing runs and the exact versions they read."""
     table, version = _split(target)
     _emit_graph(_store().upstream(table, version, depth=depth, column=column), fmt, output)
@@ -106,7 +109,7 @@ def upstream(target: str, depth: int, column: str | None, fmt: str, output: Path
 @click.argument("target", metavar="TABLE[@VERSION]")
 @click.option("--depth", type=click.IntRange(1, 50), default=5, show_default=True)
 @_graph_options
-def downstream(target: str, depth: int, fmt: str, output: Path | None) -> None:
+def downstream(target: str, depth: int, fmt: GraphFormat, output: Path | None) -> None:
     """What was made from TABLE (from VERSION on): the runs that read it and what they wrote."""
     table, version = _split(target)
     _emit_graph(_store().downstream(table, version, depth=depth), fmt, output)
@@ -116,7 +119,7 @@ def downstream(target: str, depth: int, fmt: str, output: Path | None) -> None:
 @click.option("--as-of", "as_of", help="Draw the graph as it was at this ISO time (default: now).")
 @click.option("--all", "include_system", is_flag=True, help="Include lakebed's system tables.")
 @_graph_options
-def graph(as_of: str | None, include_system: bool, fmt: str, output: Path | None) -> None:
+def graph(as_of: str | None, include_system: bool, fmt: GraphFormat, output: Path | None) -> None:
     """Every job and table and how they connect; --format svg|png|dot|mermaid draws it."""
     moment = None
     if as_of:
@@ -184,7 +187,7 @@ def serve(host: str, port: int) -> None:
     run_server(_store(), host=host, port=port, token=token)
 
 
-def _emit_graph(graph: Graph, fmt: str, output: Path | None) -> None:
+def _emit_graph(graph: Graph, fmt: GraphFormat, output: Path | None) -> None:
     if fmt == "text":
         text = _text(graph)
     elif fmt == "json":

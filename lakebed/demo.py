@@ -54,6 +54,7 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         from lakebed.assets.definitions import QUALITY_CHECKS, defs
         from lakebed.assets.ingest import SAMPLE_ASSETS
 
+        assert defs.resources is not None
         runner = _Materializer(
             progress, task, dg.DagsterInstance.get(), {"lakebed": defs.resources["lakebed"]}, QUALITY_CHECKS
         )

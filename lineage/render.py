@@ -737,8 +737,8 @@ def _layout(graph: Graph, measure: Measure, title: str | None) -> _Layout:
         a, _, straight = pieces[-1]
         pieces[-1] = (a, (tip[0] - back, tip[1]), straight)
         segments: list[Cubic] = [(a, a, b, b) if straight else _s_curve(a, b) for a, b, straight in pieces]
-        source, target = nodes[index[link.source]], nodes[index[link.target]]
-        tooltip = f"{_display_label(source)} → {_display_label(target)}"
+        tail, head = nodes[index[link.source]], nodes[index[link.target]]
+        tooltip = f"{_display_label(tail)} → {_display_label(head)}"
         if link.labels:
             tooltip += f" ({', '.join(link.labels)})"
         routes.append(_Route(link, segments, tip, labels[e], label_at, _clean(tooltip)))

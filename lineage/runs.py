@@ -18,10 +18,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
+from lakebed.config import LakebedConfig, get_config
 from lakebed.lineage.emit import get_emitter
 from lakebed.lineage.events import DatasetRef, JobInfo, ParentRef, run_event
-
-from lakebed.config import LakebedConfig, get_config
 
 log = logging.getLogger("lakebed.lineage")
 DAGSTER_NAMESPACE = "dagster"

@@ -63,15 +63,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from lakebed.lineage.graph import Graph, Node, job_id
-
 from lakebed import __version__
 from lakebed.errors import ConfigError, LineageNotFoundError
+from lakebed.lineage.graph import Graph, Node, job_id
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from lakebed.lineage.render import Format
     from lakebed.lineage.store import LineageStore, RunInfo
-    from pydantic import SecretStr
 
 log = logging.getLogger("lakebed.lineage.server")
 

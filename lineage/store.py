@@ -27,11 +27,11 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
-from lakebed.lineage.emit import events_path
-from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import LineageNotFoundError
+from lakebed.lineage.emit import events_path
+from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
 
 log = logging.getLogger("lakebed.lineage")
 STORE_NAME = "lineage_events"

@@ -16,12 +16,12 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
-from lakebed.schemas.contract import TableContract
-from lakebed.schemas.naming import validate_table_name
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TableNotFoundError
+from lakebed.schemas.contract import TableContract
+from lakebed.schemas.naming import validate_table_name
 
 _CATALOG_SCHEMA = pa.schema(
     [

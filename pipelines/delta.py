@@ -24,6 +24,10 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+
+from lakebed import __version__
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import CommitError, SchemaDriftError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run, record_output
 from lakebed.pipelines.catalog import Catalog
@@ -32,10 +36,6 @@ from lakebed.pipelines.quality import WriteCheck, checks_writes
 from lakebed.quality.results import CheckRun
 from lakebed.schemas.contract import DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema, widens_to
-
-from lakebed import __version__
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import CommitError, SchemaDriftError
 
 WriteMode = Literal["append", "overwrite", "merge"]
 ArrowData: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch

@@ -24,6 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import InputError, SourceNotFoundError
 from lakebed.lineage.events import file_dataset
 from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
@@ -38,9 +41,6 @@ from lakebed.pipelines.formats import (
     supported,
 )
 from lakebed.schemas.contract import TableContract
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import InputError, SourceNotFoundError
 
 ChangePolicy = Literal["replace", "append", "skip"]
 SOURCE_COLUMN = "_source_file"

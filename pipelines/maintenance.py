@@ -11,13 +11,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from deltalake import CommitProperties, DeltaTable
+
+from lakebed.config import LakebedConfig, get_config
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext
 from lakebed.pipelines.deltalog import commits_with
-
-from lakebed.config import LakebedConfig, get_config
 
 DEFAULT_RETENTION = dt.timedelta(days=7)
 

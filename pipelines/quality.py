@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable, Transaction
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import ContractError, QualityError, TableNotFoundError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
@@ -47,9 +50,6 @@ from lakebed.quality.polars_engine import (
 from lakebed.quality.results import CheckRun, RuleResult
 from lakebed.quality.rules import RuleSet, compile_rules
 from lakebed.schemas.contract import TableContract
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import ContractError, QualityError, TableNotFoundError
 
 if TYPE_CHECKING:
     from lakebed.pipelines.delta import RunContext, WriteMode

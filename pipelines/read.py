@@ -16,6 +16,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import TableNotFoundError, TierError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
 from lakebed.pipelines import tier_access
@@ -31,9 +34,6 @@ from lakebed.pipelines.tiering import (
     to_units,
     view_schema,
 )
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import TableNotFoundError, TierError
 
 if TYPE_CHECKING:
     import duckdb

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
-from lakebed.pipelines.deltalog import local_path
 
 from lakebed.config import LakebedConfig
 from lakebed.errors import TierError
+from lakebed.pipelines.deltalog import local_path
 
 T = TypeVar("T")
 

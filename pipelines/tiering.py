@@ -53,6 +53,9 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, DeltaProtocolError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import TierConflictError, TierError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines import tier_access
@@ -61,9 +64,6 @@ from lakebed.pipelines.delta import RunContext, table_size
 from lakebed.pipelines.deltalog import local_path
 from lakebed.pipelines.tier_store import Copied, cold_files, in_parallel, store_errors
 from lakebed.schemas.tiering import TierPolicy
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import TierConflictError, TierError
 
 log = logging.getLogger(__name__)
 
@@ -747,7 +747,7 @@ class _Mover:
         files = _files_below(hot, self.column, self.dtype, target)
         self._copied = (snapshot, files)
         bound = literal(target, self.dtype)
-        errors = (DeltaError, *store_errors())
+        errors: tuple[type[BaseException], ...] = (DeltaError, *store_errors())
         try:
             store = cold_files(self.cold_uri, self.config)
             tasks: list[Callable[[], Copied]] = []

@@ -56,6 +56,9 @@ from typing import Any
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import ContentIntegrityError, ContentNotFoundError
 from lakebed.lineage.events import file_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.blobs import BlobStore
@@ -70,9 +73,6 @@ from lakebed.pipelines.unstructured_sources import (
     plan_sources,
 )
 from lakebed.schemas.contract import TableContract
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import ContentIntegrityError, ContentNotFoundError
 
 TABLE_SCHEMA = pa.schema(
     [

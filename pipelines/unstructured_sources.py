@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from lakebed.pipelines.blobs import BlobStore, BlobTooLargeError
-from lakebed.pipelines.unstructured_extract import SNIFF_BYTES
-
 from lakebed.config import LakebedConfig
 from lakebed.errors import SourceNotFoundError
+from lakebed.pipelines.blobs import BlobStore, BlobTooLargeError
+from lakebed.pipelines.unstructured_extract import SNIFF_BYTES
 
 
 # Planning ------------------------------------------------------------------------------------------------

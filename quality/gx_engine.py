@@ -51,13 +51,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from lakebed.errors import LakebedError
 from lakebed.quality.polars_engine import samples
 from lakebed.quality.results import RuleResult
 from lakebed.quality.rules import Rule, RuleSet, compile_rules
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.durations import format_duration
-
-from lakebed.errors import LakebedError
 
 if TYPE_CHECKING:
     import pandas as pd

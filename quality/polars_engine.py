@@ -22,6 +22,7 @@ from typing import Any, Literal
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from lakebed.quality.results import RuleResult
 from lakebed.quality.rules import Rule, RuleSet, type_rule
 from lakebed.schemas.contract import TableContract

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from lakebed.errors import ContractError
 from lakebed.schemas.loading import read_yaml, validate
 from lakebed.schemas.naming import table_name_validator
 from lakebed.schemas.rules import ExprRule, Scalar, Severity, TableRules, sql_columns
 from lakebed.schemas.tiering import TierPolicy
 from lakebed.schemas.types import parse_type, type_name
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
-
-from lakebed.errors import ContractError
 
 DriftPolicy = Literal["evolve", "strict"]
 

@@ -20,9 +20,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from lakebed.schemas.durations import duration_us, format_duration, parse_duration
-from lakebed.schemas.loading import read_yaml, validate
-from lakebed.schemas.naming import table_name_validator
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +30,9 @@ from pydantic import (
 )
 
 from lakebed.errors import ContractError, FeatureNotFoundError, FeatureRefError
+from lakebed.schemas.durations import duration_us, format_duration, parse_duration
+from lakebed.schemas.loading import read_yaml, validate
+from lakebed.schemas.naming import table_name_validator
 
 AggregationFunction = Literal["sum", "mean", "count", "min", "max", "last"]
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from lakebed.schemas.durations import format_duration, parse_duration
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+from lakebed.schemas.durations import format_duration, parse_duration
 
 Severity = Literal["error", "warn"]
 Scalar = bool | int | float | str

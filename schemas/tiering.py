@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from lakebed.schemas.durations import format_duration, parse_duration
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+from lakebed.schemas.durations import format_duration, parse_duration
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {

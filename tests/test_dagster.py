@@ -8,13 +8,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from deltalake import DeltaTable
+
+import lakebed
 from lakebed.assets.definitions import defs
 from lakebed.assets.ingest import SAMPLE_ASSETS, landing_sensor
 from lakebed.assets.resources import LakebedResource
-from lakebed.pipelines.catalog import Catalog
-
-import lakebed
 from lakebed.config import get_config
+from lakebed.pipelines.catalog import Catalog
 
 
 def test_definitions_hold_every_asset_sensor_and_job() -> None:

@@ -6,13 +6,13 @@ import json
 
 import dagster as dg
 import pytest
+
+import lakebed
 from lakebed.assets.features import FEATURE_ASSETS
 from lakebed.assets.resources import LakebedResource
 from lakebed.assets.streaming import RAW_EVENT_ASSETS, kafka_offsets_sensor
-from lakebed.pipelines.stream.kafka import create_topic, produce_records
-
-import lakebed
 from lakebed.config import reset_config
+from lakebed.pipelines.stream.kafka import create_topic, produce_records
 from lakebed.samples import shop_events
 
 pytest_plugins = ["streaming_fixtures"]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from deltalake import DeltaTable
-from lakebed.lineage.store import LineageStore
-from lakebed.pipelines.catalog import Catalog
 from openlineage_spec import validate_event
 
 import lakebed
 from lakebed.cli import main
+from lakebed.lineage.store import LineageStore
+from lakebed.pipelines.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 

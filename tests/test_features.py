@@ -14,6 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+
+from lakebed.config import LakebedConfig
+from lakebed.errors import ContractError
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.features.materialize import (
     FeatureSourceError,
@@ -37,9 +40,6 @@ from lakebed.schemas.features import (
     FeatureView,
     load_feature_views,
 )
-
-from lakebed.config import LakebedConfig
-from lakebed.errors import ContractError
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.ingest import MANIFEST_TABLE, SOURCE_COLUMN, ingest_files
-from lakebed.schemas import CONTRACTS_DIR
-from lakebed.schemas.contract import TableContract
 
 import lakebed
 from lakebed.errors import MalformedRecordError, SchemaDriftError, SourceNotFoundError, UnknownFormatError
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.ingest import MANIFEST_TABLE, SOURCE_COLUMN, ingest_files
 from lakebed.samples import STRUCTURED
+from lakebed.schemas import CONTRACTS_DIR
+from lakebed.schemas.contract import TableContract
 
 
 def _write(path: Path, text: str) -> Path:

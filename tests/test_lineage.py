@@ -34,6 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
+from openlineage_spec import validate_event
+
+import lakebed
+from lakebed.broker import EmbeddedBroker
+from lakebed.config import get_config, reset_config
+from lakebed.errors import LineageNotFoundError, QualityError
 from lakebed.lineage import emit
 from lakebed.lineage.emit import get_emitter, pending
 from lakebed.lineage.graph import dataset_id, job_id
@@ -46,16 +52,10 @@ from lakebed.pipelines.ingest import IngestResult, ingest_files
 from lakebed.pipelines.quality import check_table
 from lakebed.pipelines.stream.ingest import StreamResult, ingest_stream
 from lakebed.pipelines.stream.kafka import create_topic, produce_records
+from lakebed.samples import STREAM, STRUCTURED
 from lakebed.schemas import CONTRACTS_DIR, FEATURE_VIEWS_DIR
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.features import FeatureView
-from openlineage_spec import validate_event
-
-import lakebed
-from lakebed.broker import EmbeddedBroker
-from lakebed.config import get_config, reset_config
-from lakebed.errors import LineageNotFoundError, QualityError
-from lakebed.samples import STREAM, STRUCTURED
 
 pytest_plugins = ["streaming_fixtures"]
 

@@ -18,14 +18,14 @@ from urllib.parse import quote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from lakebed.lineage.runs import lineage_run
-from lakebed.lineage.server import LineageHTTPServer, is_loopback, make_server
-from lakebed.lineage.store import LineageStore
-from lakebed.pipelines.delta import RunContext, commit
 
 import lakebed
 from lakebed.config import reset_config
 from lakebed.errors import ConfigError
+from lakebed.lineage.runs import lineage_run
+from lakebed.lineage.server import LineageHTTPServer, is_loopback, make_server
+from lakebed.lineage.store import LineageStore
+from lakebed.pipelines.delta import RunContext, commit
 
 TOKEN = "auditor-token-3f9c1e"
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+
 from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
 from lakebed.lineage.render import FORMATS, render, shorten, to_dot, to_mermaid, to_png, to_svg
 
@@ -402,8 +403,9 @@ def test_every_arrow_points_at_its_target(name: str) -> None:
 
 
 def test_png_without_dejavu_falls_back_to_pillows_fonts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lakebed.lineage import render as module
     from PIL import Image, ImageFont
+
+    from lakebed.lineage import render as module
 
     real_truetype = ImageFont.truetype
 

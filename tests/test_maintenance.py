@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pyarrow as pa
 from deltalake import DeltaTable, Transaction
-from lakebed.pipelines.maintenance import maintain
 
 import lakebed
+from lakebed.pipelines.maintenance import maintain
 
 
 def test_compaction_keeps_rows_and_exactly_once_offsets() -> None:

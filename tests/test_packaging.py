@@ -10,15 +10,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_package_folder_is_listed_in_pyproject() -> None:
-    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    mapping = setup["package-dir"]
-    listed = set(setup["packages"])
-    for package, folder in mapping.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            relative = init.parent.relative_to(ROOT / folder)
-            name = ".".join([package, *relative.parts])
-            assert name in listed, f"{name} ({init.parent}) is not listed in [tool.setuptools] packages"
+LINKED_FOLDERS = ("schemas", "pipelines", "quality", "lineage", "assets")
+
+
+def test_top_level_folders_are_lakebed_subpackages() -> None:
+    """lakebed/<name> links to the top-level folder, and nothing else maps module names to folders."""
+    for name in LINKED_FOLDERS:
+        link = ROOT / "lakebed" / name
+        assert link.is_symlink(), f"lakebed/{name} must be a link to ../{name}"
+        assert link.resolve() == ROOT / name
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "package-dir" not in setuptools
+
+
+def test_every_module_imports_from_its_file(tmp_path: Path) -> None:
+    """Outside the repository (no cwd on the path) the installed package resolves each subpackage folder."""
+    packages = sorted(
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for name in ("lakebed", *(f"lakebed/{f}" for f in LINKED_FOLDERS))
+        for init in (ROOT / name).rglob("__init__.py")
+    )
+    code = (
+        "import importlib, os, sys\n"
+        f"for name in {sorted(set(packages))!r}:\n"
+        "    print(name, os.path.realpath(importlib.import_module(name).__file__))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    found = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert "lakebed.pipelines.stream" in found and "lakebed.pipelines.features" in found
+    for name, path in found.items():
+        assert Path(path) == (ROOT / "lakebed" / Path(*name.split(".")[1:]) / "__init__.py").resolve(), name
 
 
 def test_cli_help_does_not_import_heavy_layers() -> None:

@@ -15,8 +15,12 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable, Transaction
+
+import lakebed
 from lakebed.assets.quality import contract_check
 from lakebed.assets.resources import LakebedResource
+from lakebed.cli import main
+from lakebed.errors import ContractError, QualityError, SchemaDriftError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.ingest import ingest_files
@@ -30,10 +34,6 @@ from lakebed.pipelines.stream.ingest import ingest_stream
 from lakebed.pipelines.stream.kafka import produce_records
 from lakebed.quality.results import assertions_facet
 from lakebed.schemas.contract import TableContract
-
-import lakebed
-from lakebed.cli import main
-from lakebed.errors import ContractError, QualityError, SchemaDriftError
 
 pytest_plugins = ["streaming_fixtures"]
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from lakebed.quality import gx_engine
 from lakebed.quality.polars_engine import RowChecker, TableRuleState
 from lakebed.quality.results import RuleResult

@@ -513,9 +513,9 @@ def test_feature_store_facade(clicks: dict[str, Any], config: LakebedConfig) -> 
 def test_cli_features_commands(clicks: dict[str, Any], config: LakebedConfig, tmp_path: Path) -> None:
     import pyarrow.csv as pacsv
     from click.testing import CliRunner
-    from lakebed.pipelines.features.online import default_online_store
 
     from lakebed.cli_features import features
+    from lakebed.pipelines.features.online import default_online_store
 
     entities = tmp_path / "entities.csv"
     pacsv.write_csv(
@@ -583,9 +583,8 @@ def test_online_feature_dict_and_single_entity_reads_match_the_table_path(
     """``get_online_feature_dict`` and the single-entity Arrow read return exactly what the general
     (table) path returns: values, nulls for misses and stale rows (ttl vs ``now``), column names, types
     and order; pass-through columns kept; several views at once; the same errors."""
-    from lakebed.pipelines.features.online import default_online_store
-
     from lakebed.feature_store import FeatureStore
+    from lakebed.pipelines.features.online import default_online_store
 
     register_view(
         "carts", 2, entities=["user_id", "shop"], features=["items"], ttl=dt.timedelta(days=1), config=config
@@ -660,9 +659,8 @@ def test_online_reads_see_new_writes_through_cached_plans(
     clicks: dict[str, Any], config: LakebedConfig
 ) -> None:
     """Plans and store metadata are cached, values never: a write after a read is seen by the next read."""
-    from lakebed.pipelines.features.online import default_online_store
-
     from lakebed.feature_store import FeatureStore
+    from lakebed.pipelines.features.online import default_online_store
 
     store = default_online_store(config)
     store.write("fv_clicks_v1", clicks["table"], ["user_id"])

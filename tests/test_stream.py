@@ -24,6 +24,17 @@ from click.testing import CliRunner
 from deltalake import DeltaTable, Transaction
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
+
+from lakebed.broker import (
+    BrokerError,
+    EmbeddedBroker,
+    embedded_bootstrap,
+    ensure_bootstrap,
+    read_broker_file,
+    start_detached,
+    stop_detached,
+)
+from lakebed.config import get_config, reset_config
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.read import read_table
@@ -45,17 +56,6 @@ from lakebed.pipelines.stream.kafka import (
     produce_records,
 )
 from lakebed.schemas.contract import ColumnSpec, TableContract
-
-from lakebed.broker import (
-    BrokerError,
-    EmbeddedBroker,
-    embedded_bootstrap,
-    ensure_bootstrap,
-    read_broker_file,
-    start_detached,
-    stop_detached,
-)
-from lakebed.config import get_config, reset_config
 
 pytest_plugins = ["streaming_fixtures"]
 

@@ -37,17 +37,17 @@ import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
 from deltalake import DeltaTable
-from lakebed.pipelines import tiering
-from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.delta import commit
-from lakebed.pipelines.read import read_table, scan_table, sql
-from lakebed.schemas.contract import TableContract
 from polars.testing import assert_frame_equal
 
 from lakebed.cli import main
 from lakebed.cli_tier import tier
 from lakebed.config import get_config, reset_config
 from lakebed.errors import ContractError, TierConflictError, TierError
+from lakebed.pipelines import tiering
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import commit
+from lakebed.pipelines.read import read_table, scan_table, sql
+from lakebed.schemas.contract import TableContract
 
 if TYPE_CHECKING:
     from s3_fixtures import MotoServer, S3Proxy, S3Target

@@ -8,17 +8,17 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 from deltalake import DeltaTable
+
+import lakebed
 from lakebed.assets.definitions import defs
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.assets.tiering import hot_tier_quota_sensor, tier_move_job
+from lakebed.config import get_config
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.tiering import status
 from lakebed.schemas.contract import TableContract
-
-import lakebed
-from lakebed.config import get_config
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 

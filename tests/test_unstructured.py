@@ -17,6 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
+from PIL import Image
+
+from lakebed.config import get_config, reset_config
+from lakebed.errors import SourceNotFoundError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.read import read_table
 from lakebed.pipelines.unstructured import (
@@ -26,10 +30,6 @@ from lakebed.pipelines.unstructured import (
     ingest_unstructured,
     read_content,
 )
-from PIL import Image
-
-from lakebed.config import get_config, reset_config
-from lakebed.errors import SourceNotFoundError
 from lakebed.samples_media import MEDIA, minimal_pdf, tone_wav, write_media_samples
 
 

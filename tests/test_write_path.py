@@ -10,12 +10,12 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, Transaction
-from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.delta import RunContext, commit
-from lakebed.schemas.contract import TableContract
 
 import lakebed
 from lakebed.errors import InvalidTableNameError, SchemaDriftError, TableNotFoundError
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import RunContext, commit
+from lakebed.schemas.contract import TableContract
 
 
 def _people(ids: list[int], names: list[str]) -> pa.Table:

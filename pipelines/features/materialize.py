@@ -39,6 +39,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, Transaction
 from deltalake.exceptions import DeltaError
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import FeatureSourceError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
@@ -58,13 +61,11 @@ from lakebed.pipelines.features.windows import (
     compute_features,
     event_time_us,
     feature_schema,
+    time_bounds,
 )
 from lakebed.pipelines.read import read_table
 from lakebed.schemas.durations import format_duration
 from lakebed.schemas.features import FEATURE_TS, FeatureView
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import FeatureSourceError
 
 WATERMARK_KEY = "lakebed.watermark_us"
 RAW_VERSION_KEY = "lakebed.features.raw_version"
@@ -341,7 +342,9 @@ def _on_time_history(
     columns = project(schema.empty_table(), view).column_names
     span = max(a.window_us for a in view.aggregations)
     times = event_time_us(ends.column(FEATURE_TS), FEATURE_TS)
-    low, high = int(times.min()) - span, int(times.max())
+    bounds = time_bounds(times)
+    assert bounds is not None, "on-time events always fall in a window end"
+    low, high = bounds[0] - span, bounds[1]
     condition = _around(view, schema, ends, low, high)
     events = read_table(view.source.table, version=version, columns=columns, filter=condition, config=config)
     late_table = _open(view.late_table, config)

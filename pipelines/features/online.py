@@ -34,6 +34,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import OnlineStoreError
 from lakebed.pipelines.features.online_sql import (
     META_TABLE,
     StoredView,
@@ -47,9 +50,6 @@ from lakebed.pipelines.features.online_sql import (
 )
 from lakebed.schemas.features import FEATURE_TS
 from lakebed.schemas.naming import validate_table_name
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import OnlineStoreError
 
 _META_RAW = f"SELECT keys, schema FROM {META_TABLE} WHERE view_key = ?"
 _BATCH = 10_000
@@ -293,10 +293,7 @@ class SQLiteOnlineStore:
         if view is not None and connection is not None and len(key) == 1:
             fast = view.fast_keys[0]
             value = key[0]
-            try:
-                point = view.points.get(columns)
-            except TypeError:  # a list of columns
-                point = None
+            point = view.points.get(columns) if columns is None or isinstance(columns, tuple) else None
             if (
                 point is not None
                 and fast is not None

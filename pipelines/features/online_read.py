@@ -17,11 +17,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from lakebed.pipelines.features.retrieval import ViewPlan, as_arrow, check_names, epoch_us, resolve_features
-from lakebed.schemas.features import FEATURE_TS, duration_us
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import EntityRowsError, UnknownFeatureError
+from lakebed.pipelines.features.retrieval import ViewPlan, as_arrow, check_names, epoch_us, resolve_features
+from lakebed.schemas.features import FEATURE_TS, duration_us
 
 
 @dataclass(frozen=True, eq=False)

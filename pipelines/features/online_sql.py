@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from lakebed.schemas.features import FEATURE_TS
-from lakebed.schemas.types import delta_schema
 
 from lakebed.errors import OnlineStoreError
+from lakebed.schemas.features import FEATURE_TS
+from lakebed.schemas.types import delta_schema
 
 META_TABLE = "_lakebed_online_views"
 """The table holding each view's keys, schema and source version."""

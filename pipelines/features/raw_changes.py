@@ -20,12 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
-from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.features.windows import TIEBREAK_COLUMNS, event_time_us
-from lakebed.schemas.features import FeatureView
 
 from lakebed.config import LakebedConfig
 from lakebed.errors import FeatureSourceError
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.features.windows import TIEBREAK_COLUMNS, event_time_us, time_bounds
+from lakebed.schemas.features import FeatureView
 
 LATE_COLUMNS = ("_raw_version", "_watermark", "_reason")
 """Columns the late table adds to the raw rows: the raw version, the watermark it was judged by, why."""
@@ -144,10 +144,10 @@ def split_version(view: FeatureView, rows: pa.Table, version: int, seen_us: int 
     late_mask = reasons.is_not_null().to_arrow()
     late = rows.filter(late_mask)
     on_time = rows.filter(pc.invert(late_mask))
-    latest = times.max()
+    bounds = time_bounds(times)
     max_us = seen_us
-    if latest is not None:
-        max_us = int(latest) if seen_us is None else max(int(latest), seen_us)
+    if bounds is not None:
+        max_us = bounds[1] if seen_us is None else max(bounds[1], seen_us)
     return VersionSplit(
         version,
         rows.num_rows,

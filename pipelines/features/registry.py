@@ -15,13 +15,13 @@ import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import FeatureViewChangedError, FeatureViewNotFoundError, TableNotFoundError
 from lakebed.pipelines.delta import RunContext, commit
 from lakebed.pipelines.read import read_table
 from lakebed.schemas.contract import ColumnSpec, TableContract
 from lakebed.schemas.features import Aggregation, FeatureRef, FeatureView
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import FeatureViewChangedError, FeatureViewNotFoundError, TableNotFoundError
 
 REGISTRY_TABLE = "feature_registry"
 

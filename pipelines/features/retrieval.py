@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from lakebed.schemas.features import FEATURE_TS, FeatureRef, FeatureView
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import (
@@ -49,9 +48,11 @@ from lakebed.errors import (
     TrainingSetIntegrityError,
     UnknownFeatureError,
 )
+from lakebed.schemas.features import FEATURE_TS, FeatureRef, FeatureView
 
 if TYPE_CHECKING:
     import duckdb
+
     from lakebed.pipelines.tiering import Tiers
 
 ENTITY_TIMESTAMP = "event_timestamp"

@@ -19,6 +19,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import TrainingSetError, TrainingSetIntegrityError
 from lakebed.lineage.events import file_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.delta import RunContext
@@ -32,10 +36,6 @@ from lakebed.pipelines.features.retrieval import (
     plain_type,
     resolve_features,
 )
-from pydantic import BaseModel, ConfigDict, Field
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import TrainingSetError, TrainingSetIntegrityError
 
 MANIFEST_FILE = "manifest.json"
 ENTITIES_FILE = "entities.parquet"

@@ -31,10 +31,10 @@ from typing import Any, Literal, TypeAlias
 
 import polars as pl
 import pyarrow as pa
-from lakebed.schemas.features import FEATURE_TS, FeatureView, duration_us
-from lakebed.schemas.types import delta_type
 
 from lakebed.errors import ContractError
+from lakebed.schemas.features import FEATURE_TS, FeatureView, duration_us
+from lakebed.schemas.types import delta_type
 
 TIEBREAK_COLUMNS = ("_partition", "_offset")
 """Stream ingest columns that break ties of ``last`` between events with the same event time."""
@@ -149,6 +149,14 @@ def affected_window_ends(events: pa.Table | pl.DataFrame, view: FeatureView) -> 
         *keys, (pl.col(_E) * view.hop_us).cast(pl.Datetime("us", "UTC")).alias(FEATURE_TS)
     )
     return out.to_arrow().cast(schema)
+
+
+def time_bounds(times: pl.Series) -> tuple[int, int] | None:
+    """The lowest and highest value of an integer (microseconds) series; None when it holds no value."""
+    low, high = times.min(), times.max()
+    if not isinstance(low, int) or not isinstance(high, int):
+        return None
+    return low, high
 
 
 def event_time_us(column: pa.ChunkedArray | pa.Array, name: str = "event_time") -> pl.Series:

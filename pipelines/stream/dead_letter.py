@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 import pyarrow as pa
+
 from lakebed.pipelines.stream.batch import Batch
 
 DEAD_LETTER_SUFFIX = "__dead_letter"

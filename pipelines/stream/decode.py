@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
+
 from lakebed.pipelines.stream.batch import META_COLUMNS, UTC_MICROS
 from lakebed.schemas.contract import DriftPolicy
 

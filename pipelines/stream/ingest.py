@@ -53,6 +53,9 @@ from deltalake.exceptions import CommitFailedError
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import CommitError, LakebedError, SchemaDriftError, StreamFenced
 from lakebed.lineage.events import kafka_dataset
 from lakebed.lineage.runs import child_run, lineage_run
 from lakebed.pipelines.catalog import Catalog
@@ -76,9 +79,6 @@ from lakebed.pipelines.stream.kafka import (
 from lakebed.pipelines.stream.poller import Poller
 from lakebed.schemas.contract import ColumnSpec, DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema
-
-from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import CommitError, LakebedError, SchemaDriftError, StreamFenced
 
 log = logging.getLogger(__name__)
 

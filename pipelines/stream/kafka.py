@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from lakebed.pipelines.formats import detect_format, open_file
 
 from lakebed.config import LakebedConfig
 from lakebed.errors import InputError, LakebedError, ProduceError, TopicNotFoundError
+from lakebed.pipelines.formats import detect_format, open_file
 
 # Consumer settings shared by the ingest worker and the benchmark's bare baseline. The group timeouts
 # keep a group join at ~3 s on Tansu (the defaults wait up to the full rebalance timeout).

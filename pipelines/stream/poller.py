@@ -19,6 +19,7 @@ import threading
 from typing import Any
 
 from kafka import KafkaConsumer
+
 from lakebed.pipelines.stream.batch import Polled
 
 # One item of the queue: the records of one poll and, after a poll that returned nothing (when asked
