@@ -12,15 +12,12 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 
 install: $(STAMP)
 
-# The exact versions in uv.lock (`--locked` fails when pyproject.toml and the lock disagree: run `uv lock`).
-# lakebed is installed editable in strict mode (see docs/design.md, "Packaging"): a link tree that mypy and
-# editors follow. It is rebuilt when a package folder gains or loses a file (the folders' mtimes change).
-PACKAGE_DIRS := $(shell find lakebed pipelines schemas quality lineage assets -type d -not -name __pycache__)
-
-$(STAMP): pyproject.toml uv.lock $(PACKAGE_DIRS)
+# The exact versions in uv.lock; `--locked` fails when pyproject.toml and the lock disagree (`uv lock`
+# updates it). lakebed itself is installed editable (docs/design.md, "Packaging").
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
-	$(BIN)/uv sync --locked --extra dev --quiet --reinstall-package lakebed
+	$(BIN)/uv sync --locked --extra dev --quiet
 	touch $(STAMP)
 
 demo: install
