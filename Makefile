@@ -40,6 +40,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p lakebed
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .lakebed bench/out

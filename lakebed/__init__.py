@@ -9,9 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-PRODUCER = "https://github.com/lakebed/lakebed"
-"""The URI lakebed names itself by as the producer of OpenLineage events and facets."""
+from lakebed.version import PRODUCER, __version__
 
 _PUBLIC: dict[str, str] = {
     "read_table": "lakebed.pipelines.read",
@@ -33,6 +31,8 @@ _PUBLIC: dict[str, str] = {
 }
 
 __all__ = [
+    "PRODUCER",
+    "__version__",
     "Catalog",
     "FeatureStore",
     "CommitResult",

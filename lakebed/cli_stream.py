@@ -90,9 +90,10 @@ def broker_status(ctx: click.Context) -> None:
 )
 def produce(topic: str, file: Path, key: str | None, partitions: int | None, fmt: str | None) -> None:
     """Send each row of FILE (JSON lines, CSV or Parquet) to TOPIC as one JSON message."""
-    from lakebed.pipelines.stream.kafka import create_topic, produce_file, resolve_bootstrap
+    from lakebed.broker import ensure_bootstrap
+    from lakebed.pipelines.stream.kafka import create_topic, produce_file
 
-    bootstrap = resolve_bootstrap(None, get_config())
+    bootstrap = ensure_bootstrap(get_config())
     created = create_topic(bootstrap, topic, partitions or 1)
     if created:
         click.echo(f"created topic {topic} with {partitions or 1} partition(s)")
@@ -160,9 +161,12 @@ def stream_run(
         version = f"v{info.version}" if info.version is not None else "no data"
         click.echo(f"{version}: +{info.records:,} row(s){dead} [{spans}] {info.seconds:.2f} s")
 
+    from lakebed.broker import ensure_bootstrap
+
     ingestor = StreamIngestor(
         topic,
         table,
+        bootstrap=ensure_bootstrap(get_config()),
         group=group,
         until_caught_up=until_caught_up,
         max_records=max_records,

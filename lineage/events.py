@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
-from lakebed import PRODUCER
+from lakebed.quality.results import CheckRun, RuleResult
+from lakebed.version import PRODUCER
 
 LAKEBED_FACET_SCHEMA = "https://github.com/lakebed/lakebed/blob/main/docs/lineage.md#lakebed-facets"
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@")
@@ -45,7 +46,7 @@ class DatasetRef:
     column_lineage: Mapping[str, Sequence[tuple[DatasetRef, str, str]]] | None = field(
         default=None, compare=False
     )  # output column → (input dataset, input column, "TYPE:SUBTYPE[:description]")
-    quality: Any = field(default=None, compare=False)  # quality.results.CheckRun
+    quality: CheckRun | None = field(default=None, compare=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # more lakebed facet keys
 
     @property
@@ -173,8 +174,6 @@ def dataset_facets(ref: DatasetRef, *, output: bool) -> tuple[dict[str, Any], di
         )
     io_facets: dict[str, Any] = {}
     if ref.quality is not None and ref.quality.results:
-        from lakebed.quality.results import assertions_facet
-
         # The spec's dataQualityAssertions is an input facet; on an output it describes the written data.
         (facets if output else io_facets)["dataQualityAssertions"] = assertions_facet(ref.quality.results)
     lakebed_facet = {k: v for k, v in {"table": ref.table, **ref.extra}.items() if v is not None}
@@ -243,7 +242,7 @@ def run_event(
     )
     from openlineage.client.serde import Serde
 
-    from lakebed import __version__
+    from lakebed.version import __version__
 
     run_facets: dict[str, Any] = {
         "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
@@ -304,8 +303,30 @@ def run_event(
     )
 
 
+def assertions_facet(results: Sequence[RuleResult]) -> Any:
+    """The OpenLineage ``dataQualityAssertions`` dataset facet of a check run: one assertion per rule
+    (its name, whether it passed, its column where it has exactly one, severity, and the observed value)."""
+    from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
+
+    return dqa.DataQualityAssertionsDatasetFacet(
+        assertions=[
+            dqa.Assertion(
+                assertion=r.rule.name,
+                success=r.passed,
+                column=r.rule.columns[0] if len(r.rule.columns) == 1 else None,
+                severity=r.rule.severity,
+                description=r.rule.description,
+                actual=r.observed or None,
+            )
+            for r in results
+        ],
+        producer=PRODUCER,
+    )
+
+
 __all__ = [
     "DatasetRef",
+    "assertions_facet",
     "JobInfo",
     "ParentRef",
     "file_dataset",

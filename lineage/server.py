@@ -63,9 +63,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from lakebed import __version__
 from lakebed.errors import ConfigError, LineageNotFoundError
 from lakebed.lineage.graph import Graph, Node, job_id
+from lakebed.version import __version__
 
 if TYPE_CHECKING:
     from pydantic import SecretStr

@@ -25,7 +25,6 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
 
-from lakebed import __version__
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import CommitError, SchemaDriftError
 from lakebed.lineage.events import table_dataset
@@ -36,6 +35,7 @@ from lakebed.pipelines.quality import WriteCheck, checks_writes
 from lakebed.quality.results import CheckRun
 from lakebed.schemas.contract import DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema, widens_to
+from lakebed.version import __version__
 
 WriteMode = Literal["append", "overwrite", "merge"]
 ArrowData: TypeAlias = pa.Table | pa.RecordBatchReader | pa.RecordBatch

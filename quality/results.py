@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,27 +47,4 @@ class CheckRun:
         return tuple(r for r in self.results if not r.passed)
 
 
-def assertions_facet(results: Sequence[RuleResult]) -> Any:
-    """The OpenLineage ``dataQualityAssertions`` dataset facet of a check run: one assertion per rule
-    (its name, whether it passed, its column where it has exactly one, severity, and the observed value)."""
-    from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
-
-    from lakebed import PRODUCER
-
-    return dqa.DataQualityAssertionsDatasetFacet(
-        assertions=[
-            dqa.Assertion(
-                assertion=r.rule.name,
-                success=r.passed,
-                column=r.rule.columns[0] if len(r.rule.columns) == 1 else None,
-                severity=r.rule.severity,
-                description=r.rule.description,
-                actual=r.observed or None,
-            )
-            for r in results
-        ],
-        producer=PRODUCER,
-    )
-
-
-__all__ = ["CheckRun", "RuleResult", "assertions_facet"]
+__all__ = ["CheckRun", "RuleResult"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,11 +62,37 @@ def test_cli_help_does_not_import_heavy_layers() -> None:
     assert out.stdout.strip() == "", f"`lakebed --help` imported {out.stdout.strip()}"
 
 
-def test_core_layers_never_import_dagster() -> None:
-    for folder in ("pipelines", "quality", "lineage", "schemas"):
-        for source in (ROOT / folder).rglob("*.py"):
-            text = source.read_text()
-            assert "import dagster" not in text and "from dagster" not in text, source
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--config", str(root / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+
+
+def test_layers_contract_holds() -> None:
+    result = _lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "upward"),
+    [("pipelines/read.py", "lakebed.broker"), ("quality/rules.py", "lakebed.lineage.events")],
+)
+def test_layers_contract_fails_on_an_upward_import(tmp_path: Path, module: str, upward: str) -> None:
+    """A copy of the package with one upward import (a lazy one, inside a function) breaks `make lint`."""
+    shutil.copytree(
+        ROOT / "lakebed", tmp_path / "lakebed", symlinks=False, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    target = tmp_path / "lakebed" / module
+    target.write_text(target.read_text() + f"\n\ndef _upward() -> None:\n    import {upward}  # noqa\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert "1 broken" in result.stdout and upward in result.stdout, result.stdout
 
 
 def test_import_config_stays_cheap() -> None:

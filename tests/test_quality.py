@@ -21,6 +21,7 @@ from lakebed.assets.quality import contract_check
 from lakebed.assets.resources import LakebedResource
 from lakebed.cli import main
 from lakebed.errors import ContractError, QualityError, SchemaDriftError
+from lakebed.lineage.events import assertions_facet
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.ingest import ingest_files
@@ -32,7 +33,6 @@ from lakebed.pipelines.quality import (
 )
 from lakebed.pipelines.stream.ingest import ingest_stream
 from lakebed.pipelines.stream.kafka import produce_records
-from lakebed.quality.results import assertions_facet
 from lakebed.schemas.contract import TableContract
 
 pytest_plugins = ["streaming_fixtures"]

@@ -603,7 +603,7 @@ def test_produce_file_and_cli_stream_run(
     pacsv.write_csv(read_table("cli_events").select(["id", "user", "amount", "ts"]), tmp_path / "e.csv")
     topic = new_topic(1)
     assert produce_file(kafka_env, topic, tmp_path / "e.csv", key="user") == 300
-    ingest_stream(topic, "from_csv", until_caught_up=True)
+    ingest_stream(topic, "from_csv", bootstrap=kafka_env, until_caught_up=True)
     assert sorted(read_table("from_csv").column("id").to_pylist()) == list(range(300))
 
 

@@ -97,7 +97,7 @@ def create_training_set(
     Rebuild the rows with :func:`training_set`."""
     import pyarrow.parquet as pq
 
-    from lakebed import __version__
+    from lakebed.version import __version__
 
     config = config or get_config()
     folder = training_set_dir(name, config)

@@ -74,7 +74,6 @@ from lakebed.pipelines.stream.kafka import (
     kafka_namespace,
     new_consumer,
     partitions_of,
-    resolve_bootstrap,
 )
 from lakebed.pipelines.stream.poller import Poller
 from lakebed.schemas.contract import ColumnSpec, DriftPolicy, TableContract
@@ -145,6 +144,7 @@ class StreamIngestor:
         topic: str,
         table: str,
         *,
+        bootstrap: str,
         group: str | None = None,
         until_caught_up: bool = False,
         max_records: int = 50_000,
@@ -154,7 +154,6 @@ class StreamIngestor:
         contract: TableContract | None = None,
         run: RunContext | None = None,
         config: LakebedConfig | None = None,
-        bootstrap: str | None = None,
         stop_event: threading.Event | None = None,
         progress: ProgressCallback | None = None,
         consumer_settings: Mapping[str, Any] | None = None,
@@ -171,7 +170,7 @@ class StreamIngestor:
         self.max_batches = max_batches
         self.config = config or get_config()
         self.catalog = Catalog(self.config)
-        self.bootstrap = resolve_bootstrap(bootstrap, self.config)
+        self.bootstrap = bootstrap
         self.run_context = run or RunContext(job=f"stream_ingest:{topic}")
         self.stop_event = stop_event or threading.Event()
         self.progress = progress
@@ -716,16 +715,17 @@ def _with_meta(table: pa.Table, columns: Sequence[pa.Array]) -> pa.Table:
     return table
 
 
-def ingest_stream(topic: str, table: str, **options: Any) -> StreamResult:
-    """Ingest Kafka ``topic`` into lakebed table ``table`` exactly once (``options``: see
-    :class:`StreamIngestor`).
+def ingest_stream(topic: str, table: str, *, bootstrap: str, **options: Any) -> StreamResult:
+    """Ingest Kafka ``topic`` of the cluster at ``bootstrap`` into lakebed table ``table`` exactly once
+    (``options``: see :class:`StreamIngestor`). Callers resolve ``bootstrap`` (the CLI and Dagster with
+    :func:`lakebed.broker.ensure_bootstrap`); the library never looks for or starts a broker itself.
 
     Micro-batches hold at most ``max_records`` records, ``max_bytes`` bytes of values and
     ``max_seconds`` of waiting. ``until_caught_up`` stops once the end offsets read at start are
     reached ("available now"); ``max_batches`` stops after that many committed micro-batches;
     otherwise the worker runs until ``stop_event`` is set.
     """
-    return StreamIngestor(topic, table, **options).run()
+    return StreamIngestor(topic, table, bootstrap=bootstrap, **options).run()
 
 
 # The worker's API and the names of its parts that used to be defined here (still importable from here).

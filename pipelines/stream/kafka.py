@@ -1,7 +1,8 @@
-"""The Kafka side of stream ingest: bootstrap resolution, topics, end offsets and producing files.
+"""The Kafka side of stream ingest: topics, end offsets, consumers and producing files.
 
 Everything here speaks the plain Kafka protocol through kafka-python, so it works the same against the
-embedded Tansu broker (:mod:`lakebed.broker`) and a real cluster (``LAKEBED_KAFKA_BOOTSTRAP``).
+embedded Tansu broker (:mod:`lakebed.broker`) and a real cluster (``LAKEBED_KAFKA_BOOTSTRAP``). Callers pass the
+bootstrap address; nothing here looks for or starts a broker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from lakebed.config import LakebedConfig
 from lakebed.errors import InputError, LakebedError, ProduceError, TopicNotFoundError
 from lakebed.pipelines.formats import detect_format, open_file
 
@@ -58,16 +58,6 @@ class _QuietClose(logging.Filter):
 
 
 logging.getLogger("kafka.cluster").addFilter(_QuietClose())
-
-
-def resolve_bootstrap(bootstrap: str | None = None, config: LakebedConfig | None = None) -> str:
-    """``bootstrap`` if given, else the configured cluster or the running embedded broker
-    (see :func:`lakebed.broker.ensure_bootstrap`)."""
-    if bootstrap:
-        return bootstrap
-    from lakebed.broker import ensure_bootstrap
-
-    return ensure_bootstrap(config)
 
 
 def kafka_namespace(bootstrap: str) -> str:
@@ -341,6 +331,5 @@ __all__ = [
     "partitions_of",
     "produce_file",
     "produce_records",
-    "resolve_bootstrap",
     "to_json_bytes",
 ]
