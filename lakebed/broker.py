@@ -384,15 +384,11 @@ def stop_detached(config: LakebedConfig | None = None, *, timeout: float = 5.0) 
 @contextlib.contextmanager
 def _home_lock(config: LakebedConfig) -> Iterator[None]:
     """An exclusive lock on ``HOME/broker.lock`` so two ``broker start`` never race."""
-    import fcntl
+    from filelock import FileLock
 
     config.home.mkdir(parents=True, exist_ok=True)
-    with (config.home / "broker.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(config.home / "broker.lock"):
+        yield
 
 
 @contextlib.contextmanager

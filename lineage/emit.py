@@ -10,7 +10,6 @@ answers again, or by ``lakebed lineage flush``.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -18,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from lakebed.config import LakebedConfig
 
@@ -35,17 +36,17 @@ def events_path(config: LakebedConfig) -> Path:
     return lineage_dir(config) / EVENTS_FILE
 
 
+def _lock(path: Path) -> FileLock:
+    """The lock other lakebed processes take before changing ``path`` (a ``.lock`` file beside it)."""
+    return FileLock(path.with_name(path.name + ".lock"))
+
+
 def append_line(path: Path, line: str) -> None:
-    """Append one line atomically with respect to other lakebed processes (an exclusive file lock)."""
+    """Append one line atomically with respect to other lakebed processes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (line.rstrip("\n") + "\n").encode()
-    with open(path, "ab") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.write(data)
-            handle.flush()
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _lock(path), open(path, "ab") as handle:
+        handle.write(data)
 
 
 class _EventFile:
@@ -113,21 +114,23 @@ class Emitter:
 
     def _resend(self) -> None:
         """Send the kept events in order; stops (raising) at the first failure, keeping the rest."""
-        with open(self.unsent, "r+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            lines = [line for line in handle.read().splitlines() if line.strip()]
-            sent = 0
+        sent = 0
+        with _lock(self.unsent):
+            try:
+                lines = [line for line in self.unsent.read_bytes().splitlines() if line.strip()]
+            except FileNotFoundError:  # another process re-sent them meanwhile
+                return
             try:
                 for line in lines:
                     self.remote.emit(json.loads(line))
                     sent += 1
             finally:
-                handle.seek(0)
-                handle.truncate()
-                handle.writelines(line + b"\n" for line in lines[sent:])
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        if sent == len(lines):
-            self.unsent.unlink(missing_ok=True)
+                if sent == len(lines):
+                    self.unsent.unlink(missing_ok=True)
+                elif sent:
+                    kept = self.unsent.with_name(self.unsent.name + ".tmp")
+                    kept.write_bytes(b"".join(line + b"\n" for line in lines[sent:]))
+                    os.replace(kept, self.unsent)
         if sent:
             log.info("re-sent %d kept lineage event(s)", sent)
 
