@@ -8,6 +8,7 @@ that made it (``lakebed.run_id``, ``lakebed.job``, ``lakebed.code_version``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -24,13 +25,21 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFoundError
+from filelock import FileLock
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_never,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import CommitError, SchemaDriftError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run, record_output
 from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.deltalog import added_bytes, find_commit, is_local
+from lakebed.pipelines.deltalog import added_bytes, find_commit, is_local, local_path
 from lakebed.pipelines.quality import WriteCheck, checks_writes
 from lakebed.quality.results import CheckRun
 from lakebed.schemas.contract import DriftPolicy, TableContract
@@ -141,7 +150,8 @@ def commit(
     config = config or get_config()
     run = run or RunContext()
     # A commit is part of the run recording it, or a run of its own (START, then COMPLETE or FAIL).
-    with lineage_run(run, config=config):
+    catalog = catalog or Catalog(config)
+    with lineage_run(run, config=config), _first_commit_lock(table, kind, catalog):
         return _write(
             table,
             data,
@@ -161,6 +171,24 @@ def commit(
         )
 
 
+@contextlib.contextmanager
+def _first_commit_lock(table: str, kind: str, catalog: Catalog) -> Iterator[None]:
+    """Held around the write that creates a table on a local path, so writers racing to create it all
+    land: the ones that lose wait, then find the table and append (or merge) into it."""
+    entry = catalog.find(table)
+    uri = entry.uri if entry is not None else catalog.default_uri(table, kind=kind)
+    if not is_local(uri):
+        yield  # object stores: a lost creation race is a commit conflict the caller sees
+        return
+    folder = local_path(uri)
+    if next((folder / "_delta_log").glob("*.json"), None) is not None:
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder.with_name(f".{folder.name}.create.lock")):
+        yield
+
+
 def _write(
     table: str,
     data: ArrowData,
@@ -176,10 +204,9 @@ def _write(
     app_transactions: Sequence[Transaction],
     overwrite_predicate: str | None,
     quarantine_key: Sequence[str],
-    catalog: Catalog | None,
+    catalog: Catalog,
     config: LakebedConfig,
 ) -> CommitResult:
-    catalog = catalog or Catalog(config)
     entry = catalog.find(table)
     # A table enters the catalog with its first successful commit, so a failed first write leaves no trace.
     uri = entry.uri if entry is not None else catalog.default_uri(table, kind=kind)
@@ -245,6 +272,7 @@ def _write(
                 partition_by=partition_by,
                 evolve=bool(plan.added),
                 properties=properties,
+                retry_conflicts=not app_transactions,
             )
         else:
             _ensure_parent(uri)
@@ -308,7 +336,11 @@ def _merge(
     partition_by: Sequence[str] | None,
     evolve: bool,
     properties: CommitProperties,
+    retry_conflicts: bool,
 ) -> dict[str, Any]:
+    """Upsert ``source`` by ``keys``. A merge that meets a concurrent commit is merged again into the new
+    version (its source is in memory), unless it carries application transactions: their callers re-read
+    the transactions and decide (exactly-once bookkeeping)."""
     import polars as pl
 
     # Delta refuses a merge where two source rows match one target row: keep the last row per key.
@@ -335,15 +367,27 @@ def _merge(
         )
         return {"num_target_rows_inserted": table.num_rows}
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
-    merger = existing.merge(
-        table,
-        predicate=predicate,
-        source_alias="s",
-        target_alias="t",
-        merge_schema=evolve,
-        commit_properties=properties,
+    retrying = Retrying(
+        retry=retry_if_exception_type(CommitFailedError) if retry_conflicts else retry_never,
+        stop=stop_after_attempt(10),
+        wait=wait_random_exponential(multiplier=0.05, max=1),
+        reraise=True,
     )
-    return dict(merger.when_matched_update_all().when_not_matched_insert_all().execute())
+    target = existing
+    for attempt in retrying:
+        with attempt:
+            if attempt.retry_state.attempt_number > 1:
+                target.update_incremental()
+            merger = target.merge(
+                table,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=evolve,
+                commit_properties=properties,
+            )
+            return dict(merger.when_matched_update_all().when_not_matched_insert_all().execute())
+    raise AssertionError("unreachable: the last attempt re-raises")
 
 
 @dataclass(frozen=True)
