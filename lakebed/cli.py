@@ -72,6 +72,11 @@ def main() -> None:
     show_default=True,
     help="What to do with a file already ingested whose content changed.",
 )
+@click.option(
+    "--encoding",
+    help="Text encoding of CSV/JSON files (a Python codec name: latin-1, cp1252, ...). "
+    "Default: the contract's `encoding`, else UTF-8.",
+)
 def ingest(
     sources: tuple[str, ...],
     table: str,
@@ -81,6 +86,7 @@ def ingest(
     partition_by: str | None,
     on_bad_rows: Literal["error", "reject"],
     on_change: Literal["replace", "append", "skip"],
+    encoding: str | None,
 ) -> None:
     """Ingest CSV, JSON-lines or Parquet files, folders or globs into TABLE."""
     from lakebed.pipelines.ingest import ingest_files, own_files, resolve_sources
@@ -99,6 +105,7 @@ def ingest(
             partition_by=partition_by,
             on_bad_rows=on_bad_rows,
             on_change=on_change,
+            encoding=encoding,
             progress=lambda path, rows, done: progress.update(
                 task, completed=done, description=f"{Path(path).name}: {rows:,} rows"
             ),
@@ -109,8 +116,13 @@ def ingest(
         f"[green]{table}[/]: {result.rows:,} rows from {len(result.ingested)} file(s), "
         f"{len(result.skipped)} unchanged file(s) skipped, version {result.version}"
     )
-    if result.rejected:
-        console.print(f"[yellow]{result.rejected:,} bad record(s) in {table}__rejects[/]")
+    rejected_files = [f for f in result.files if f.status == "rejected"]
+    if rejected_files:
+        console.print(f"[yellow]{len(rejected_files):,} file(s) rejected whole → {table}__rejects[/]")
+    if result.rejected > len(rejected_files):
+        console.print(
+            f"[yellow]{result.rejected - len(rejected_files):,} bad record(s) in {table}__rejects[/]"
+        )
     if result.quarantined:
         console.print(
             f"[yellow]{result.quarantined:,} row(s) broke quality rules → {table}__quarantine[/] "

@@ -59,6 +59,7 @@ class InputError(LakebedError):
             if part
         )
         super().__init__(f"{where}: {message}" if where else message)
+        self.reason = message
         self.path = path
         self.line = line
         self.column = column
@@ -75,6 +76,10 @@ class UnknownFormatError(InputError):
 
 class MalformedRecordError(InputError):
     """A record (CSV/JSON row) cannot be parsed or converted."""
+
+
+class UnreadableFileError(MalformedRecordError):
+    """A whole file yields no records: empty, only a header, not in its format or its text encoding."""
 
 
 class CommitError(LakebedError):

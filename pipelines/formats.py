@@ -8,10 +8,12 @@ around it are kept.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from lakebed.errors import InputError, MalformedRecordError, UnknownFormatError
+from lakebed.errors import InputError, MalformedRecordError, UnknownFormatError, UnreadableFileError
 
 Format = Literal["csv", "tsv", "json", "parquet"]
 BadRowPolicy = Literal["error", "reject"]
@@ -106,17 +108,70 @@ def open_file(
     column_types: dict[str, pa.DataType] | None = None,
     on_bad_rows: BadRowPolicy = "error",
     batch_rows: int = 131_072,
+    encoding: str = "utf-8",
 ) -> FileStream:
     """Open ``path`` for streaming. ``column_types`` fixes the types of the columns it names (from a
-    contract or the existing table); other columns are inferred from the first block."""
+    contract or the existing table); other columns are inferred from the first block. Text formats are
+    read in ``encoding`` (any Python codec name); text that is not valid in it is a bad record, never
+    binary data. A file with no record (empty, or only a header) is an :class:`UnreadableFileError`."""
     try:
         if fmt == "parquet":
             return _open_parquet(path, column_types, batch_rows)
         if fmt == "json":
-            return _LineReader(path, "json", column_types or {}, on_bad_rows).open()
-        return _open_csv(path, fmt, column_types or {}, on_bad_rows)
+            stream = _LineReader(path, "json", column_types or {}, on_bad_rows, encoding).open()
+        else:
+            stream = _open_csv(path, fmt, column_types or {}, on_bad_rows, encoding)
     except FileNotFoundError as exc:
         raise InputError("file not found", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, encoding, exc) from None
+    return _with_records(stream, fmt, encoding)
+
+
+def text_encoding(name: str) -> str:
+    """The canonical name of a text encoding, or an InputError naming the unknown one."""
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise InputError(
+            f"unknown text encoding {name!r} (use a Python codec name, e.g. latin-1, cp1252)"
+        ) from None
+
+
+def _source(path: Path, encoding: str) -> pa.NativeFile:
+    """The file's bytes (decompressed by extension) as UTF-8, transcoded from ``encoding``."""
+    stream = pa.input_stream(str(path))
+    if text_encoding(encoding) == "utf-8":
+        return stream
+    return pa.transcoding_input_stream(stream, encoding, "utf-8")
+
+
+def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> UnreadableFileError:
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    return UnreadableFileError(f"not valid {text_encoding(encoding)} text (byte 0x{byte})", path=str(path))
+
+
+def _with_records(stream: FileStream, fmt: Format, encoding: str) -> FileStream:
+    """``stream``, after making sure it yields a record or a bad record; transcoding errors met later
+    name the file."""
+    numbered = stream.numbered
+    try:
+        first = next(numbered, None)
+    except UnicodeDecodeError as exc:
+        raise _undecodable(stream.path, encoding, exc) from None
+    if first is None and not stream.bad:
+        what = "no records after the header line" if fmt in ("csv", "tsv") else "no records"
+        what = "empty file" if stream.path.stat().st_size == 0 else what
+        raise UnreadableFileError(what, path=str(stream.path))
+
+    def rest() -> Iterator[Numbered]:
+        try:
+            yield from numbered
+        except UnicodeDecodeError as exc:
+            raise _undecodable(stream.path, encoding, exc) from None
+
+    stream.numbered = _prepend(first, rest())
+    return stream
 
 
 def _open_parquet(path: Path, column_types: dict[str, pa.DataType] | None, batch_rows: int) -> FileStream:
@@ -165,22 +220,17 @@ def _csv_options(fmt: Format) -> pacsv.ParseOptions:
 
 
 def _open_csv(
-    path: Path, fmt: Format, column_types: dict[str, pa.DataType], on_bad_rows: BadRowPolicy
+    path: Path, fmt: Format, column_types: dict[str, pa.DataType], on_bad_rows: BadRowPolicy, encoding: str
 ) -> FileStream:
     """Fast path: pyarrow's streaming CSV reader; on the first bad record, switch to the line path."""
-    convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False)
-    read = pacsv.ReadOptions(block_size=_BLOCK_BYTES)
-    try:
-        reader = pacsv.open_csv(
-            pa.input_stream(str(path)),
-            read_options=read,
-            parse_options=_csv_options(fmt),
-            convert_options=convert,
-        )
-    except pa.ArrowInvalid:
-        return _LineReader(path, fmt, column_types, on_bad_rows).open()
-    except pa.ArrowException as exc:
-        raise MalformedRecordError(f"cannot read as {fmt.upper()}: {exc}", path=str(path)) from exc
+    reader = _csv_reader(path, fmt, column_types, encoding)
+    if reader is not None and (text := _invalid_text(reader.schema, column_types)):
+        # pyarrow reads text that is not valid UTF-8 as binary: read those columns as text instead, so
+        # each such record is a bad record naming its line and column.
+        column_types = {**column_types, **text}
+        reader = _csv_reader(path, fmt, column_types, encoding)
+    if reader is None:
+        return _LineReader(path, fmt, column_types, on_bad_rows, encoding).open()
     schema = reader.schema
     stream = FileStream(path=path, schema=schema, numbered=iter(()))
 
@@ -193,7 +243,8 @@ def _open_csv(
                 return
             except pa.ArrowInvalid:
                 # Locate the bad record(s) from the first line of the failing block onwards.
-                slow = _LineReader(path, fmt, dict(zip(schema.names, schema.types, strict=True)), on_bad_rows)
+                types = dict(zip(schema.names, schema.types, strict=True))
+                slow = _LineReader(path, fmt, types, on_bad_rows, encoding)
                 follow = slow.open(skip_records=rows_done)
                 yield from follow.numbered
                 stream.bad.extend(follow.bad)
@@ -206,24 +257,57 @@ def _open_csv(
     return stream
 
 
+def _csv_reader(
+    path: Path, fmt: Format, column_types: dict[str, pa.DataType], encoding: str
+) -> pacsv.CSVStreamingReader | None:
+    """pyarrow's streaming reader of the file, or None when its first block has a bad record."""
+    convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False)
+    read = pacsv.ReadOptions(block_size=_BLOCK_BYTES)
+    try:
+        return pacsv.open_csv(
+            _source(path, encoding),
+            read_options=read,
+            parse_options=_csv_options(fmt),
+            convert_options=convert,
+        )
+    except pa.ArrowInvalid:
+        return None
+    except pa.ArrowException as exc:
+        raise MalformedRecordError(f"cannot read as {fmt.upper()}: {exc}", path=str(path)) from exc
+
+
+def _invalid_text(schema: pa.Schema, declared: dict[str, pa.DataType]) -> dict[str, pa.DataType]:
+    """Columns inferred as binary (text that is not valid UTF-8), to be read as strings instead."""
+    return {
+        f.name: pa.string()
+        for f in schema
+        if f.name not in declared and (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+    }
+
+
 class _LineReader:
     """The careful path: reads a CSV/JSON-lines file in chunks of lines, bisecting any chunk that fails
     to parse down to its bad lines. Line numbers are physical lines (a CSV record with an embedded
     newline is counted from its first line)."""
 
     def __init__(
-        self, path: Path, fmt: Format, column_types: dict[str, pa.DataType], on_bad_rows: BadRowPolicy
+        self,
+        path: Path,
+        fmt: Format,
+        column_types: dict[str, pa.DataType],
+        on_bad_rows: BadRowPolicy,
+        encoding: str,
     ):
         self.path = path
         self.fmt = fmt
+        self.encoding = encoding
         self.column_types = dict(column_types)
         self.on_bad_rows = on_bad_rows
         self.schema: pa.Schema | None = None
         self.header = b""
 
     def open(self, *, skip_records: int = 0) -> FileStream:
-        stream_in = pa.input_stream(str(self.path))
-        lines = _lines(stream_in)
+        lines = _lines(_source(self.path, self.encoding))
         first_line = 1
         if self.fmt != "json":
             self.header = next(lines, b"")
@@ -270,6 +354,12 @@ class _LineReader:
         types = (
             dict(zip(self.schema.names, self.schema.types, strict=True)) if self.schema else self.column_types
         )
+        table = self._read_csv(payload, types)
+        if self.schema is None and (text := _invalid_text(table.schema, types)):
+            table = self._read_csv(payload, {**types, **text})  # bad text: those records fail
+        return table
+
+    def _read_csv(self, payload: bytes, types: dict[str, pa.DataType]) -> pa.Table:
         convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False)
         return pacsv.read_csv(
             io.BytesIO(self.header + payload), parse_options=_csv_options(self.fmt), convert_options=convert
@@ -300,8 +390,16 @@ class _LineReader:
             yield batch, numbers[done : done + batch.num_rows]
             done += batch.num_rows
 
+    def _names(self) -> list[str]:
+        if self.schema is not None:
+            return self.schema.names
+        if not self.header:
+            return []
+        header = self.header.decode("utf-8", errors="replace").rstrip("\r\n")
+        return next(csv.reader([header], delimiter="\t" if self.fmt == "tsv" else ","), [])
+
     def _bad(self, stream: FileStream, line_number: int, line: bytes, exc: Exception) -> None:
-        column, reason = _explain(exc, self.schema)
+        column, reason = _explain(exc, self._names())
         raw = line.decode("utf-8", errors="replace").rstrip("\r\n")
         if self.fmt == "json" and self.schema is not None and "unexpected field" in reason:
             extra = sorted(set(json.loads(line)) - set(self.schema.names))
@@ -341,17 +439,24 @@ _COLUMN_INDEX = re.compile(r"In CSV column #(\d+)")
 _JSON_COLUMN = re.compile(r"Column\(/([^)]+)\)")
 
 
-def _explain(exc: Exception, schema: pa.Schema | None) -> tuple[str | None, str]:
-    """The column (if known) and a one-line reason for a parse failure."""
+def _explain(exc: Exception, names: Sequence[str]) -> tuple[str | None, str]:
+    """The column (if known, from the CSV column index and ``names``) and a one-line reason."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, json.JSONDecodeError):
         return None, f"not valid JSON: {exc.msg} at character {exc.pos}"
     column = None
-    if (match := _COLUMN_INDEX.search(message)) and schema is not None:
+    if match := _COLUMN_INDEX.search(message):
         index = int(match.group(1))
-        column = schema.names[index] if index < len(schema.names) else None
+        column = names[index] if index < len(names) else None
     elif match := _JSON_COLUMN.search(message):
         column = match.group(1)
+    if isinstance(exc, UnicodeDecodeError) or "invalid UTF8" in message:
+        byte = (
+            f" (byte 0x{exc.object[exc.start : exc.start + 1].hex()})"
+            if isinstance(exc, UnicodeDecodeError)
+            else ""
+        )
+        message = f"not valid UTF-8 text{byte}; a file in another encoding needs --encoding (e.g. latin-1)"
     return column, message
 
 

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import InputError, SourceNotFoundError
+from lakebed.errors import InputError, MalformedRecordError, SourceNotFoundError
 from lakebed.lineage.events import file_dataset
 from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
@@ -39,6 +39,7 @@ from lakebed.pipelines.formats import (
     detect_format,
     open_file,
     supported,
+    text_encoding,
 )
 from lakebed.schemas.contract import TableContract
 
@@ -88,7 +89,7 @@ class FileOutcome:
     """What happened to one file."""
 
     path: str
-    status: Literal["ingested", "skipped", "replaced"]
+    status: Literal["ingested", "skipped", "replaced", "rejected"]
     rows: int = 0
     rejected: int = 0
     quarantined: int = 0
@@ -141,6 +142,7 @@ def ingest_files(
     partition_by: str | None = None,
     on_bad_rows: BadRowPolicy = "error",
     on_change: ChangePolicy = "replace",
+    encoding: str | None = None,
     run: RunContext | None = None,
     progress: ProgressCallback | None = None,
     config: LakebedConfig | None = None,
@@ -155,9 +157,17 @@ def ingest_files(
     the new rows, ``skip`` ignores it. ``mode="overwrite"`` replaces the whole table with these files.
     ``partition_by`` names a date or timestamp column (a timestamp is partitioned by its date, in a
     derived ``<column>_date`` column).
+
+    ``encoding`` is the text encoding of CSV and JSON files (default: the contract's ``encoding``, else
+    UTF-8). A file that yields no record (empty, only a header, or not decodable) stops the ingest under
+    ``"error"``; under ``"reject"`` it becomes one record of ``<table>__rejects`` (the file and the reason)
+    and the other files are ingested.
     """
     config = config or get_config()
     run = run or RunContext(job=f"ingest:{table}")
+    entry = None if contract is not None else Catalog(config).find(table)
+    declared = contract if contract is not None else (entry.contract if entry is not None else None)
+    encoding = text_encoding(encoding or (declared.encoding if declared is not None else None) or "utf-8")
     # One lineage run: the files (at their content hashes) in, every table version written out.
     with lineage_run(run, config=config) as lineage:
         catalog = Catalog(config)
@@ -183,23 +193,29 @@ def ingest_files(
                 continue
             replace = changed and on_change == "replace" and not overwrite
             lineage.add_input(file_dataset(path, sha256=source.sha256, size=source.size))
-            outcome = _ingest_one(
-                source,
-                formats[path],
-                table=table,
-                contract=contract,
-                catalog=catalog,
-                run=run,
-                mode="overwrite" if first_write else "append",
-                replace=replace,
-                partition_by=partition_by,
-                on_bad_rows=on_bad_rows,
-                progress=progress,
-                bytes_done=bytes_done,
-                config=config,
-                lineage=lineage,
-            )
-            first_write = False
+            try:
+                outcome = _ingest_one(
+                    source,
+                    formats[path],
+                    table=table,
+                    contract=contract,
+                    catalog=catalog,
+                    run=run,
+                    mode="overwrite" if first_write else "append",
+                    replace=replace,
+                    partition_by=partition_by,
+                    on_bad_rows=on_bad_rows,
+                    encoding=encoding,
+                    progress=progress,
+                    bytes_done=bytes_done,
+                    config=config,
+                    lineage=lineage,
+                )
+            except MalformedRecordError as exc:
+                if on_bad_rows == "error":
+                    raise
+                outcome = _reject_file(table, source, exc, run=run, config=config, catalog=catalog)
+            first_write = first_write and outcome.status == "rejected"
             result.files.append(outcome)
             manifest.record(table, source, outcome)
             bytes_done += source.size
@@ -277,6 +293,7 @@ def _ingest_one(
     replace: bool,
     partition_by: str | None,
     on_bad_rows: BadRowPolicy,
+    encoding: str,
     progress: ProgressCallback | None,
     bytes_done: int,
     config: LakebedConfig,
@@ -288,6 +305,7 @@ def _ingest_one(
         column_types=_column_types(table, contract, catalog),
         on_bad_rows=on_bad_rows,
         batch_rows=config.batch_rows,
+        encoding=encoding,
     )
     schema, batches = _tag(stream, partition_by, progress, bytes_done)
     source_ref = file_dataset(source.path, sha256=source.sha256)
@@ -318,6 +336,22 @@ def _ingest_one(
         quarantined=written.quarantined,
         version=written.version,
     )
+
+
+def _reject_file(
+    table: str,
+    source: SourceFile,
+    exc: MalformedRecordError,
+    *,
+    run: RunContext,
+    config: LakebedConfig,
+    catalog: Catalog,
+) -> FileOutcome:
+    """Under ``reject``, a record error escapes only for a whole file (unreadable, no records, or a value
+    its Parquet column cannot take): nothing of it was written, and it is kept as one reject."""
+    bad = BadRecord(path=str(source.path), line=exc.line, column=exc.column, reason=exc.reason, raw="")
+    write_rejects(table, [bad], run=run, config=config, catalog=catalog)
+    return FileOutcome(path=str(source.path), status="rejected", rejected=1)
 
 
 def write_rejects(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import json
@@ -115,6 +116,19 @@ class TableContract(BaseModel):
     rules: tuple[ExprRule, ...] = ()
     table_rules: TableRules = TableRules()
     tiering: TierPolicy | None = None
+    encoding: str | None = None  # text encoding of the table's CSV/JSON source files (default UTF-8)
+
+    @field_validator("encoding")
+    @classmethod
+    def _valid_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown text encoding {value!r} (a Python codec name, e.g. latin-1)"
+                ) from None
+        return value
 
     @field_validator("name")
     @classmethod
