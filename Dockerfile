@@ -24,19 +24,20 @@ RUN pip install "uv==${UV_VERSION}"
 
 WORKDIR /opt/dagster/app
 
-# Third-party dependencies first (read statically from pyproject.toml), so this
-# layer is rebuilt only when the dependency list changes, not on every code edit.
-COPY pyproject.toml ./
+# Third-party dependencies first, at the exact versions of uv.lock (hashes checked),
+# so this layer is rebuilt only when the lock changes, not on every code edit.
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --system -r pyproject.toml --extra postgres
+    uv export --frozen --no-dev --extra postgres --no-emit-project -o /tmp/requirements.txt \
+ && uv pip install --system --require-hashes -r /tmp/requirements.txt
 
-# The project itself. Editable, so `lakebed` resolves to the same files whether it
-# is imported through site-packages or from this directory (which is on sys.path
-# whenever a process runs with /opt/dagster/app as working directory); the
-# package-dir layout (assets/ -> lakebed.assets, ...) is mapped either way.
+# The project itself (its dependencies are in place). Editable, so `lakebed`
+# resolves to the same files whether it is imported through site-packages or from
+# this directory (on sys.path whenever a process runs with /opt/dagster/app as
+# working directory); lakebed/<name> links to the top-level folders either way.
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --system -e ".[postgres]" \
+    uv pip install --system --no-deps -e ".[postgres]" \
  && python -c "import importlib.util as u, dagster_postgres; assert u.find_spec('lakebed.assets.definitions')"
 
 # Unprivileged runtime user. DAGSTER_HOME must be writable (storage/, log

@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m bench
 
 lint: install
+	$(BIN)/uv lock --check --offline --quiet
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p lakebed

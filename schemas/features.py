@@ -1,6 +1,6 @@
 """Feature-view specs: hopping-window aggregations over an event source. Pure data, no I/O.
 
-A feature view (ARCHITECTURE.md, "Feature store semantics") names its entity key columns, its source (a Delta
+A feature view (docs/streaming.md, "Feature store semantics") names its entity key columns, its source (a Delta
 table, optionally fed by a stream topic), its event-time column, its aggregations (each a function over a
 column and a window size), one hop, a ttl and an allowed lateness. Views are versioned: the registry stores
 :meth:`FeatureView.definition_hash` of each ``(name, version)`` and refuses a changed definition under an

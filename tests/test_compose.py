@@ -516,6 +516,8 @@ def test_dockerfile_builds_the_dagster_image():
     assert re.search(r"uv pip install[^\n]*\"?\.\[postgres\]\"?", text), (
         "installs the project with the postgres extra"
     )
+    assert re.search(r"^COPY pyproject\.toml uv\.lock \./$", text, re.MULTILINE)
+    assert re.search(r"uv export --frozen[^\n]*--extra postgres", text), "installs the locked versions"
     assert re.search(rf"DAGSTER_HOME={re.escape(DAGSTER_HOME)}\b", text)
     assert re.search(rf"^WORKDIR {re.escape(APP_DIR)}$", text, re.MULTILINE)
     assert re.search(r"^COPY deploy/dagster\.yaml \S*dagster\.yaml$", text, re.MULTILINE)

@@ -1,4 +1,4 @@
-"""Point-in-time retrieval, online reads and training sets (ARCHITECTURE.md, "Feature store semantics")."""
+"""Point-in-time retrieval, online reads and training sets (docs/streaming.md, "Feature store semantics")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Feature materialization: the incremental path (per raw commit), the backfill, late events, and keeping the
 offline (Delta) and online stores up to date.
 
-Semantics (ARCHITECTURE.md "Feature store semantics", docs/streaming.md):
+Semantics (docs/streaming.md, "Feature store semantics"):
 
 * A micro-batch, for features, is one commit (Delta version) of the raw table. Lateness is decided per raw
   version ``v``: ``watermark_v = max(event_time of raw versions < v) - allowed_lateness``; an event of

@@ -1,6 +1,6 @@
 """Point-in-time feature retrieval over the offline store.
 
-Semantics (ARCHITECTURE.md, "Feature store semantics"):
+Semantics (docs/streaming.md, "Feature store semantics"):
 
 * A feature reference is ``view:vN:feature``. Each view version has an offline Delta table
   ``fv_<view>_v<N>`` with the entity key columns, ``feature_ts`` (timestamp(us, UTC)) and one column per

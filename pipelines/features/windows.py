@@ -1,6 +1,6 @@
 """Hopping-window aggregation: events in, feature rows out. Pure (no I/O), vectorised with Polars.
 
-Semantics (ARCHITECTURE.md, "Feature store semantics"):
+Semantics (docs/streaming.md, "Feature store semantics"):
 
 * Windows hop by the view's ``hop`` and are aligned to the Unix epoch: a window of size ``S`` ending at
   ``e`` (a multiple of ``hop``) covers the events with ``e - S <= event_time < e``.
