@@ -1,5 +1,7 @@
 """The Dagster resource that hands assets lakebed's configuration."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from lakebed.config import LakebedConfig, get_config
@@ -14,7 +16,7 @@ class LakebedResource(dg.ConfigurableResource):
 
     def config(self) -> LakebedConfig:
         if self.home:
-            return LakebedConfig(home=self.home)  # type: ignore[arg-type]
+            return LakebedConfig(home=Path(self.home))
         return get_config()
 
     def run_context(

@@ -276,16 +276,30 @@ def _write(
             )
         else:
             _ensure_parent(uri)
-            write_deltalake(  # type: ignore[misc]
-                uri,
-                aligned,
-                mode=mode,  # type: ignore[arg-type]
-                partition_by=list(partition_by) if partition_by and existing is None else None,
-                schema_mode="merge" if plan.added and existing is not None else None,
-                predicate=overwrite_predicate,
-                name=table if existing is None else None,
-                commit_properties=properties,
-            )
+            partitions = list(partition_by) if partition_by and existing is None else None
+            schema_mode: Literal["merge"] | None = "merge" if plan.added and existing is not None else None
+            name = table if existing is None else None
+            if mode == "overwrite":
+                write_deltalake(
+                    uri,
+                    aligned,
+                    mode="overwrite",
+                    predicate=overwrite_predicate,
+                    partition_by=partitions,
+                    schema_mode=schema_mode,
+                    name=name,
+                    commit_properties=properties,
+                )
+            else:
+                write_deltalake(
+                    uri,
+                    aligned,
+                    mode="append",
+                    partition_by=partitions,
+                    schema_mode=schema_mode,
+                    name=name,
+                    commit_properties=properties,
+                )
             metrics = {}
     except CommitFailedError:
         raise  # callers with exactly-once bookkeeping re-read their transaction and retry

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from lakebed.errors import InputError, MalformedRecordError, UnknownFormatError, UnreadableFileError
 
 Format = Literal["csv", "tsv", "json", "parquet"]
+_FORMATS: dict[str, Format] = {"csv": "csv", "tsv": "tsv", "json": "json", "parquet": "parquet"}
 BadRowPolicy = Literal["error", "reject"]
 
 _EXTENSIONS: dict[str, Format] = {
@@ -46,11 +47,12 @@ _SLOW_CHUNK_LINES = 20_000
 def detect_format(path: Path, explicit: str | None = None) -> Format:
     """The format of ``path``: ``explicit`` if given, else by extension (``.csv.gz`` etc. included)."""
     if explicit:
-        if explicit not in ("csv", "tsv", "json", "parquet"):
+        known = _FORMATS.get(explicit)
+        if known is None:
             raise UnknownFormatError(
                 f"unknown format {explicit!r}; use csv, tsv, json or parquet", path=str(path)
             )
-        return explicit  # type: ignore[return-value]
+        return known
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSED:
         suffixes = suffixes[:-1]

@@ -34,6 +34,7 @@ from lakebed.pipelines.tiering import (
     to_units,
     view_schema,
 )
+from lakebed.schemas.types import polars_dtype
 
 if TYPE_CHECKING:
     import duckdb
@@ -173,7 +174,7 @@ def scan_table(
         options = storage_options(part.table.table_uri, config)
         frame = polars_scan(part.table, options)
         if part.below and found.column is not None and found.watermark is not None:
-            bound = pl.lit(found.watermark).cast(pl.from_arrow(pa.array([], found.dtype)).dtype)  # type: ignore[union-attr]
+            bound = pl.lit(found.watermark).cast(polars_dtype(found.dtype))
             frame = frame.filter(pl.col(found.column) < bound)
         frames.append(frame)
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")

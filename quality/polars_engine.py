@@ -27,7 +27,7 @@ from lakebed.quality.results import RuleResult
 from lakebed.quality.rules import Rule, RuleSet, type_rule
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.durations import format_duration
-from lakebed.schemas.types import type_name
+from lakebed.schemas.types import polars_dtype, type_name
 
 RULES_COLUMN = "_rules"
 REASON_COLUMN = "_reason"
@@ -202,7 +202,7 @@ def _convert(text: pl.Series, target: pa.DataType) -> pl.Series:
             .to_series()
             .alias(text.name)
         )
-    dtype = pl.from_arrow(pa.array([], target)).dtype  # type: ignore[union-attr]
+    dtype = polars_dtype(target)
     return text.str.strip_chars().cast(dtype, strict=False)
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -207,9 +207,10 @@ class TableContract(BaseModel):
         return hashlib.sha256(payload).hexdigest()
 
     @classmethod
-    def from_arrow(cls, name: str, schema: pa.Schema, **options: object) -> TableContract:
+    def from_arrow(cls, name: str, schema: pa.Schema, **options: Any) -> TableContract:
+        """A contract declaring ``schema``'s columns; ``options`` are other fields (keys, tiering, ...)."""
         columns = tuple(ColumnSpec(name=f.name, type=type_name(f.type), nullable=f.nullable) for f in schema)
-        return cls(name=name, columns=columns, **options)  # type: ignore[arg-type]
+        return cls.model_validate({"name": name, "columns": columns, **options})
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TableContract:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pyarrow as pa
 
@@ -106,3 +107,12 @@ def widens_to(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_floating(source) and pa.types.is_floating(target):
         return target.bit_width >= source.bit_width
     return pa.types.is_date(source) and pa.types.is_timestamp(target)
+
+
+def polars_dtype(arrow_type: pa.DataType) -> Any:
+    """The Polars data type that holds values of ``arrow_type`` (as ``pl.from_arrow`` converts them)."""
+    import polars as pl
+
+    series = pl.from_arrow(pa.array([], arrow_type))
+    assert isinstance(series, pl.Series)
+    return series.dtype

@@ -61,7 +61,7 @@ from lakebed.pipelines.features.windows import (
     compute_features,
     event_time_us,
     feature_schema,
-    time_bounds,
+    int_bounds,
 )
 from lakebed.pipelines.read import read_table
 from lakebed.schemas.durations import format_duration
@@ -342,7 +342,7 @@ def _on_time_history(
     columns = project(schema.empty_table(), view).column_names
     span = max(a.window_us for a in view.aggregations)
     times = event_time_us(ends.column(FEATURE_TS), FEATURE_TS)
-    bounds = time_bounds(times)
+    bounds = int_bounds(times)
     assert bounds is not None, "on-time events always fall in a window end"
     low, high = bounds[0] - span, bounds[1]
     condition = _around(view, schema, ends, low, high)

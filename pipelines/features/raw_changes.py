@@ -24,7 +24,7 @@ from deltalake.exceptions import DeltaError
 from lakebed.config import LakebedConfig
 from lakebed.errors import FeatureSourceError
 from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.features.windows import TIEBREAK_COLUMNS, event_time_us, time_bounds
+from lakebed.pipelines.features.windows import TIEBREAK_COLUMNS, event_time_us, int_bounds
 from lakebed.schemas.features import FeatureView
 
 LATE_COLUMNS = ("_raw_version", "_watermark", "_reason")
@@ -144,7 +144,7 @@ def split_version(view: FeatureView, rows: pa.Table, version: int, seen_us: int 
     late_mask = reasons.is_not_null().to_arrow()
     late = rows.filter(late_mask)
     on_time = rows.filter(pc.invert(late_mask))
-    bounds = time_bounds(times)
+    bounds = int_bounds(times)
     max_us = seen_us
     if bounds is not None:
         max_us = bounds[1] if seen_us is None else max(bounds[1], seen_us)

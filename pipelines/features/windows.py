@@ -151,9 +151,9 @@ def affected_window_ends(events: pa.Table | pl.DataFrame, view: FeatureView) -> 
     return out.to_arrow().cast(schema)
 
 
-def time_bounds(times: pl.Series) -> tuple[int, int] | None:
-    """The lowest and highest value of an integer (microseconds) series; None when it holds no value."""
-    low, high = times.min(), times.max()
+def int_bounds(values: pl.Series) -> tuple[int, int] | None:
+    """The lowest and highest value of an integer series (e.g. microseconds); None when it holds none."""
+    low, high = values.min(), values.max()
     if not isinstance(low, int) or not isinstance(high, int):
         return None
     return low, high
@@ -288,7 +288,7 @@ def _pairwise_sums(frame: pl.DataFrame, keys: list[str], columns: dict[str, str]
         *keys, _B, *[pl.col(c).cast(pl.Float64).fill_null(0.0).alias(n) for n, c in columns.items()]
     )
     values = values.sort([*keys, _B, *names]).with_columns(pl.int_range(pl.len()).over([*keys, _B]).alias(_R))
-    while values.height and (values[_R].max() or 0) > 0:  # type: ignore[operator]
+    while (ranks := int_bounds(values[_R])) is not None and ranks[1] > 0:
         values = values.group_by([*keys, _B, pl.col(_R) // 2]).agg(pl.col(names).sum())
     return values.drop(_R)
 
