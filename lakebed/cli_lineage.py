@@ -175,16 +175,14 @@ def flush() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=5005, show_default=True)
 def serve(host: str, port: int) -> None:
-    """Serve the read-only lineage HTTP API (Marquez-style /api/v1, OpenAPI at /openapi.json).
+    """Serve the read-only lineage HTTP API with uvicorn (Marquez-style /api/v1, OpenAPI at /openapi.json).
 
     Requests need ``Authorization: Bearer <token>`` with the token from ``LAKEBED_LINEAGE_API_TOKEN``;
     without a token it only listens on a loopback address."""
-    from lakebed.lineage.server import serve as run_server
+    from lakebed.lineage.api import serve as run_server
 
-    config = get_config()
-    token = config.lineage_api_token.get_secret_value() if config.lineage_api_token else None
     click.echo(f"lineage API on http://{host}:{port}/api/v1  (OpenAPI: /openapi.json); Ctrl-C stops it")
-    run_server(_store(), host=host, port=port, token=token)
+    run_server(_store(), host=host, port=port)
 
 
 def _emit_graph(graph: Graph, fmt: GraphFormat, output: Path | None) -> None:
