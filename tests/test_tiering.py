@@ -47,6 +47,8 @@ from lakebed.pipelines import tiering
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.read import read_table, scan_table, sql
+from lakebed.pipelines.tiering.move import Mover
+from lakebed.pipelines.tiering.plan import quota_target
 from lakebed.schemas.contract import TableContract
 
 if TYPE_CHECKING:
@@ -485,7 +487,7 @@ def test_table_partitioned_by_its_tiering_column(lakebed_home: Path) -> None:
     hot = hot_table()
     one_day = max(int(a["size_bytes"]) for a in pa.table(hot.get_add_actions(flatten=True)).to_pylist())
     # A quota of about seven partitions' bytes moves the oldest days (partition values stand for statistics).
-    quota = tiering._quota_target(hot, "day", 7 * one_day, pa.date32())
+    quota = quota_target(hot, "day", 7 * one_day, pa.date32())
     assert quota is not None and dt.date(2025, 1, 3) < tiering.from_units(quota, pa.date32()) <= dt.date(
         2025, 1, 5
     )
@@ -1064,7 +1066,7 @@ def test_a_second_mover_before_the_intent(s3_cold: S3Target, tier_child: StartCh
     operation; a rerun converges."""
     truth = write_table()
     tiering.move(TABLE, before=at(400))
-    real_begin = tiering._Mover.begin
+    real_begin = Mover.begin
     other: list[bool] = []
 
     def another_mover_starts_then_begin(self: Any, target: int) -> int:
@@ -1075,7 +1077,7 @@ def test_a_second_mover_before_the_intent(s3_cold: S3Target, tier_child: StartCh
         return real_begin(self, target)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tiering._Mover, "begin", another_mover_starts_then_begin)
+        patch.setattr(Mover, "begin", another_mover_starts_then_begin)
         with contextlib.suppress(TierConflictError):
             tiering.move(TABLE, before=at(1000))
     assert other == [True]
