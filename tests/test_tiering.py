@@ -47,6 +47,7 @@ from lakebed.pipelines import tiering
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.read import read_table, scan_table, sql
+from lakebed.pipelines.tiering import access as tier_access
 from lakebed.pipelines.tiering.move import Mover
 from lakebed.pipelines.tiering.plan import quota_target
 from lakebed.schemas.contract import TableContract
@@ -594,6 +595,40 @@ def test_unread_for_moves_what_no_read_touched(lakebed_home: Path) -> None:
     assert tiering.plan_move(TABLE).rows == 0
     read_table(TABLE, since=at(950))
     assert json.loads(access.read_text())["days"] == {dt.datetime.now(dt.UTC).date().isoformat(): "all"}
+
+
+def test_an_access_record_waits_briefly_for_its_lock(lakebed_home: Path) -> None:
+    """A read whose access record is locked by another process waits about 50 ms, then leaves no record
+    (it never fails nor stalls the read); once the lock is free, reads record again."""
+    import subprocess
+    import sys
+
+    config = get_config()
+    folder = lakebed_home / "tiering" / "access"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print(flush=True); "
+            "sys.stdin.read()",
+            str(folder / f"{TABLE}.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()  # the other process holds the lock
+        started = time.monotonic()
+        tier_access.record(TABLE, 5, config)
+        assert time.monotonic() - started < 1.0
+        assert not (folder / f"{TABLE}.json").exists()
+    finally:
+        holder.communicate(b"")
+    tier_access.record(TABLE, 5, config)
+    assert json.loads((folder / f"{TABLE}.json").read_text())["days"] == {
+        dt.datetime.now(dt.UTC).date().isoformat(): 5
+    }
 
 
 # --- the hot table changes under a move -------------------------------------------------------------
