@@ -7,9 +7,11 @@ writes from the rows of a file that straddles the watermark, are committed with 
   statistics delta-rs recorded for the original (from ``get_add_actions(flatten=False)``), re-encoded; of a
   new file, computed from its rows. Timestamps are kept to the millisecond (as Delta does) and rounded
   outwards: the minimum down, the maximum up, so the range always holds every value (delta-rs truncates
-  the maximum too; readers of tiers allow for that, see ``watermark.upper_bound``). NaN and infinities
-  (not JSON), and types without a JSON form here (decimals, binary, nested), get no minimum or maximum;
-  readers then read the file. Null counts are kept for every column.
+  the maximum; readers of tiers allow for that, see ``watermark.upper_bound``). Strings are recorded whole
+  (delta-rs keeps 64 bytes, its maximum rounded up). NaN is left out of the bounds (as delta-rs leaves it
+  out); a bound that is NaN or infinite (not JSON) is not recorded (delta-rs writes null), nor are bounds of
+  types without a JSON form here (decimals, binary, nested); readers then read the file. Null counts are
+  kept for every column. ``tests/test_delta_actions.py`` compares all of it with what delta-rs writes.
 * **partition values**: text as the protocol writes it in the log (``true``/``false``, dates ISO,
   timestamps ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, null for a null partition).
 * **paths**: relative to the table's root, decoded from the log's URL-encoded form (delta-rs encodes them
