@@ -1,6 +1,6 @@
 """Tiering in Dagster: a daily schedule moving every tiered table by its policy (then deleting the files
 earlier moves removed, once the policy's grace has passed), and a sensor that moves a table as soon as its
-hot tier is over its byte quota. Wiring only: the work is in pipelines/tiering.py."""
+hot tier is over its byte quota. Wiring only: the work is in pipelines/tiering/."""
 
 import dagster as dg
 

@@ -21,7 +21,6 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TableNotFoundError, TierError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
-from lakebed.pipelines import tier_access
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.deltalog import is_local, local_path
 from lakebed.pipelines.tiering import (
@@ -34,6 +33,7 @@ from lakebed.pipelines.tiering import (
     to_units,
     view_schema,
 )
+from lakebed.pipelines.tiering import access as tier_access
 from lakebed.schemas.types import polars_dtype
 
 if TYPE_CHECKING:

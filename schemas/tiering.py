@@ -1,10 +1,10 @@
-"""Tiering policies declared in table contracts. Pure data: pipelines/tiering.py moves the rows.
+"""Tiering policies declared in table contracts. Pure data: pipelines/tiering/ moves the rows.
 
 A tiered table keeps recent rows on the hot tier (a local path) and older rows on the cold tier (object
 storage), split by a watermark on ``column`` (a timestamp, date or integer column). ``hot_for`` moves rows
 older than that age; ``hot_bytes`` moves the oldest rows until the hot tier holds at most that many
 bytes; ``unread_for`` moves rows older than that age unless reads touched them within it (then the
-oldest row read stays hot: see pipelines/tier_access.py); any may be combined (the one moving the most
+oldest row read stays hot: see pipelines/tiering/access.py); any may be combined (the one moving the most
 wins). ``grace`` (default 7 days) is how long the files a move or
 recall removed stay for readers of older versions before vacuum deletes them (freeing the hot disk).
 """

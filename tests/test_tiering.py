@@ -47,6 +47,9 @@ from lakebed.pipelines import tiering
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.read import read_table, scan_table, sql
+from lakebed.pipelines.tiering import access as tier_access
+from lakebed.pipelines.tiering.move import Mover
+from lakebed.pipelines.tiering.plan import quota_target
 from lakebed.schemas.contract import TableContract
 
 if TYPE_CHECKING:
@@ -485,7 +488,7 @@ def test_table_partitioned_by_its_tiering_column(lakebed_home: Path) -> None:
     hot = hot_table()
     one_day = max(int(a["size_bytes"]) for a in pa.table(hot.get_add_actions(flatten=True)).to_pylist())
     # A quota of about seven partitions' bytes moves the oldest days (partition values stand for statistics).
-    quota = tiering._quota_target(hot, "day", 7 * one_day, pa.date32())
+    quota = quota_target(hot, "day", 7 * one_day, pa.date32())
     assert quota is not None and dt.date(2025, 1, 3) < tiering.from_units(quota, pa.date32()) <= dt.date(
         2025, 1, 5
     )
@@ -592,6 +595,40 @@ def test_unread_for_moves_what_no_read_touched(lakebed_home: Path) -> None:
     assert tiering.plan_move(TABLE).rows == 0
     read_table(TABLE, since=at(950))
     assert json.loads(access.read_text())["days"] == {dt.datetime.now(dt.UTC).date().isoformat(): "all"}
+
+
+def test_an_access_record_waits_briefly_for_its_lock(lakebed_home: Path) -> None:
+    """A read whose access record is locked by another process waits about 50 ms, then leaves no record
+    (it never fails nor stalls the read); once the lock is free, reads record again."""
+    import subprocess
+    import sys
+
+    config = get_config()
+    folder = lakebed_home / "tiering" / "access"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, filelock; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); print(flush=True); "
+            "sys.stdin.read()",
+            str(folder / f"{TABLE}.lock"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()  # the other process holds the lock
+        started = time.monotonic()
+        tier_access.record(TABLE, 5, config)
+        assert time.monotonic() - started < 1.0
+        assert not (folder / f"{TABLE}.json").exists()
+    finally:
+        holder.communicate(b"")
+    tier_access.record(TABLE, 5, config)
+    assert json.loads((folder / f"{TABLE}.json").read_text())["days"] == {
+        dt.datetime.now(dt.UTC).date().isoformat(): 5
+    }
 
 
 # --- the hot table changes under a move -------------------------------------------------------------
@@ -1064,7 +1101,7 @@ def test_a_second_mover_before_the_intent(s3_cold: S3Target, tier_child: StartCh
     operation; a rerun converges."""
     truth = write_table()
     tiering.move(TABLE, before=at(400))
-    real_begin = tiering._Mover.begin
+    real_begin = Mover.begin
     other: list[bool] = []
 
     def another_mover_starts_then_begin(self: Any, target: int) -> int:
@@ -1075,7 +1112,7 @@ def test_a_second_mover_before_the_intent(s3_cold: S3Target, tier_child: StartCh
         return real_begin(self, target)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tiering._Mover, "begin", another_mover_starts_then_begin)
+        patch.setattr(Mover, "begin", another_mover_starts_then_begin)
         with contextlib.suppress(TierConflictError):
             tiering.move(TABLE, before=at(1000))
     assert other == [True]

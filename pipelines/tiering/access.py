@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from lakebed.config import LakebedConfig
 
@@ -63,22 +62,11 @@ def record(table: str, lowest: int | None, config: LakebedConfig, *, now: dt.dat
         log.debug("cannot record a read of %s in %s: %s", table, path, exc)
 
 
-@contextlib.contextmanager
-def _locked(path: Path, wait: float = 0.05) -> Iterator[None]:
-    with open(path, "a") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} is locked") from None
-                time.sleep(0.005)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _locked(path: Path, wait: float = 0.05) -> filelock.BaseFileLock:
+    """An exclusive lock on ``path`` shared with other processes, given up after ``wait`` seconds
+    (:class:`filelock.Timeout`, a :class:`TimeoutError`). The lock file is kept: removing it on release
+    would let a process waiting on the old file and one creating a new file both hold the lock."""
+    return filelock.FileLock(path, timeout=wait, poll_interval=0.005, preserve_lock_file=True)
 
 
 def lowest_read(table: str, since: dt.datetime, config: LakebedConfig) -> int | str | None:
