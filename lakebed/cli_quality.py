@@ -87,8 +87,11 @@ def quarantine(table: str, limit: int, fmt: OutputFormat) -> None:
     from lakebed.quality.polars_engine import REASON_COLUMN, RULES_COLUMN
 
     rows = quarantine_rows(table, config=get_config())
-    if not rows.num_rows and fmt == "table":
-        click.echo(f"{table}: no quarantined rows")
+    if not rows.num_rows:
+        if fmt == "table":
+            click.echo(f"{table}: no quarantined rows")
+        else:
+            emit([], QUARANTINE_OUTPUT, fmt)
         return
     position = [c for c in POSITION_COLUMNS if c in rows.column_names]
     data = [c for c in rows.column_names if c not in QUARANTINE_COLUMNS and c not in position]
