@@ -107,13 +107,30 @@ def emit(
 def emit_arrow(data: pa.Table | pa.RecordBatchReader, fmt: OutputFormat, *, title: str | None = None) -> int:
     """Print an Arrow table or record batch stream in ``fmt``, one record batch at a time (json and csv
     never hold more than one batch's rows as Python objects). Tables end with a ``N row(s)`` line."""
-    return emit(_arrow_rows(data), list(data.schema.names), fmt, title=title, count=True)
+    columns = unique_names(list(data.schema.names))
+    return emit(_arrow_rows(data, columns), columns, fmt, title=title, count=True)
 
 
-def _arrow_rows(data: pa.Table | pa.RecordBatchReader) -> Iterator[dict[str, object]]:
+def _arrow_rows(data: pa.Table | pa.RecordBatchReader, columns: list[str]) -> Iterator[dict[str, object]]:
     batches = data.to_batches() if hasattr(data, "to_batches") else data
     for batch in batches:
-        yield from batch.to_pylist()
+        for values in zip(*(column.to_pylist() for column in batch.columns), strict=True):
+            yield dict(zip(columns, values, strict=True))
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique as DuckDB does (``a, a`` → ``a, a_1``), so no value is lost to a repeated
+    key in a json object."""
+    originals, used = set(names), set[str]()
+    unique: list[str] = []
+    for name in names:
+        candidate, n = name, 0
+        while candidate in used or (candidate != name and candidate in originals):
+            n += 1
+            candidate = f"{name}_{n}"
+        used.add(candidate)
+        unique.append(candidate)
+    return unique
 
 
 # Values ----------------------------------------------------------------------------------------------
@@ -268,4 +285,5 @@ __all__ = [
     "stderr_console",
     "table_console",
     "text_value",
+    "unique_names",
 ]

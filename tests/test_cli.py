@@ -158,6 +158,7 @@ def test_sql_json_values(lake: Path) -> None:
     assert row["f"] == 1.5 and _instant(row["t"]) == dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     assert row["d"] == "2025-02-03" and row["i"] == "PT1H30M"
     assert as_json(lake, "sql", "SELECT 1 AS x WHERE false") == []
+    assert as_json(lake, "sql", "SELECT 1 AS a, 2 AS a") == [{"a": 1, "a_1": 2}]  # no value lost
 
 
 def test_quality_json(at_lake: Path) -> None:
@@ -229,6 +230,31 @@ def test_tier_status_json(lake: Path) -> None:
     assert _instant(status["watermark"]) == dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
     assert status["column"] == "event_time" and status["in_flight"] is False
     assert status["policy_hot_for"] == "P90D" and status["policy_hot_bytes"] == 256 << 20
+
+
+def test_values_in_json() -> None:
+    from decimal import Decimal
+
+    from lakebed.cli_output import cell_text, iso_duration, json_value, text_value
+
+    assert [
+        iso_duration(dt.timedelta(**k)) for k in ({}, {"days": 2}, {"seconds": 0.5}, {"minutes": -1})
+    ] == [
+        "PT0S",
+        "P2D",
+        "PT0.5S",
+        "-PT1M",
+    ]
+    assert json_value(dt.timedelta(days=1, hours=2, minutes=3, seconds=4)) == "P1DT2H3M4S"
+    assert json_value([float("nan"), float("inf"), Decimal("2"), Decimal("2.5")]) == [
+        "NaN",
+        "Infinity",
+        2,
+        2.5,
+    ]
+    assert json_value({"b": b"\xff", "t": dt.time(1, 2)}) == {"b": "/w==", "t": "01:02:00"}
+    assert text_value(None) == "" and text_value(True) == "true" and text_value({"k": [1]}) == '{"k": [1]}'
+    assert cell_text(None) == "∅" and cell_text(b"abc") == "<3 bytes>" and cell_text(["a", "b"]) == "a, b"
 
 
 # --- csv ------------------------------------------------------------------------------------------
