@@ -13,6 +13,7 @@ import click
 
 from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
+from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
 from lakebed.cli_quality import quality
 from lakebed.cli_stream import register as register_stream_commands
 from lakebed.cli_tier import tier
@@ -20,7 +21,6 @@ from lakebed.config import get_config
 from lakebed.errors import LakebedError
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from rich.console import Console
 
 
@@ -41,7 +41,7 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=OUTPUT_EPILOG)
 @click.version_option(package_name="lakebed")
 def main() -> None:
     """lakebed: Delta Lake tables, batch and unstructured ingest, streaming features, lineage."""
@@ -154,23 +154,30 @@ def ingest_files_command(sources: tuple[str, ...], table: str) -> None:
 
 
 @main.command()
-def tables() -> None:
-    """List lakebed tables."""
+@format_option
+def tables(fmt: OutputFormat) -> None:
+    """List lakebed tables: name, kind, Delta version, rows and location."""
     from deltalake import DeltaTable
-    from rich.table import Table
 
     from lakebed.pipelines.catalog import Catalog
     from lakebed.pipelines.delta import table_size
 
-    out = Table("table", "kind", "version", "rows", "location")
-    for entry in Catalog().list():
-        try:
-            delta = DeltaTable(entry.uri)
-            version, rows = str(delta.version()), f"{table_size(delta)[0]:,}"
-        except Exception:
-            version, rows = "-", "-"
-        out.add_row(entry.name, entry.kind, version, rows, entry.uri)
-    _console().print(out)
+    def rows() -> Iterator[dict[str, object]]:
+        for entry in Catalog().list():
+            try:
+                delta = DeltaTable(entry.uri)
+                version, count = delta.version(), table_size(delta)[0]
+            except Exception:
+                version, count = None, None  # registered but unreadable (e.g. not written yet)
+            yield {
+                "table": entry.name,
+                "kind": entry.kind,
+                "version": version,
+                "rows": count,
+                "location": entry.uri,
+            }
+
+    emit(rows(), ["table", "kind", "version", "rows", "location"], fmt)
 
 
 @main.command()
@@ -179,65 +186,57 @@ def tables() -> None:
 @click.option("--as-of", help="Read the table as of an ISO-8601 time.")
 @click.option("--limit", "-n", type=int, default=20, show_default=True)
 @click.option("--where", help='SQL filter, e.g. "amount > 10".')
-def show(table: str, version: int | None, as_of: str | None, limit: int, where: str | None) -> None:
+@format_option
+def show(
+    table: str, version: int | None, as_of: str | None, limit: int, where: str | None, fmt: OutputFormat
+) -> None:
     """Show rows of TABLE (optionally at a version or time)."""
     import duckdb
 
-    from lakebed.pipelines.read import dataset, fetch_arrow
+    from lakebed.pipelines.read import dataset
 
     data = dataset(table, version=version, as_of=as_of)
     connection = duckdb.connect()
     connection.register("t", data)
     query = f"SELECT * FROM t {'WHERE ' + where if where else ''} LIMIT {int(limit)}"
     label = f"version {version}" if version is not None else (f"as of {as_of}" if as_of else "latest")
-    _print_arrow(fetch_arrow(connection.sql(query)), title=f"{table} ({label})")
+    try:
+        relation = connection.sql(query)
+    except duckdb.Error as exc:
+        raise LakebedError(str(exc)) from None
+    # DuckDB 2 names it to_arrow_reader; DuckDB 1 calls it fetch_record_batch.
+    reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+    emit_arrow(reader(), fmt, title=f"{table} ({label})")
 
 
 @main.command()
 @click.argument("table")
 @click.option("--limit", "-n", type=int, default=None, help="Newest N commits only.")
-def history(table: str, limit: int | None) -> None:
-    """Commit history of TABLE: version, time, operation, run, job, code version."""
-    from rich.table import Table
-
+@format_option
+def history(table: str, limit: int | None, fmt: OutputFormat) -> None:
+    """Commit history of TABLE, newest first: version, time, operation, rows, run, job, code version."""
     from lakebed.pipelines.catalog import Catalog
     from lakebed.pipelines.delta import table_history
 
-    out = Table("version", "timestamp", "operation", "rows", "run_id", "job", "code_version")
-    for row in table_history(Catalog().get(table).uri, limit):
-        out.add_row(
-            str(row["version"]),
-            row["timestamp"].isoformat(timespec="seconds"),
-            str(row["operation"]),
-            str(row["rows_added"] or ""),
-            str(row["run_id"] or ""),
-            str(row["job"] or ""),
-            str(row["code_version"] or ""),
-        )
-    _console().print(out)
+    columns = ["version", "timestamp", "operation", "rows", "run_id", "job", "code_version"]
+    rows = ({**row, "rows": row["rows_added"]} for row in table_history(Catalog().get(table).uri, limit))
+    emit(rows, columns, fmt, title=f"history of {table}")
 
 
 @main.command()
 @click.argument("query")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
-def sql(query: str, fmt: str) -> None:
+@format_option
+def sql(query: str, fmt: OutputFormat) -> None:
     """Run DuckDB SQL over all lakebed tables by name."""
+    import duckdb
+
     from lakebed.pipelines.read import sql as run_sql
 
-    result = run_sql(query)
-    if fmt == "table":
-        _print_arrow(result)
-    elif fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(result, sys.stdout.buffer)
-    else:
-        import json
-
-        for row in result.to_pylist():
-            click.echo(json.dumps(row, default=_json_value))
+    try:
+        result = run_sql(query)
+    except duckdb.Error as exc:
+        raise LakebedError(str(exc)) from None
+    emit_arrow(result, fmt)
 
 
 @main.command("config")
@@ -270,41 +269,19 @@ def ui(port: int, host: str) -> None:
     os.execv(command[0], command)
 
 
-def _json_value(value: Any) -> Any:
-    from decimal import Decimal
-
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
-def _print_arrow(data: pa.Table, *, title: str | None = None) -> None:
-    from rich.table import Table
-
-    out = Table(*data.column_names, title=title)
-    for row in data.to_pylist():
-        out.add_row(*(_cell(v) for v in row.values()))
-    _console().print(out)
-    click.echo(f"{data.num_rows:,} row(s)")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "∅"
-    if isinstance(value, bytes):
-        return f"<{len(value):,} bytes>"
-    text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 @contextmanager
 def _progress() -> Iterator[Any]:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = stderr_console()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), transient=False
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+        console=console,
+        disable=not console.is_terminal,
     ) as progress:
         yield progress
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from lakebed.cli_output import OutputFormat, emit, emit_arrow, format_option
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -93,16 +95,24 @@ def materialize(view: str, file: Path | None) -> None:
 
 
 @features.command("list")
-def list_views() -> None:
-    """List registered feature views."""
+@format_option
+def list_views(fmt: OutputFormat) -> None:
+    """List registered feature views: entities, ttl (lakebed's duration syntax, e.g. 2d), offline table
+    and features."""
     from lakebed.feature_store import FeatureStore
     from lakebed.schemas.features import format_duration
 
-    for view in FeatureStore().list_feature_views():
-        click.echo(
-            f"{view.key}  entities={','.join(view.entities)}  ttl={format_duration(view.ttl)}  "
-            f"table={view.offline_table}  features={','.join(view.feature_names)}"
-        )
+    rows = (
+        {
+            "view": view.key,
+            "entities": list(view.entities),
+            "ttl": format_duration(view.ttl),
+            "offline_table": view.offline_table,
+            "features": list(view.feature_names),
+        }
+        for view in FeatureStore().list_feature_views()
+    )
+    emit(rows, ["view", "entities", "ttl", "offline_table", "features"], fmt, title="feature views")
 
 
 def _entity_rows_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -125,26 +135,31 @@ def _entity_rows_options(command: Callable[..., None]) -> Callable[..., None]:
 @features.command("get-historical")
 @_entity_rows_options
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+@format_option
 def get_historical(
-    entities_path: Path, refs: tuple[str, ...], timestamp_column: str | None, out_path: Path | None
+    entities_path: Path,
+    refs: tuple[str, ...],
+    timestamp_column: str | None,
+    out_path: Path | None,
+    fmt: OutputFormat,
 ) -> None:
-    """Point-in-time feature values for every row of an entity file."""
+    """Point-in-time feature values for every row of an entity file (printed in --format, or written to
+    --out as .parquet, .csv or .jsonl; a printed table shows the first 50 rows)."""
     from lakebed.pipelines.features.retrieval import ENTITY_TIMESTAMP, get_historical_features
 
     ts_column = timestamp_column or ENTITY_TIMESTAMP
     rows = _read_rows(entities_path, timestamp_column=ts_column)
     result = get_historical_features(rows, _split(refs), timestamp_column=ts_column)
-    _emit(result, out_path)
+    _emit(result, out_path, fmt)
 
 
 @features.command("get-online")
 @click.option("--features", "refs", required=True, multiple=True, help="view:vN:feature (repeatable).")
 @click.option("--entity", "pairs", required=True, multiple=True, help="KEY=VALUE (repeatable).")
 @click.option("--now", help="Judge the ttl at this ISO-8601 time instead of the current time.")
-def get_online(refs: tuple[str, ...], pairs: tuple[str, ...], now: str | None) -> None:
+@format_option
+def get_online(refs: tuple[str, ...], pairs: tuple[str, ...], now: str | None, fmt: OutputFormat) -> None:
     """Latest feature values of one entity from the online store (null when older than the ttl)."""
-    import json
-
     import pyarrow as pa
 
     from lakebed.feature_store import FeatureStore
@@ -159,8 +174,7 @@ def get_online(refs: tuple[str, ...], pairs: tuple[str, ...], now: str | None) -
         result = FeatureStore().get_online_features(_split(refs), _entity_row(pairs), now=moment)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise click.BadParameter(str(exc), param_hint="--entity") from exc
-    for record in result.to_pylist():
-        click.echo(json.dumps(record, default=_json_value))
+    emit_arrow(result, fmt)
 
 
 @features.group("training-set")
@@ -200,11 +214,13 @@ def training_set_create(
 @training_set_group.command("rebuild")
 @click.argument("manifest")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
-def training_set_rebuild(manifest: str, out_path: Path | None) -> None:
-    """Rebuild the rows of a training set (NAME, its folder or its manifest.json) exactly."""
+@format_option
+def training_set_rebuild(manifest: str, out_path: Path | None, fmt: OutputFormat) -> None:
+    """Rebuild the rows of a training set (NAME, its folder or its manifest.json) exactly (printed in
+    --format, or written to --out; a printed table shows the first 50 rows)."""
     from lakebed.pipelines.features.training import training_set
 
-    _emit(training_set(manifest), out_path)
+    _emit(training_set(manifest), out_path, fmt)
 
 
 # Helpers ---------------------------------------------------------------------------------------------
@@ -242,9 +258,12 @@ def _read_rows(path: Path, *, timestamp_column: str | None = None) -> pa.Table:
     return table
 
 
-def _emit(table: pa.Table, out_path: Path | None) -> None:
+def _emit(table: pa.Table, out_path: Path | None, fmt: OutputFormat = "table") -> None:
     if out_path is None:
-        _print(table)
+        if fmt == "table":
+            _print(table)
+        else:
+            emit_arrow(table, fmt)
         return
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -258,24 +277,21 @@ def _emit(table: pa.Table, out_path: Path | None) -> None:
     elif suffix in (".jsonl", ".ndjson", ".json"):
         import json
 
+        from lakebed.cli_output import json_value
+
         with out_path.open("w") as sink:
-            for record in table.to_pylist():
-                sink.write(json.dumps(record, default=_json_value) + "\n")
+            for batch in table.to_batches():
+                for record in batch.to_pylist():
+                    sink.write(json.dumps(json_value(record)) + "\n")
     else:
         raise click.BadParameter(f"{out_path}: unsupported output type (use .parquet, .csv or .jsonl)")
     click.echo(f"{table.num_rows:,} row(s) → {out_path}", err=True)
 
 
 def _print(table: pa.Table, limit: int = 50) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Table(*table.column_names)
-    for record in table.slice(0, limit).to_pylist():
-        out.add_row(*("∅" if v is None else str(v) for v in record.values()))
-    Console().print(out)
-    more = f" (first {limit} shown)" if table.num_rows > limit else ""
-    click.echo(f"{table.num_rows:,} row(s){more}")
+    emit_arrow(table.slice(0, limit), "table")
+    if table.num_rows > limit:
+        click.echo(f"{table.num_rows:,} row(s) in all, the first {limit} shown")
 
 
 def _entity_row(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -287,12 +303,6 @@ def _entity_row(pairs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--entity")
         row[key.strip()] = value
     return row
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 __all__ = ["features"]

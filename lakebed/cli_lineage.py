@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import click
 
+from lakebed.cli_output import OutputFormat, emit, format_option
 from lakebed.config import get_config
 
 if TYPE_CHECKING:
@@ -49,14 +50,17 @@ def _split(target: str) -> tuple[str, int | None]:
 
 @lineage.command("producer")
 @click.argument("target", metavar="TABLE[@VERSION]")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
-def producer(target: str, as_json: bool) -> None:
+@format_option
+def producer(target: str, fmt: OutputFormat) -> None:
     """The run that wrote TABLE at VERSION (default: the latest): job, code version, inputs at their
-    versions, quality results, times and the Dagster run."""
+    versions, quality results, times and the Dagster run.
+
+    json and csv give one row: the run, with inputs, outputs and quality nested."""
     table, version = _split(target)
     run = _store().producer(table, version)
-    if as_json:
-        click.echo(json.dumps(run.as_dict(), indent=2, default=str))
+    if fmt != "table":
+        record = run.as_dict()
+        emit([record], list(record), fmt)
         return
     versions = [
         int(v) for o in run.outputs if o.table == table and (v := o.version) is not None and v.isdigit()
@@ -130,37 +134,33 @@ def graph(as_of: str | None, include_system: bool, fmt: GraphFormat, output: Pat
     _emit_graph(_store().graph(as_of=moment, include_system=include_system), fmt, output)
 
 
+HISTORY_COLUMNS = ["version", "run_id", "job", "written_at", "code_version", "rows", "size", "parent_run_id"]
+RUN_COLUMNS = ["run_id", "job", "state", "started_at", "ended_at", "code_version", "parent_run_id", "error"]
+
+
 @lineage.command("history")
 @click.argument("table")
-def history(table: str) -> None:
-    """Every version of TABLE written with lineage: run, job, time, code version, rows."""
-    import pyarrow as pa
-
-    from lakebed.cli import _print_arrow
-
-    rows = _store().history(table)
-    _print_arrow(
-        pa.Table.from_pylist(rows) if rows else pa.table({"version": []}), title=f"lineage of {table}"
-    )
+@format_option
+def history(table: str, fmt: OutputFormat) -> None:
+    """Every version of TABLE written with lineage, newest first: run, job, time, code version, rows."""
+    emit(_store().history(table), HISTORY_COLUMNS, fmt, title=f"lineage of {table}", count=True)
 
 
 @lineage.command("runs")
 @click.option("--failed", is_flag=True, help="Only failed runs.")
 @click.option("--job", help="Only runs of this job.")
 @click.option("--limit", type=int, default=30, show_default=True)
-def runs(failed: bool, job: str | None, limit: int) -> None:
+@format_option
+def runs(failed: bool, job: str | None, limit: int, fmt: OutputFormat) -> None:
     """Runs, newest first."""
-    import pyarrow as pa
-
-    from lakebed.cli import _print_arrow
-
     rows = _store().runs(failed=failed, job=job, limit=limit)
-    _print_arrow(pa.Table.from_pylist(rows) if rows else pa.table({"run_id": []}), title="runs")
+    emit(rows, RUN_COLUMNS, fmt, title="runs", count=True)
 
 
 @lineage.command("flush")
 def flush() -> None:
-    """Re-send events kept while the OpenLineage backend was unreachable, and load the lineage store."""
+    """Re-send events kept while the OpenLineage backend was unreachable, and load the lineage store;
+    exit status 1 while events are still waiting for the backend."""
     from lakebed.lineage.emit import get_emitter
 
     config = get_config()

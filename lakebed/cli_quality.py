@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
 
 import click
 
+from lakebed.cli_output import OutputFormat, emit, emit_arrow, format_option
 from lakebed.config import get_config
 
 if TYPE_CHECKING:
@@ -32,16 +34,21 @@ def quality() -> None:
     show_default=True,
     help="polars: the write path's engine; gx: the contract's Great Expectations suite.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def check(table: str, version: int | None, engine: Literal["polars", "gx"], as_json: bool) -> None:
-    """Check TABLE against its contract and record the results; exit status 1 when an error rule fails."""
+@format_option
+def check(table: str, version: int | None, engine: Literal["polars", "gx"], fmt: OutputFormat) -> None:
+    """Check TABLE against its contract and record the results, one row per rule (result: pass, warn or
+    FAIL); exit status 1 when an error rule fails."""
     from lakebed.pipelines.quality import check_table
 
     run = check_table(table, version=version, engine=engine, config=get_config())
-    if as_json:
-        click.echo(json.dumps(_as_dict(run), indent=2, default=str))
-    else:
-        _print_run(run, engine)
+    emit(
+        _result_rows(run),
+        CHECK_COLUMNS,
+        fmt,
+        title=f"{run.table} version {run.version} ({engine})",
+        table_columns=["rule", "severity", "result", "failed_rows", "observed"],
+        styles={"result": {"pass": "green", "FAIL": "red", "warn": "yellow"}},
+    )
     if not run.passed:
         failed = ", ".join(r.rule.name for r in run.results if r.blocking)
         click.secho(f"error: {table} version {run.version} fails error rule(s): {failed}", fg="red", err=True)
@@ -65,44 +72,59 @@ def replay_command(table: str) -> None:
     )
 
 
+QUARANTINE_OUTPUT = ["rules", "reason", "source", "row", "quarantined_at", "run_id"]
+POSITION_COLUMNS = ("_source_file", "_source_line", "_topic", "_partition", "_offset")
+
+
 @quality.command("quarantine")
 @click.argument("table")
 @click.option("--limit", type=int, default=20, show_default=True)
-def quarantine(table: str, limit: int) -> None:
-    """Show TABLE's quarantined rows: the rules they broke and where they came from."""
-    import pyarrow as pa
-
-    from lakebed.cli import _print_arrow
+@format_option
+def quarantine(table: str, limit: int, fmt: OutputFormat) -> None:
+    """Show TABLE's quarantined rows: the rules they broke, why, where they came from (file and line, or
+    topic, partition and offset) and the row itself."""
     from lakebed.pipelines.quality import QUARANTINE_COLUMNS, quarantine_rows
+    from lakebed.quality.polars_engine import REASON_COLUMN, RULES_COLUMN
 
     rows = quarantine_rows(table, config=get_config())
     if not rows.num_rows:
-        click.echo(f"{table}: no quarantined rows")
+        if fmt == "table":
+            click.echo(f"{table}: no quarantined rows")
+        else:
+            emit([], QUARANTINE_OUTPUT, fmt)
         return
-    position = [
-        c
-        for c in ("_source_file", "_source_line", "_topic", "_partition", "_offset")
-        if c in rows.column_names
-    ]
+    position = [c for c in POSITION_COLUMNS if c in rows.column_names]
     data = [c for c in rows.column_names if c not in QUARANTINE_COLUMNS and c not in position]
-    shown = rows.slice(0, limit)
-    summary = pa.table(
-        {
-            "rules broken": [", ".join(r) for r in shown.column("_rules").to_pylist()],
-            "from": [" ".join(str(v) for v in row.values()) for row in shown.select(position).to_pylist()],
-            "row": [json.dumps(row, default=str)[:120] for row in shown.select(data).to_pylist()],
-        }
+
+    def summaries() -> Iterator[dict[str, object]]:
+        for batch in rows.slice(0, max(limit, 0)).to_batches():
+            for record in batch.to_pylist():
+                yield {
+                    "rules": record.get(RULES_COLUMN),
+                    "reason": record.get(REASON_COLUMN),
+                    "source": {c: record[c] for c in position},
+                    "row": {c: record[c] for c in data},
+                    "quarantined_at": record.get("_quarantined_at"),
+                    "run_id": record.get("_run_id"),
+                }
+
+    emit(
+        summaries(),
+        QUARANTINE_OUTPUT,
+        fmt,
+        title=f"{table}__quarantine ({rows.num_rows:,} rows)",
+        table_columns=["rules", "source", "row"],
+        count=True,
     )
-    _print_arrow(summary, title=f"{table}__quarantine ({rows.num_rows:,} rows)")
 
 
 @quality.command("results")
 @click.argument("table", required=False)
 @click.option("--limit", type=int, default=30, show_default=True)
 @click.option("--failed", is_flag=True, help="Only rules that did not pass.")
-def results(table: str | None, limit: int, failed: bool) -> None:
+@format_option
+def results(table: str | None, limit: int, failed: bool, fmt: OutputFormat) -> None:
     """Recorded check results, newest first (every write and every `quality check`)."""
-    from lakebed.cli import _print_arrow
     from lakebed.pipelines.quality import RESULTS_TABLE
     from lakebed.pipelines.read import sql
 
@@ -116,17 +138,15 @@ def results(table: str | None, limit: int, failed: bool) -> None:
         f" FROM {RESULTS_TABLE}{' WHERE ' + ' AND '.join(where) if where else ''}"
         f" ORDER BY checked_at DESC, rule LIMIT {int(limit)}"
     )
-    _print_arrow(sql(query, config=get_config()), title="quality_results")
+    emit_arrow(sql(query, config=get_config()), fmt, title="quality_results")
 
 
 @quality.command("rules")
 @click.argument("table")
 @click.option("--gx", "as_gx", is_flag=True, help="Print the Great Expectations suite instead.")
-def rules(table: str, as_gx: bool) -> None:
-    """The rules TABLE's contract compiles to (or its Great Expectations suite as JSON)."""
-    from rich.table import Table
-
-    from lakebed.cli import _console
+@format_option
+def rules(table: str, as_gx: bool, fmt: OutputFormat) -> None:
+    """The rules TABLE's contract compiles to (or, with --gx, its Great Expectations suite as JSON)."""
     from lakebed.pipelines.catalog import Catalog
     from lakebed.pipelines.quality import table_contract
     from lakebed.quality.rules import compile_rules
@@ -137,52 +157,47 @@ def rules(table: str, as_gx: bool) -> None:
 
         click.echo(json.dumps(build_suite(contract).to_json_dict(), indent=2, default=str))
         return
-    out = Table("rule", "level", "severity", "checks", title=f"rules of {table}")
-    for rule in compile_rules(contract).rules:
-        out.add_row(rule.name, rule.level, rule.severity, rule.description)
-    _console().print(out)
-
-
-def _print_run(run: CheckRun, engine: str) -> None:
-    from rich.table import Table
-
-    from lakebed.cli import _console
-
-    out = Table(
-        "rule",
-        "severity",
-        "result",
-        "failed rows",
-        "observed",
-        title=f"{run.table} version {run.version} ({engine})",
+    rows = (
+        {"rule": r.name, "level": r.level, "severity": r.severity, "checks": r.description}
+        for r in compile_rules(contract).rules
     )
+    emit(rows, ["rule", "level", "severity", "checks"], fmt, title=f"rules of {table}")
+
+
+CHECK_COLUMNS = [
+    "table",
+    "version",
+    "check_id",
+    "rule",
+    "kind",
+    "severity",
+    "result",
+    "passed",
+    "failed_rows",
+    "checked_rows",
+    "observed",
+    "engine",
+    "samples",
+]
+
+
+def _result_rows(run: CheckRun) -> Iterator[dict[str, object]]:
     for r in run.results:
-        verdict = "[green]pass[/]" if r.passed else ("[red]FAIL[/]" if r.blocking else "[yellow]warn[/]")
-        out.add_row(r.rule.name, r.rule.severity, verdict, f"{r.failed_rows:,}", r.observed)
-    _console().print(out)
-
-
-def _as_dict(run: CheckRun) -> dict[str, Any]:
-    return {
-        "table": run.table,
-        "version": run.version,
-        "passed": run.passed,
-        "check_id": run.check_id,
-        "results": [
-            {
-                "rule": r.rule.name,
-                "kind": r.rule.kind,
-                "severity": r.rule.severity,
-                "passed": r.passed,
-                "failed_rows": r.failed_rows,
-                "checked_rows": r.checked_rows,
-                "observed": r.observed,
-                "engine": r.engine,
-                "samples": list(r.samples),
-            }
-            for r in run.results
-        ],
-    }
+        yield {
+            "table": run.table,
+            "version": run.version,
+            "check_id": run.check_id,
+            "rule": r.rule.name,
+            "kind": r.rule.kind,
+            "severity": r.rule.severity,
+            "result": "pass" if r.passed else ("FAIL" if r.blocking else "warn"),
+            "passed": r.passed,
+            "failed_rows": r.failed_rows,
+            "checked_rows": r.checked_rows,
+            "observed": r.observed,
+            "engine": r.engine,
+            "samples": list(r.samples),
+        }
 
 
 __all__ = ["quality"]

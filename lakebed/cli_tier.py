@@ -11,7 +11,22 @@ from typing import Any
 
 import click
 
+from lakebed.cli_output import OutputFormat, emit, format_option, stderr_console
 from lakebed.config import get_config
+
+STATUS_COLUMNS = [
+    "table",
+    "column",
+    "watermark",
+    "hot_rows",
+    "hot_bytes",
+    "cold_rows",
+    "cold_bytes",
+    "cold_uri",
+    "policy_hot_for",
+    "policy_hot_bytes",
+    "in_flight",
+]
 
 
 @click.group("tier")
@@ -21,12 +36,32 @@ def tier() -> None:
 
 @tier.command("status")
 @click.argument("table")
-def status_command(table: str) -> None:
-    """Rows and bytes on each tier, the watermark, and whether an operation is unfinished."""
+@format_option
+def status_command(table: str, fmt: OutputFormat) -> None:
+    """Rows and bytes on each tier, the watermark, and whether an operation is unfinished.
+
+    json and csv give one row per table; policy_hot_for is an ISO 8601 duration, in_flight is true while
+    an interrupted move or recall is pending. The table format is a short report."""
     from lakebed.pipelines.tiering import status
 
     state = status(table, config=get_config())
     policy = state.policy
+    if fmt != "table":
+        row = {
+            "table": table,
+            "column": state.column,
+            "watermark": state.watermark,
+            "hot_rows": state.hot_rows,
+            "hot_bytes": state.hot_bytes,
+            "cold_rows": state.cold_rows,
+            "cold_bytes": state.cold_bytes,
+            "cold_uri": state.cold_uri,
+            "policy_hot_for": policy.hot_for if policy else None,
+            "policy_hot_bytes": policy.hot_bytes if policy else None,
+            "in_flight": state.in_flight,
+        }
+        emit([row], STATUS_COLUMNS, fmt)
+        return
     click.echo(
         f"{table}: tiered on {state.column or '-'}, watermark {state.watermark or '- (nothing moved yet)'}"
     )
@@ -107,8 +142,14 @@ def vacuum_command(table: str, grace: str | None) -> None:
 def _progress() -> Iterator[Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = stderr_console()
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
     ) as bar:
         tasks: dict[str, Any] = {}
 

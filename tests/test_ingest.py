@@ -224,7 +224,7 @@ def test_cli_ingest_show_history_sql(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "2 rows" in result.output
     result = runner.invoke(main, ["sql", "SELECT sum(id) AS s FROM t", "--format", "json"])
-    assert json.loads(result.output.strip()) == {"s": 3}
+    assert json.loads(result.output) == [{"s": 3}]
     result = runner.invoke(main, ["show", "t", "--version", "0"])
     assert result.exit_code == 0 and "2 row(s)" in result.output
     result = runner.invoke(main, ["history", "t"])

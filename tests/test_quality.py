@@ -429,12 +429,11 @@ def test_cli_check_replay_quarantine_results() -> None:
     Catalog().register("orders", kind="table", contract=TableContract(name="orders"))
     commit("orders", orders([{"order_id": 1, "quantity": 0}]))
     Catalog().register("orders", uri=Catalog().get("orders").uri, kind="table", contract=orders_contract())
-    failed = runner.invoke(main, ["quality", "check", "orders", "--json"])
+    failed = runner.invoke(main, ["quality", "check", "orders", "--format", "json"])
     assert failed.exit_code == 1
-    report = json.loads(failed.output[: failed.output.rindex("}") + 1])
-    assert not report["passed"] and {"quantity_between", "unique_keys"} <= {
-        r["rule"] for r in report["results"] if not r["passed"]
-    }
+    report = json.loads(failed.stdout)
+    assert {"quantity_between", "unique_keys"} <= {r["rule"] for r in report if r["result"] == "FAIL"}
+    assert "fails error rule(s)" in failed.stderr
     replayed = runner.invoke(main, ["quality", "replay", "orders"])
     assert replayed.exit_code == 0 and "nothing replayed" in replayed.output
 

@@ -570,11 +570,13 @@ def test_cli_features_commands(clicks: dict[str, Any], config: LakebedConfig, tm
             "user_id=1",
             "--now",
             "2025-01-01T02:30:00+00:00",
+            "--format",
+            "json",
         ],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["clicks__n"] == 12
+    assert [r["clicks__n"] for r in json.loads(result.stdout)] == [12]
 
 
 def test_online_feature_dict_and_single_entity_reads_match_the_table_path(
