@@ -1,25 +1,23 @@
 """The one typed configuration object.
 
-Resolution order (first wins): keyword arguments, ``LAKEBED_*`` environment variables, ``lakebed.toml``
-(``$LAKEBED_CONFIG`` or the current directory), defaults. Defaults run everything embedded under
-``./.lakebed/``. Object-store credentials come from the usual ``AWS_*`` variables. Secrets are
-:class:`pydantic.SecretStr` and are redacted whenever the config is shown or recorded.
+Resolution order (first wins): keyword arguments, ``LAKEBED_*`` environment variables, the project's
+``lakebed.toml``, defaults. The project is found as git finds its root: ``$LAKEBED_PROJECT`` (the CLI's
+``--project``), else the nearest ``lakebed.toml`` at or above the current directory (``$LAKEBED_CONFIG``
+names a file directly). In a project, state lives in ``<project>/.lakebed/``; outside any project,
+everything runs embedded under ``./.lakebed/``. Object-store credentials come from the usual ``AWS_*``
+variables. Secrets are :class:`pydantic.SecretStr` and are redacted whenever the config is shown or recorded.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REDACTED = "**********"
 
@@ -67,12 +65,95 @@ class S3Settings(BaseSettings):
         return kwargs
 
 
+PROJECT_FILE = "lakebed.toml"
+
+# lakebed.toml's sections that hold settings: section → {key: LakebedConfig field}. [project] and [paths]
+# describe the project itself (schemas/project.py).
+SETTINGS_SECTIONS: dict[str, dict[str, str]] = {
+    "storage": {
+        "home": "home",
+        "hot_root": "hot_root",
+        "cold_root": "cold_root",
+        "landing_dir": "landing_dir",
+    },
+    "kafka": {"bootstrap": "kafka_bootstrap"},
+    "lineage": {"namespace": "lineage_namespace", "enabled": "lineage_enabled", "timeout": "lineage_timeout"},
+    "ingest": {
+        "batch_rows": "batch_rows",
+        "max_file_bytes": "max_file_bytes",
+        "inline_content_bytes": "inline_content_bytes",
+    },
+}
+PROJECT_SECTIONS = ("project", "paths")
+_PATH_FIELDS = ("home", "hot_root", "landing_dir")
+
+
+def find_project(start: Path | None = None) -> Path | None:
+    """The project folder: ``$LAKEBED_PROJECT`` if set, else the nearest folder at or above ``start``
+    (default: the current directory) that holds a lakebed.toml; None outside any project."""
+    from lakebed.errors import ConfigError
+
+    explicit = os.environ.get("LAKEBED_PROJECT")
+    if explicit:
+        root = Path(explicit).expanduser().resolve()
+        if not (root / PROJECT_FILE).is_file():
+            raise ConfigError(
+                f"{root}: not a lakebed project (no {PROJECT_FILE}); run `lakebed init {explicit}`"
+            )
+        return root
+    here = (start or Path.cwd()).resolve()
+    return next((folder for folder in (here, *here.parents) if (folder / PROJECT_FILE).is_file()), None)
+
+
 def _config_file() -> Path | None:
     explicit = os.environ.get("LAKEBED_CONFIG")
     if explicit:
         return Path(explicit)
-    local = Path.cwd() / "lakebed.toml"
-    return local if local.exists() else None
+    root = find_project()
+    return root / PROJECT_FILE if root is not None else None
+
+
+def read_project_file(path: Path) -> dict[str, Any]:
+    """lakebed.toml as parsed TOML; a file that is not TOML raises ConfigError naming it."""
+    from lakebed.errors import ConfigError
+
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+
+
+class _ProjectFileSettings(PydanticBaseSettingsSource):
+    """The settings sections of a project's lakebed.toml as config fields; relative paths are taken from
+    the project folder, and the home defaults to ``<project>/.lakebed``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is returned at once by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        from lakebed.errors import ConfigError
+
+        root = self.path.resolve().parent
+        values: dict[str, Any] = {"home": root / ".lakebed"}
+        for section, table in read_project_file(self.path).items():
+            if section in PROJECT_SECTIONS:
+                continue
+            fields = SETTINGS_SECTIONS.get(section)
+            if fields is None or not isinstance(table, dict):
+                known = ", ".join(f"[{s}]" for s in (*PROJECT_SECTIONS, *SETTINGS_SECTIONS))
+                raise ConfigError(f"{self.path}: unknown setting {section!r} (sections: {known})")
+            for key, value in table.items():
+                if key not in fields:
+                    raise ConfigError(
+                        f"{self.path}: [{section}] has no setting {key!r} (known: {', '.join(fields)})"
+                    )
+                name = fields[key]
+                values[name] = root / Path(value).expanduser() if name in _PATH_FIELDS else value
+        return values
 
 
 class LakebedConfig(BaseSettings):
@@ -124,7 +205,7 @@ class LakebedConfig(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml_path = _config_file()
         if toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            sources.append(_ProjectFileSettings(settings_cls, toml_path))
         return tuple(sources)
 
     # Derived locations -------------------------------------------------------------------------
@@ -181,6 +262,8 @@ def get_config() -> LakebedConfig:
 
     try:
         return LakebedConfig()
+    except ConfigError:
+        raise
     except Exception as exc:  # pydantic's ValidationError names the field
         source = _config_file()
         where = f" ({source})" if source else ""
