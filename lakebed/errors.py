@@ -32,6 +32,10 @@ class SchemaDriftError(LakebedError):
         self.columns = columns
 
 
+class ProjectError(LakebedError):
+    """A project's files are invalid or do not fit together (names the file, the entry and the field)."""
+
+
 class ContractError(LakebedError):
     """A table contract is invalid (names the contract and field)."""
 

@@ -29,11 +29,15 @@ def validate(model: type[Model], data: object, *, source: str, what: str) -> Mod
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_problem(err) for err in exc.errors())
-        raise ContractError(f"{source}: invalid {what}: {problems}") from exc
+        raise ContractError(f"{source}: invalid {what}: {problems(exc)}") from exc
 
 
-def _problem(error: Any) -> str:
+def problems(exc: ValidationError, *, skip: int = 0) -> str:
+    """Every problem of ``exc`` as ``field.path: message``, leaving out the first ``skip`` path parts."""
+    return "; ".join(_problem(err, skip) for err in exc.errors())
+
+
+def _problem(error: Any, skip: int) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(str(part) for part in error["loc"])
+    where = ".".join(str(part) for part in error["loc"][skip:])
     return f"{where}: {message}" if where else message

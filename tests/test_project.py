@@ -1,0 +1,107 @@
+"""Loading a project: its files validated together, errors naming the file, the entry and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lakebed.errors import ProjectError
+from lakebed.schemas.project import FilesSource, StreamSource, load_project
+
+CONTRACT = """name: orders
+columns:
+  - {name: order_id, type: int64, nullable: false}
+  - {name: amount, type: float64}
+"""
+VIEW = """name: spend
+version: 1
+entities: [customer_id]
+source: {topic: clicks, table: clicks}
+event_time: ts
+hop: 5m
+ttl: 1d
+aggregations:
+  - {name: spend_1h, function: sum, column: amount, window: 1h}
+"""
+SOURCES = """sources:
+  - table: orders
+    kind: files
+    path: data/orders
+    format: csv
+    contract: orders.yaml
+    run: {schedule: "0 6 * * *"}
+  - table: clicks
+    kind: stream
+    topic: clicks
+"""
+
+
+def _project(root: Path, *, sources: str = SOURCES, toml: str = '[project]\nname = "shop"\n') -> Path:
+    for folder in ("sources", "contracts", "feature_views", "data/orders"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "lakebed.toml").write_text(toml)
+    (root / "contracts" / "orders.yaml").write_text(CONTRACT)
+    (root / "feature_views" / "spend.yaml").write_text(VIEW)
+    (root / "sources" / "shop.yaml").write_text(sources)
+    return root
+
+
+def test_a_project_loads_whole(tmp_path: Path) -> None:
+    project = load_project(_project(tmp_path / "shop"))
+    assert project.name == "shop" and project.root == (tmp_path / "shop").resolve()
+    orders, clicks = project.sources
+    assert isinstance(orders, FilesSource) and orders.run.schedule == "0 6 * * *"
+    assert isinstance(clicks, StreamSource) and clicks.topic == "clicks"
+    assert set(project.contracts) == {"orders"} and set(project.feature_views) == {"spend:v1"}
+    assert project.resolve(orders.path) == str((tmp_path / "shop" / "data" / "orders").resolve())
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        (
+            SOURCES.replace("format: csv", "format: csv\n    colour: red"),
+            "source orders: colour: Extra inputs",
+        ),
+        (SOURCES.replace("kind: files", "kind: ftp"), "source orders: "),
+        (SOURCES.replace("orders.yaml", "missing.yaml"), "source orders: contract: no file 'missing.yaml'"),
+        (
+            SOURCES.replace("0 6 * * *", "0 25 * * *"),
+            "source orders: run.schedule: cron expression '0 25 * * *'",
+        ),
+        (
+            SOURCES.replace("path: data/orders", "path: /no/such/folder"),
+            "source orders: path: '/no/such/folder'",
+        ),
+        (
+            SOURCES + "  - {table: orders, kind: files, path: data/orders}\n",
+            "another source writes table 'orders' with contract 'orders.yaml', this one with None",
+        ),
+        (SOURCES.replace("table: clicks", "table: taps"), "feature view spend:v1: source.table 'clicks'"),
+        ("sources: {orders: 1}\n", "expected a mapping with a list `sources: [...]`"),
+    ],
+)
+def test_bad_projects_name_the_file_and_the_entry(tmp_path: Path, sources: str, message: str) -> None:
+    root = _project(tmp_path / "shop", sources=sources)
+    with pytest.raises(ProjectError) as caught:
+        load_project(root)
+    text = str(caught.value)
+    assert message in text, text
+    assert str(root.resolve()) in text, text
+
+
+def test_settings_problems_name_lakebed_toml(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match=r"lakebed.toml: \[project\] is missing"):
+        load_project(_project(tmp_path / "a", toml="[kafka]\nbootstrap = 'x:1'\n"))
+    with pytest.raises(ProjectError, match=r"lakebed.toml: \[paths\]: models: Extra inputs"):
+        load_project(_project(tmp_path / "b", toml='[project]\nname = "b"\n[paths]\nmodels = "m"\n'))
+    with pytest.raises(ProjectError, match="not a lakebed project"):
+        load_project(tmp_path / "nothing")
+
+
+def test_a_bad_contract_or_view_names_its_file(tmp_path: Path) -> None:
+    root = _project(tmp_path / "shop")
+    (root / "feature_views" / "spend.yaml").write_text(VIEW.replace("hop: 5m", "hop: soon"))
+    with pytest.raises(ProjectError, match=r"spend.yaml: invalid feature view: hop"):
+        load_project(root)
