@@ -7,13 +7,13 @@ import dagster as dg
 
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
+from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.features.materialize import materialize, sync_online
-from lakebed.schemas import FEATURE_VIEWS_DIR
 from lakebed.schemas.features import FeatureView, load_feature_views
 
 GROUP = "features"
-FEATURE_VIEWS = load_feature_views(FEATURE_VIEWS_DIR)
+FEATURE_VIEWS = load_feature_views(SHOP / "feature_views")
 
 
 def _offline_asset(view: FeatureView) -> dg.AssetsDefinition:

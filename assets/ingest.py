@@ -8,10 +8,10 @@ import dagster as dg
 
 from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
+from lakebed.examples import SHOP
 from lakebed.pipelines.ingest import ingest_files, resolve_sources
 from lakebed.pipelines.unstructured import ingest_unstructured
 from lakebed.samples import MEDIA, STRUCTURED
-from lakebed.schemas import CONTRACTS_DIR
 from lakebed.schemas.contract import TableContract
 
 GROUP = "sample_data"
@@ -70,8 +70,8 @@ customers = _structured(
 orders = _structured(
     "orders",
     STRUCTURED / "orders",
-    "Order lines from monthly CSV exports (typed by schemas/contracts/orders.yaml).",
-    contract=TableContract.from_yaml(CONTRACTS_DIR / "orders.yaml"),
+    "Order lines from monthly CSV exports (typed by the contract contracts/orders.yaml).",
+    contract=TableContract.from_yaml(SHOP / "contracts" / "orders.yaml"),
     deps=["customers", "products"],
 )
 products = _structured("products", STRUCTURED / "products.jsonl", "Product catalogue (JSON lines).")
@@ -79,7 +79,7 @@ web_events = _structured(
     "web_events",
     STRUCTURED / "web_events.parquet",
     "Clickstream events (Parquet), partitioned by day; older days move to the cold tier.",
-    contract=TableContract.from_yaml(CONTRACTS_DIR / "web_events.yaml"),
+    contract=TableContract.from_yaml(SHOP / "contracts" / "web_events.yaml"),
     partition_by="event_time",
     deps=["customers"],
 )

@@ -12,11 +12,11 @@ from typing import Any
 import dagster as dg
 
 from lakebed.assets.resources import LakebedResource
+from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import open_delta, table_size
 from lakebed.pipelines.quality import check_table, quarantine_table
 from lakebed.quality.results import RuleResult
-from lakebed.schemas import CONTRACTS_DIR
 from lakebed.schemas.contract import TableContract, load_contracts
 
 CHECK_NAME = "contract"
@@ -29,7 +29,7 @@ def contract_check(table: str, contract: TableContract) -> dg.AssetChecksDefinit
         asset=table,
         name=CHECK_NAME,
         blocking=True,
-        description=f"Every quality rule of the {table} contract (schemas/contracts) on the latest version.",
+        description=f"Every quality rule of the {table} contract on the latest version.",
     )
     def _check(context: dg.AssetCheckExecutionContext, lakebed: LakebedResource) -> dg.AssetCheckResult:
         config = lakebed.config()
@@ -79,6 +79,6 @@ def contract_checks(asset_names: Iterable[str]) -> list[dg.AssetChecksDefinition
     names = set(asset_names)
     return [
         contract_check(name, contract)
-        for name, contract in load_contracts(CONTRACTS_DIR).items()
+        for name, contract in load_contracts(SHOP / "contracts").items()
         if name in names and contract.has_rules()
     ]

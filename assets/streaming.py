@@ -10,11 +10,11 @@ from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.broker import ensure_bootstrap
 from lakebed.errors import LakebedError
+from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.maintenance import maintain
 from lakebed.pipelines.stream.ingest import ingest_stream
 from lakebed.pipelines.stream.kafka import end_offsets
-from lakebed.schemas import CONTRACTS_DIR, FEATURE_VIEWS_DIR
 from lakebed.schemas.contract import load_contracts
 from lakebed.schemas.features import load_feature_views
 
@@ -24,7 +24,7 @@ CODE_VERSION = "1"
 # Every topic a feature view reads becomes a raw event table: topic → table.
 STREAMS: dict[str, str] = {
     view.source.topic: view.source.table
-    for view in load_feature_views(FEATURE_VIEWS_DIR).values()
+    for view in load_feature_views(SHOP / "feature_views").values()
     if view.source.topic is not None
 }
 
@@ -43,7 +43,7 @@ def _raw_events_asset(topic: str, table: str) -> dg.AssetsDefinition:
             topic,
             table,
             until_caught_up=True,
-            contract=load_contracts(CONTRACTS_DIR).get(table),
+            contract=load_contracts(SHOP / "contracts").get(table),
             run=lakebed.run_context(context, job=f"stream:{table}"),
             config=config,
             bootstrap=ensure_bootstrap(config),

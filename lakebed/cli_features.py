@@ -36,9 +36,10 @@ def _view_ref(value: str) -> tuple[str, int]:
 
 def _view(value: str, file: Path | None) -> Any:
     """The FeatureView ``VIEW:vN``: from ``--file`` if given, else the registry, else the views shipped
-    with lakebed (``schemas/feature_views``)."""
+    with lakebed (the shop example's ``feature_views``)."""
+    from lakebed.examples import SHOP
     from lakebed.pipelines.features import registry
-    from lakebed.schemas.features import FEATURE_VIEWS_DIR, FeatureView, load_feature_views
+    from lakebed.schemas.features import FeatureView, load_feature_views
 
     name, version = _view_ref(value)
     if file is not None:
@@ -49,7 +50,7 @@ def _view(value: str, file: Path | None) -> Any:
     try:
         return registry.get(name, version)
     except registry.FeatureViewNotFoundError:
-        shipped = load_feature_views(FEATURE_VIEWS_DIR).get(f"{name}:v{version}")
+        shipped = load_feature_views(SHOP / "feature_views").get(f"{name}:v{version}")
         if shipped is None:
             raise
         return shipped

@@ -1,7 +1,7 @@
 """Deterministic, real-looking sample data: the demo's shipped files and the benchmarks' large inputs.
 
 ``python -m lakebed.samples DEST`` recreates the shipped structured samples (the committed copies live in
-``lakebed/sample_data/structured``). The same generators, asked for more rows, make the benchmarks' inputs.
+``lakebed/examples/shop/data``). The same generators, asked for more rows, make the benchmarks' inputs.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-SAMPLE_ROOT = Path(__file__).parent / "sample_data"
-STRUCTURED = SAMPLE_ROOT / "structured"
+SAMPLE_ROOT = Path(__file__).parent / "examples" / "shop" / "data"  # the shop example's data
+STRUCTURED = SAMPLE_ROOT
 MEDIA = SAMPLE_ROOT / "media"
 STREAM = SAMPLE_ROOT / "stream"
 _EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

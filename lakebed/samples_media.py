@@ -1,7 +1,7 @@
 """Deterministic, real-looking unstructured samples: documents, PDFs, images, audio and a zip archive.
 
 ``python -m lakebed.samples_media DEST`` recreates the shipped media samples (the committed copies live in
-``lakebed/sample_data/media``). Everything is generated from code: the PDFs are written by hand (a text
+``lakebed/examples/shop/data/media``). Everything is generated from code: the PDFs are written by hand (a text
 content stream per page, no PDF library), the images with Pillow, the tone with the stdlib ``wave`` module.
 Running it twice gives byte-identical files. About 100 KB in all.
 """
@@ -17,7 +17,7 @@ import wave
 import zipfile
 from pathlib import Path
 
-MEDIA = Path(__file__).parent / "sample_data" / "media"
+MEDIA = Path(__file__).parent / "examples" / "shop" / "data" / "media"
 _ZIP_TIME = (2025, 3, 14, 9, 30, 0)
 
 PRODUCT_FAQ = """\

@@ -381,12 +381,8 @@ class FeatureRef(BaseModel):
         return f"{self.view}:v{self.version}:{self.feature}"
 
 
-FEATURE_VIEWS_DIR = Path(__file__).parent / "feature_views"
-"""The sample feature views shipped with lakebed."""
-
 __all__ = [
     "FEATURE_TS",
-    "FEATURE_VIEWS_DIR",
     "Aggregation",
     "AggregationFunction",
     "FeatureNotFoundError",

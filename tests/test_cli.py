@@ -20,8 +20,8 @@ import pytest
 from lakebed.config import reset_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "lakebed" / "sample_data"
-CONTRACTS = ROOT / "schemas" / "contracts"
+SAMPLES = ROOT / "lakebed" / "examples" / "shop" / "data"
+CONTRACTS = ROOT / "lakebed" / "examples" / "shop" / "contracts"
 # Two tables whose names share a long prefix: a table cut at the terminal's width shows them alike.
 LONG = "customer_activity_snapshot_with_a_rather_long_name"
 LONG_NAMES = (LONG, f"{LONG}_archive")
@@ -75,9 +75,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A lakebed home made through the CLI: orders with quarantined rows, web_events partly moved to the
     cold tier, shop_events with the customer_activity feature view backfilled, two long-named tables."""
     home = tmp_path_factory.mktemp("cli") / "home"
-    orders = ["ingest", str(SAMPLES / "structured" / "orders"), "--table", "orders"]
+    orders = ["ingest", str(SAMPLES / "orders"), "--table", "orders"]
     lakebed(home, *orders, "--contract", str(CONTRACTS / "orders.yaml"))
-    web = ["ingest", str(SAMPLES / "structured" / "web_events.parquet"), "--table", "web_events"]
+    web = ["ingest", str(SAMPLES / "web_events.parquet"), "--table", "web_events"]
     lakebed(home, *web, "--contract", str(CONTRACTS / "web_events.yaml"))
     lakebed(home, "tier", "move", "web_events", "--before", MOVED_BEFORE)
     shop = ["ingest", str(SAMPLES / "stream" / "shop_events.jsonl"), "--table", "shop_events"]

@@ -17,6 +17,7 @@ from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig
 from lakebed.errors import ContractError
+from lakebed.examples import SHOP
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.features.materialize import (
     FeatureSourceError,
@@ -33,7 +34,6 @@ from lakebed.pipelines.features.registry import (
 from lakebed.pipelines.features.windows import affected_window_ends, compute_features
 from lakebed.pipelines.read import open_table, read_table
 from lakebed.schemas.features import (
-    FEATURE_VIEWS_DIR,
     FeatureNotFoundError,
     FeatureRef,
     FeatureRefError,
@@ -271,7 +271,7 @@ def test_affected_window_ends_are_the_rows_an_event_can_change() -> None:
 
 # Specs, YAML, references ----------------------------------------------------------------------------
 def test_sample_views_load_and_hash_stably() -> None:
-    views = load_feature_views(FEATURE_VIEWS_DIR)
+    views = load_feature_views(SHOP / "feature_views")
     view = views["customer_activity:v1"]
     assert (view.offline_table, view.late_table) == (
         "fv_customer_activity_v1",

@@ -13,10 +13,10 @@ from deltalake import DeltaTable
 
 import lakebed
 from lakebed.errors import MalformedRecordError, SchemaDriftError, SourceNotFoundError, UnknownFormatError
+from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.ingest import MANIFEST_TABLE, SOURCE_COLUMN, ingest_files
 from lakebed.samples import STRUCTURED
-from lakebed.schemas import CONTRACTS_DIR
 from lakebed.schemas.contract import TableContract
 
 
@@ -63,7 +63,7 @@ def test_gzip_csv_and_globs(tmp_path: Path) -> None:
 
 
 def test_contract_types_are_applied() -> None:
-    contract = TableContract.from_yaml(CONTRACTS_DIR / "orders.yaml")
+    contract = TableContract.from_yaml(SHOP / "contracts" / "orders.yaml")
     result = ingest_files(STRUCTURED / "orders" / "orders-2025-01.csv", table="orders", contract=contract)
     schema = lakebed.read_table("orders").schema
     assert schema.field("unit_price").type == pa.decimal128(10, 2)

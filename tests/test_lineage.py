@@ -40,6 +40,7 @@ import lakebed
 from lakebed.broker import EmbeddedBroker
 from lakebed.config import get_config, reset_config
 from lakebed.errors import LineageNotFoundError, QualityError
+from lakebed.examples import SHOP
 from lakebed.lineage import emit
 from lakebed.lineage.emit import get_emitter, pending
 from lakebed.lineage.graph import dataset_id, job_id
@@ -53,7 +54,6 @@ from lakebed.pipelines.quality import check_table
 from lakebed.pipelines.stream.ingest import StreamResult, ingest_stream
 from lakebed.pipelines.stream.kafka import create_topic, produce_records
 from lakebed.samples import STREAM, STRUCTURED
-from lakebed.schemas import CONTRACTS_DIR, FEATURE_VIEWS_DIR
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.features import FeatureView
 
@@ -256,9 +256,9 @@ def _duplicate_order(contract: TableContract) -> pa.Table:
 
 
 def _build_mix(home: Path, inputs: Path, bootstrap: str) -> Mix:
-    orders_contract = TableContract.from_yaml(CONTRACTS_DIR / "orders.yaml")
-    events_contract = TableContract.from_yaml(CONTRACTS_DIR / "shop_events.yaml")
-    view = FeatureView.from_yaml(FEATURE_VIEWS_DIR / "customer_spend_fast.yaml")
+    orders_contract = TableContract.from_yaml(SHOP / "contracts" / "orders.yaml")
+    events_contract = TableContract.from_yaml(SHOP / "contracts" / "shop_events.yaml")
+    view = FeatureView.from_yaml(SHOP / "feature_views" / "customer_spend_fast.yaml")
 
     # Batch ingest: a sample CSV plus one with bad rows (quarantined), and the JSON-lines sample.
     orders = ingest_files([ORDERS_CSV, _bad_orders(inputs)], table="orders", contract=orders_contract)

@@ -105,3 +105,22 @@ def test_a_bad_contract_or_view_names_its_file(tmp_path: Path) -> None:
     (root / "feature_views" / "spend.yaml").write_text(VIEW.replace("hop: 5m", "hop: soon"))
     with pytest.raises(ProjectError, match=r"spend.yaml: invalid feature view: hop"):
         load_project(root)
+
+
+def test_the_shop_example_is_a_valid_project() -> None:
+    from lakebed.examples import SHOP
+
+    project = load_project(SHOP)
+    assert project.name == "shop"
+    assert {s.table for s in project.sources} == {
+        "customers",
+        "products",
+        "orders",
+        "web_events",
+        "documents",
+        "shop_events",
+    }
+    assert set(project.feature_views) == {"customer_activity:v1", "customer_spend_fast:v1"}
+    for source in project.sources:
+        for path in getattr(source, "paths", ()) or [getattr(source, "path", "data")]:
+            assert Path(project.resolve(path)).exists(), path

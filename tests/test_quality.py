@@ -142,11 +142,11 @@ def test_invalid_contracts_name_the_file_and_field(
 
 
 def test_shipped_contracts_compile() -> None:
+    from lakebed.examples import SHOP
     from lakebed.quality.rules import compile_rules
-    from lakebed.schemas import CONTRACTS_DIR
     from lakebed.schemas.contract import load_contracts
 
-    contracts = load_contracts(CONTRACTS_DIR)
+    contracts = load_contracts(SHOP / "contracts")
     names = {c: [r.name for r in compile_rules(contract).rules] for c, contract in contracts.items()}
     assert "quantity_between" in names["orders"] and "unique_keys" in names["orders"]
     assert "purchase_has_amount" in names["shop_events"]
