@@ -20,6 +20,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ra
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TableNotFoundError
+from lakebed.pipelines.deltalog import arrow_dataset
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.naming import validate_table_name
 
@@ -81,7 +82,7 @@ class Catalog:
                 contract=TableContract.model_validate_json(row["contract"]) if row["contract"] else None,
                 registered_at=row["registered_at"],
             )
-            for row in table.to_pyarrow_table().to_pylist()
+            for row in arrow_dataset(table).to_table().to_pylist()
         }
         _ENTRIES[self.uri] = (version, entries)
         return entries

@@ -61,7 +61,7 @@ from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines import tier_access
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.delta import RunContext, table_size
-from lakebed.pipelines.deltalog import local_path
+from lakebed.pipelines.deltalog import arrow_dataset, local_path
 from lakebed.pipelines.tier_store import Copied, cold_files, in_parallel, store_errors
 from lakebed.schemas.tiering import TierPolicy
 
@@ -311,11 +311,11 @@ class Tiers:
         """One pyarrow dataset over both tiers (when an operation is in flight, the rows are read now)."""
         parts = self.parts()
         if len(parts) == 1:
-            return self.hot.to_pyarrow_dataset(schema=schema)
+            return arrow_dataset(self.hot, schema)
         schema = schema or pa.schema(self.hot.schema().to_arrow())
         if not self.in_flight:
-            return ds.dataset([p.table.to_pyarrow_dataset(schema=schema) for p in parts])
-        tables = [p.table.to_pyarrow_dataset(schema=schema).to_table(filter=self.condition(p)) for p in parts]
+            return ds.dataset([arrow_dataset(p.table, schema) for p in parts])
+        tables = [arrow_dataset(p.table, schema).to_table(filter=self.condition(p)) for p in parts]
         return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
 
 
