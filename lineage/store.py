@@ -32,6 +32,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import LineageNotFoundError
 from lakebed.lineage.emit import events_path
 from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
+from lakebed.storage import arrow_dataset
 
 log = logging.getLogger("lakebed.lineage")
 STORE_NAME = "lineage_events"
@@ -225,7 +226,7 @@ class LineageStore:
 
             db = duckdb.connect()
             if table is not None:
-                data = table.to_pyarrow_dataset().to_table(columns=_COMPACT)
+                data = arrow_dataset(table).to_table(columns=_COMPACT)
             else:
                 data = pa.Table.from_pylist([], schema=STORE_SCHEMA).select(_COMPACT)
             db.register("events_arrow", data)
@@ -563,7 +564,7 @@ class LineageStore:
             return []
         import pyarrow.dataset as ds
 
-        data = table.to_pyarrow_dataset().to_table(
+        data = arrow_dataset(table).to_table(
             columns=["event", "event_time"], filter=ds.field("run_id") == run_id
         )
         return [json.loads(e) for e in data.sort_by("event_time").column("event").to_pylist()]

@@ -22,6 +22,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TableNotFoundError
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.naming import validate_table_name
+from lakebed.storage import arrow_dataset
 
 _CATALOG_SCHEMA = pa.schema(
     [
@@ -81,7 +82,7 @@ class Catalog:
                 contract=TableContract.model_validate_json(row["contract"]) if row["contract"] else None,
                 registered_at=row["registered_at"],
             )
-            for row in table.to_pyarrow_table().to_pylist()
+            for row in arrow_dataset(table).to_table().to_pylist()
         }
         _ENTRIES[self.uri] = (version, entries)
         return entries

@@ -39,11 +39,12 @@ from lakebed.errors import CommitError, SchemaDriftError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run, record_output
 from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.deltalog import added_bytes, find_commit, is_local, local_path
+from lakebed.pipelines.deltalog import added_bytes, find_commit
 from lakebed.pipelines.quality import WriteCheck, checks_writes
 from lakebed.quality.results import CheckRun
 from lakebed.schemas.contract import DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema, widens_to
+from lakebed.storage import is_local, local_path
 from lakebed.version import __version__
 
 WriteMode = Literal["append", "overwrite", "merge"]

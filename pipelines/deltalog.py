@@ -10,18 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> Path:
-    """The folder of a local table from its URI: a path, or a ``file://`` URL (percent-decoded)."""
-    return Path(url2pathname(urlsplit(uri).path)) if uri.startswith("file://") else Path(uri)
+from lakebed.storage import is_local, local_path
 
 
 def _commits_after(uri: str, after_version: int) -> Iterator[tuple[int, bytes]]:

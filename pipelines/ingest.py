@@ -42,6 +42,7 @@ from lakebed.pipelines.formats import (
     text_encoding,
 )
 from lakebed.schemas.contract import TableContract
+from lakebed.storage import arrow_dataset
 
 ChangePolicy = Literal["replace", "append", "skip"]
 SOURCE_COLUMN = "_source_file"
@@ -453,7 +454,7 @@ class _Manifest:
         entry = self.catalog.find(MANIFEST_TABLE)
         if entry is None:
             return {}
-        rows = DeltaTable(entry.uri).to_pyarrow_dataset().to_table(filter=pc.field("table_name") == table)
+        rows = arrow_dataset(DeltaTable(entry.uri)).to_table(filter=pc.field("table_name") == table)
         return {row["path"]: row for row in rows.to_pylist()}
 
     def record(self, table: str, source: SourceFile, outcome: FileOutcome) -> None:

@@ -50,6 +50,7 @@ from lakebed.quality.polars_engine import (
 from lakebed.quality.results import CheckRun, RuleResult
 from lakebed.quality.rules import RuleSet, compile_rules
 from lakebed.schemas.contract import TableContract
+from lakebed.storage import arrow_dataset
 
 if TYPE_CHECKING:
     from lakebed.pipelines.delta import RunContext, WriteMode
@@ -213,7 +214,7 @@ class WriteCheck:
         rule = next((r for r in self.rules.table_rules if r.kind == "unique_keys"), None)
         if rule is None or self.existing is None or self.mode != "append":
             return None
-        return self.existing.to_pyarrow_dataset().to_table(columns=list(rule.columns))
+        return arrow_dataset(self.existing).to_table(columns=list(rule.columns))
 
     def _write_quarantine(self) -> None:
         from lakebed.pipelines.delta import commit
@@ -265,7 +266,7 @@ def _not_yet_quarantined(rows: pa.Table, name: str, key: Sequence[str], catalog:
     entry = catalog.find(name)
     if entry is None:
         return rows
-    held = pl.from_arrow(DeltaTable(entry.uri).to_pyarrow_dataset().to_table(columns=list(key)))
+    held = pl.from_arrow(arrow_dataset(DeltaTable(entry.uri)).to_table(columns=list(key)))
     new = pl.from_arrow(rows.select(list(key)))
     assert isinstance(held, pl.DataFrame) and isinstance(new, pl.DataFrame)
     held = held.cast(dict(new.schema.items()), strict=False).unique()
@@ -375,7 +376,7 @@ def check_table(
     run = run or RunContext(job=f"quality_check:{table}")
     with lineage_run(run, config=config) as lineage:
         delta = open_table(table, version=version, config=config)  # an input at the version checked
-        data = delta.to_pyarrow_dataset().to_table()
+        data = arrow_dataset(delta).to_table()
         committed_at = commit_time(delta)
         rules = compile_rules(contract)
         if engine == "gx":
@@ -484,12 +485,10 @@ def replay(table: str, *, run: RunContext | None = None, config: LakebedConfig |
 
 def _pending(quarantine: DeltaTable, done: int, upto: int) -> pa.Table:
     """Quarantined rows added after version ``done`` up to ``upto`` (the table is append-only)."""
-    current = DeltaTable(quarantine.table_uri, version=upto).to_pyarrow_dataset().to_table()
+    current = arrow_dataset(DeltaTable(quarantine.table_uri, version=upto)).to_table()
     if done < 0:
         return current
-    seen = (
-        DeltaTable(quarantine.table_uri, version=done).to_pyarrow_dataset().to_table(columns=[QUARANTINE_ID])
-    )
+    seen = arrow_dataset(DeltaTable(quarantine.table_uri, version=done)).to_table(columns=[QUARANTINE_ID])
     keep = pc.invert(pc.is_in(current.column(QUARANTINE_ID), value_set=seen.column(QUARANTINE_ID)))
     return current.filter(keep)
 

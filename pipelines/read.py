@@ -22,7 +22,6 @@ from lakebed.errors import TableNotFoundError, TierError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import record_input
 from lakebed.pipelines.catalog import Catalog, TableEntry
-from lakebed.pipelines.deltalog import is_local, local_path
 from lakebed.pipelines.tiering import (
     Part,
     Tiers,
@@ -35,6 +34,7 @@ from lakebed.pipelines.tiering import (
 )
 from lakebed.pipelines.tiering import access as tier_access
 from lakebed.schemas.types import polars_dtype
+from lakebed.storage import arrow_dataset, is_local, local_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -132,9 +132,7 @@ def _scan(found: Tiers, part: Part, columns: list[str] | None, condition: ds.Exp
     keep = found.condition(part)
     combined = keep if condition is None else (condition if keep is None else condition & keep)
     # Both tiers are read in the hot table's schema (a column added later is null in older cold files).
-    data = part.table.to_pyarrow_dataset(
-        schema=pa.schema(found.hot.schema().to_arrow()) if found.tiered else None
-    )
+    data = arrow_dataset(part.table, pa.schema(found.hot.schema().to_arrow()) if found.tiered else None)
     try:
         return data.to_table(columns=columns, filter=combined)
     except pa.ArrowNotImplementedError:
@@ -188,7 +186,7 @@ def polars_scan(table: DeltaTable, storage_options: dict[str, str] | None = None
 
     uri = table.table_uri
     if is_local(uri) and quote(str(local_path(uri))) != str(local_path(uri)):
-        return pl.scan_pyarrow_dataset(table.to_pyarrow_dataset())
+        return pl.scan_pyarrow_dataset(arrow_dataset(table))
     return pl.scan_delta(uri, version=table.version(), storage_options=storage_options)
 
 
@@ -207,12 +205,12 @@ def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection
             schema = view_schema(hot)
             parts = found.parts()
             if len(parts) == 1:
-                connection.register(entry.name, hot.to_pyarrow_dataset(schema=schema))
+                connection.register(entry.name, arrow_dataset(hot, schema))
                 continue
             selects = []
             for index, part in enumerate(parts):
                 hidden = f"__{entry.name}__tier{index}"
-                connection.register(hidden, part.table.to_pyarrow_dataset(schema=schema))
+                connection.register(hidden, arrow_dataset(part.table, schema))
                 where = ""
                 if part.below and found.column and found.watermark is not None and found.dtype:
                     where = f" WHERE {sql_units(found.column, found.dtype)} < {found.watermark}"

@@ -73,6 +73,7 @@ from lakebed.pipelines.unstructured_sources import (
     plan_sources,
 )
 from lakebed.schemas.contract import TableContract
+from lakebed.storage import arrow_dataset
 
 TABLE_SCHEMA = pa.schema(
     [
@@ -223,10 +224,8 @@ class _Index:
     def load(cls, uri: str) -> _Index:
         index = cls()
         try:
-            known = (
-                DeltaTable(uri)
-                .to_pyarrow_dataset()
-                .to_table(columns=["source_path", "sha256", "blob_path", "duplicate_of"])
+            known = arrow_dataset(DeltaTable(uri)).to_table(
+                columns=["source_path", "sha256", "blob_path", "duplicate_of"]
             )
         except DeltaTableNotFoundError:
             return index

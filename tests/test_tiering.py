@@ -51,6 +51,7 @@ from lakebed.pipelines.tiering import access as tier_access
 from lakebed.pipelines.tiering.move import Mover
 from lakebed.pipelines.tiering.plan import quota_target
 from lakebed.schemas.contract import TableContract
+from lakebed.storage import arrow_dataset
 
 if TYPE_CHECKING:
     from s3_fixtures import MotoServer, S3Proxy, S3Target
@@ -183,7 +184,7 @@ def cold_table() -> DeltaTable | None:
 def ids_of(table: DeltaTable | None, condition: ds.Expression | None = None) -> list[int]:
     if table is None:
         return []
-    data = table.to_pyarrow_dataset().to_table(columns=["id"], filter=condition)
+    data = arrow_dataset(table).to_table(columns=["id"], filter=condition)
     return data.column("id").to_pylist()
 
 
@@ -467,7 +468,7 @@ def test_partitioned_table_with_null_times_moves_every_row_once(lakebed_home: Pa
     assert_same_rows(read_table(TABLE), truth)
     cold = cold_table()
     assert cold is not None and set(cold.metadata().partition_columns) == {"region"}
-    assert set(cold.to_pyarrow_dataset().to_table(columns=["region"])["region"].to_pylist()) == set(regions)
+    assert set(arrow_dataset(cold).to_table(columns=["region"])["region"].to_pylist()) == set(regions)
     tiering.recall(TABLE, since=at(100))
     assert_same_rows(read_table(TABLE), truth)
 
@@ -496,7 +497,7 @@ def test_table_partitioned_by_its_tiering_column(lakebed_home: Path) -> None:
     assert result.rows == 60
     cold = cold_table()
     assert cold is not None
-    cold_days = cold.to_pyarrow_dataset().to_table(columns=["day"])["day"].to_pylist()
+    cold_days = arrow_dataset(cold).to_table(columns=["day"])["day"].to_pylist()
     assert sorted(set(cold_days)) == [dt.date(2025, 1, d) for d in (1, 2, 3)]
     assert len(cold_days) == 60
     assert_same_rows(read_table(TABLE), truth)

@@ -20,6 +20,7 @@ from lakebed.lineage.api import models as m
 from lakebed.lineage.api.params import MAX_LIMIT
 from lakebed.lineage.graph import Graph, Node, job_id
 from lakebed.lineage.store import DatasetVersion, LineageStore, RunInfo
+from lakebed.storage import arrow_dataset
 
 log = logging.getLogger("lakebed.lineage.api")
 
@@ -117,7 +118,7 @@ def events_by_run(store: LineageStore, run_ids: Iterable[str]) -> dict[str, list
         table = DeltaTable(store.uri)
     except DeltaTableNotFoundError:
         return {}
-    data = table.to_pyarrow_dataset().to_table(
+    data = arrow_dataset(table).to_table(
         columns=["run_id", "event_time", "event"], filter=pads.field("run_id").isin(wanted)
     )
     data = data.sort_by([("event_time", "ascending"), ("run_id", "ascending")])

@@ -26,6 +26,7 @@ from lakebed.errors import FeatureSourceError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.features.windows import TIEBREAK_COLUMNS, event_time_us, int_bounds
 from lakebed.schemas.features import FeatureView
+from lakebed.storage import arrow_dataset
 
 LATE_COLUMNS = ("_raw_version", "_watermark", "_reason")
 """Columns the late table adds to the raw rows: the raw version, the watermark it was judged by, why."""
@@ -97,7 +98,7 @@ class RawChanges:
             )
         if not added:
             return schema.empty_table()
-        dataset = snapshot.to_pyarrow_dataset()
+        dataset = arrow_dataset(snapshot)
         assert isinstance(dataset, ds.FileSystemDataset)
         fragments = [f for f in dataset.get_fragments() if f.path in added]
         if len(fragments) != len(added):

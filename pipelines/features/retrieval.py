@@ -286,7 +286,7 @@ def _feature_frame(
     inside ``(lo - ttl, hi]`` of the entity timestamps (row groups outside are skipped)."""
     # The table's own (plain-typed) schema: files that delta-rs merges rewrote with string_view columns
     # are cast to it while scanning, and the filter is on feature_ts only.
-    data = table.to_pyarrow_dataset()
+    data = table.dataset()
     schema = pa.schema(table.schema().to_arrow())
     wanted = [*plan.entities, FEATURE_TS, *(s.feature for s in plan.features)]
     missing = [c for c in wanted if schema.get_field_index(c) < 0]

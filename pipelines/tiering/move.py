@@ -29,7 +29,6 @@ from lakebed.config import LakebedConfig
 from lakebed.errors import TierConflictError, TierError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext
-from lakebed.pipelines.deltalog import local_path
 from lakebed.pipelines.tiering.actions import (
     add_action,
     data_paths,
@@ -54,6 +53,7 @@ from lakebed.pipelines.tiering.storage import (
 )
 from lakebed.pipelines.tiering.store import cold_files, store_errors
 from lakebed.pipelines.tiering.watermark import literal, quote, sql_literal
+from lakebed.storage import arrow_dataset, local_path
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, rows_done, rows_total)``."""
@@ -362,7 +362,7 @@ class Mover:
             assert cold is not None
             condition = ds.field(self.column) >= literal(target, self.dtype)
             schema = pa.schema(hot.schema().to_arrow())  # columns added since the rows went cold: null
-            rows = cold.to_pyarrow_dataset(schema=schema).to_table(filter=condition)
+            rows = arrow_dataset(cold, schema).to_table(filter=condition)
             if self.progress:
                 self.progress("recall", rows.num_rows, rows.num_rows)
             write_deltalake(

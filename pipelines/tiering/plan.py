@@ -15,7 +15,6 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import TierError
 from lakebed.pipelines.catalog import Catalog, TableEntry
 from lakebed.pipelines.delta import table_size
-from lakebed.pipelines.deltalog import local_path
 from lakebed.pipelines.tiering import access
 from lakebed.pipelines.tiering.actions import file_path
 from lakebed.pipelines.tiering.files import file_bounds, files_below
@@ -23,6 +22,7 @@ from lakebed.pipelines.tiering.storage import cold_uri, in_flight, policy_of
 from lakebed.pipelines.tiering.view import open_tiers
 from lakebed.pipelines.tiering.watermark import from_units, literal, to_units
 from lakebed.schemas.tiering import TierPolicy
+from lakebed.storage import local_path
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from lakebed.config import LakebedConfig
 from lakebed.errors import TierError
-from lakebed.pipelines.deltalog import local_path
+from lakebed.storage import local_path
 
 T = TypeVar("T")
 

@@ -29,6 +29,7 @@ from lakebed.pipelines.tiering.files import file_bounds
 from lakebed.pipelines.tiering.storage import cold_uri, open_table, policy_of, txn
 from lakebed.pipelines.tiering.watermark import literal
 from lakebed.schemas.tiering import TierPolicy
+from lakebed.storage import arrow_dataset
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,7 @@ class Tiers:
         lowest: int | None = None
         if condition is not None:
             try:
-                touched = {
-                    Path(f.path).name for f in self.hot.to_pyarrow_dataset().get_fragments(filter=condition)
-                }
+                touched = {Path(f.path).name for f in arrow_dataset(self.hot).get_fragments(filter=condition)}
                 if not touched:
                     return  # no hot file: the read was answered by the cold tier alone
                 lowest = self._lowest_of(touched, self.policy.column)
@@ -143,9 +142,6 @@ class Tiers:
     def schema(self) -> Any:
         return self.hot.schema()
 
-    def to_pyarrow_dataset(self) -> ds.Dataset:
-        return self.dataset()
-
     def skip_cold(self, since: int | None) -> bool:
         """Whether rows with column >= ``since`` (watermark units) can be read from hot alone."""
         return since is not None and self.watermark is not None and since >= self.watermark
@@ -154,11 +150,11 @@ class Tiers:
         """One pyarrow dataset over both tiers (when an operation is in flight, the rows are read now)."""
         parts = self.parts()
         if len(parts) == 1:
-            return self.hot.to_pyarrow_dataset(schema=schema)
+            return arrow_dataset(self.hot, schema)
         schema = schema or pa.schema(self.hot.schema().to_arrow())
         if not self.in_flight:
-            return ds.dataset([p.table.to_pyarrow_dataset(schema=schema) for p in parts])
-        tables = [p.table.to_pyarrow_dataset(schema=schema).to_table(filter=self.condition(p)) for p in parts]
+            return ds.dataset([arrow_dataset(p.table, schema) for p in parts])
+        tables = [arrow_dataset(p.table, schema).to_table(filter=self.condition(p)) for p in parts]
         return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
 
 
