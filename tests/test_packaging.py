@@ -64,7 +64,12 @@ def test_cli_help_does_not_import_heavy_layers() -> None:
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(Path(sys.executable).with_name("lint-imports")), "--config", str(root / "pyproject.toml")],
+        [
+            str(Path(sys.executable).with_name("lint-imports")),
+            "--no-logo",
+            "--no-cache",
+            str(root / "pyproject.toml"),
+        ],
         capture_output=True,
         text=True,
         cwd=root,
