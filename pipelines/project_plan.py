@@ -153,10 +153,24 @@ def _describe(contract: TableContract | None) -> str:
     if contract.keys:
         parts.append(f"keys {', '.join(contract.keys)}")
     parts.append(f"drift {contract.drift}")
-    rules = len(contract.rules) + sum(1 for c in contract.columns if not c.nullable or c.has_value_rules())
+    rules = len(contract.rules) + sum(_column_rules(c) for c in contract.columns)
+    rules += sum(1 for rule in contract.table_rules.model_dump().values() if rule is not None)
     if rules:
         parts.append(f"{rules} rule(s)")
     return "contract: " + ", ".join(parts)
+
+
+def _column_rules(column: ColumnSpec) -> int:
+    """How many quality rules ``column`` declares (not null, unique, between, allowed, regex)."""
+    bounded = column.min is not None or column.max is not None
+    declared = (
+        not column.nullable,
+        column.unique,
+        bounded,
+        column.allowed is not None,
+        column.regex is not None,
+    )
+    return sum(declared)
 
 
 def contract_changes(old: TableContract | None, new: TableContract) -> list[str]:
