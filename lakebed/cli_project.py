@@ -6,6 +6,8 @@ Attached to the main CLI with ``register(main)``. Heavy layers are imported insi
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,11 +28,11 @@ GITIGNORE = ".lakebed/\n"
 _NOT_COPIED = (".lakebed", "__pycache__", ".git")
 
 _LAKEBED_TOML = """\
-# The lakebed project {name}: sources/, contracts/ and feature_views/ hold its definitions,
+# The lakebed project {title}: sources/, contracts/ and feature_views/ hold its definitions,
 # `lakebed plan` shows what they change in the lake, `lakebed apply` registers them.
 # Settings sections: [storage] [kafka] [lineage] [ingest]; state lives in .lakebed/.
 [project]
-name = "{name}"
+name = {name}
 """
 
 _SOURCES = """\
@@ -109,7 +111,7 @@ def init(directory: Path, example: str | None) -> None:
         click.echo(f"{root}: lakebed project {_project_name(root)!r} ({made} file(s) written)")
     else:
         click.echo(f"{root}: already lakebed project {_project_name(root)!r}, nothing to write")
-    click.echo(f"next: cd {directory} && lakebed plan", err=True)
+    click.echo(f"next: cd {shlex.quote(str(directory))} && lakebed plan", err=True)
 
 
 def _contents(root: Path) -> list[Path]:
@@ -126,7 +128,9 @@ def _scaffold(root: Path) -> int:
             f"{root} is not empty and not a lakebed project (no {PROJECT_FILE}): give an empty or new folder"
         )
     files = {
-        PROJECT_FILE: _LAKEBED_TOML.format(name=root.name),
+        PROJECT_FILE: _LAKEBED_TOML.format(
+            title=root.name, name=json.dumps(root.name)
+        ),  # a TOML basic string
         "sources/sources.yaml": _SOURCES,
         "contracts/README.md": _CONTRACTS,
         "feature_views/README.md": _FEATURE_VIEWS,
