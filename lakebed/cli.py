@@ -14,10 +14,11 @@ import click
 from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
 from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
+from lakebed.cli_project import register as register_project_commands
 from lakebed.cli_quality import quality
 from lakebed.cli_stream import register as register_stream_commands
 from lakebed.cli_tier import tier
-from lakebed.config import get_config
+from lakebed.config import PROJECT_FILE, get_config, reset_config
 from lakebed.errors import LakebedError
 
 if TYPE_CHECKING:
@@ -43,8 +44,23 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=OUTPUT_EPILOG)
 @click.version_option(package_name="lakebed")
-def main() -> None:
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run against the lakebed project in this folder (default: the nearest lakebed.toml upwards, "
+    "or $LAKEBED_PROJECT).",
+)
+def main(project: Path | None) -> None:
     """lakebed: Delta Lake tables, batch and unstructured ingest, streaming features, lineage."""
+    if project is not None:
+        root = project.expanduser().resolve()
+        if not (root / PROJECT_FILE).is_file():
+            raise click.BadParameter(
+                f"{root} is not a lakebed project (no {PROJECT_FILE}); run `lakebed init {project}`",
+                param_hint="--project",
+            )
+        os.environ["LAKEBED_PROJECT"] = str(root)
+        reset_config()
 
 
 @main.command()
@@ -291,6 +307,7 @@ main.add_command(quality)
 main.add_command(lineage)
 main.add_command(tier)
 register_stream_commands(main)
+register_project_commands(main)
 
 
 def run() -> None:

@@ -35,11 +35,12 @@ def _view_ref(value: str) -> tuple[str, int]:
 
 
 def _view(value: str, file: Path | None) -> Any:
-    """The FeatureView ``VIEW:vN``: from ``--file`` if given, else the registry, else the views shipped
-    with lakebed (the shop example's ``feature_views``)."""
-    from lakebed.examples import SHOP
+    """The FeatureView ``VIEW:vN``: from ``--file`` if given, else the registry, else the feature views of
+    the current project (``lakebed apply`` registers them)."""
+    from lakebed.config import find_project
     from lakebed.pipelines.features import registry
-    from lakebed.schemas.features import FeatureView, load_feature_views
+    from lakebed.schemas.features import FeatureView
+    from lakebed.schemas.project import load_project
 
     name, version = _view_ref(value)
     if file is not None:
@@ -50,10 +51,11 @@ def _view(value: str, file: Path | None) -> Any:
     try:
         return registry.get(name, version)
     except registry.FeatureViewNotFoundError:
-        shipped = load_feature_views(SHOP / "feature_views").get(f"{name}:v{version}")
-        if shipped is None:
+        root = find_project()
+        defined = load_project(root).feature_views.get(f"{name}:v{version}") if root is not None else None
+        if defined is None:
             raise
-        return shipped
+        return defined
 
 
 def _report(result: Any) -> None:
@@ -71,7 +73,7 @@ def _report(result: Any) -> None:
 _FILE_OPTION = click.option(
     "--file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML definition of the view (default: the registry, then the shipped views).",
+    help="YAML definition of the view (default: the registry, then the current project's views).",
 )
 
 

@@ -22,6 +22,7 @@ from lakebed.config import reset_config
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "lakebed" / "examples" / "shop" / "data"
 CONTRACTS = ROOT / "lakebed" / "examples" / "shop" / "contracts"
+VIEWS = ROOT / "lakebed" / "examples" / "shop" / "feature_views"
 # Two tables whose names share a long prefix: a table cut at the terminal's width shows them alike.
 LONG = "customer_activity_snapshot_with_a_rather_long_name"
 LONG_NAMES = (LONG, f"{LONG}_archive")
@@ -82,7 +83,9 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lakebed(home, "tier", "move", "web_events", "--before", MOVED_BEFORE)
     shop = ["ingest", str(SAMPLES / "stream" / "shop_events.jsonl"), "--table", "shop_events"]
     lakebed(home, *shop, "--contract", str(CONTRACTS / "shop_events.yaml"))
-    lakebed(home, "features", "backfill", "customer_activity:v1")
+    lakebed(
+        home, "features", "backfill", "customer_activity:v1", "--file", str(VIEWS / "customer_activity.yaml")
+    )
     notes = home.parent / "notes.csv"
     notes.write_text("id,note\n1,short\n2,a longer note that a narrow table has to wrap over several lines\n")
     for name in LONG_NAMES:
