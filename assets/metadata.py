@@ -11,6 +11,7 @@ from deltalake import DeltaTable
 from lakebed.config import LakebedConfig
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import table_size
+from lakebed.schemas.contract import TableContract
 from lakebed.schemas.types import type_name
 
 
@@ -74,3 +75,21 @@ def table_metadata(table: str, config: LakebedConfig, **extra: Any) -> tuple[dic
         **extra,
     }
     return metadata, dg.DataVersion(str(delta.version()))
+
+
+def definition_metadata(table: str, contract: TableContract | None) -> dict[str, Any]:
+    """What is known of a table before it is written: its name and, from its contract, its columns."""
+    metadata: dict[str, Any] = {"dagster/table_name": table}
+    if contract is not None and contract.columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name=c.name,
+                    type=c.type,
+                    description=c.description,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.unique),
+                )
+                for c in contract.columns
+            ]
+        )
+    return metadata
