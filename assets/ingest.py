@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from lakebed.assets.metadata import definition_metadata, table_metadata
+from lakebed.assets.metadata import definition_metadata, owners_of, table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.ingest import IngestResult, ingest_files, resolve_sources
 from lakebed.pipelines.sources import ingest_source, source_files
@@ -33,10 +33,6 @@ def _description(sources: list[Any]) -> str | None:
     return " ".join(texts) or None
 
 
-def _owners(sources: list[Any]) -> list[str]:
-    return list(dict.fromkeys(owner for s in sources for owner in s.owners))
-
-
 def _source_asset(
     project: Project, table: str, sources: list[FilesSource | UnstructuredSource]
 ) -> dg.AssetsDefinition:
@@ -48,7 +44,7 @@ def _source_asset(
         group_name=GROUP,
         code_version=CODE_VERSION,
         description=_description(sources),
-        owners=_owners(sources),
+        owners=owners_of(table, (o for s in sources for o in s.owners), origin),
         kinds={"delta", "polars"} if files else {"delta"},
         metadata={
             **definition_metadata(table, project.contract_of(table)),

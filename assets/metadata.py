@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -9,6 +11,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig
+from lakebed.errors import ProjectError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import table_size
 from lakebed.schemas.contract import TableContract
@@ -93,3 +96,17 @@ def definition_metadata(table: str, contract: TableContract | None) -> dict[str,
             ]
         )
     return metadata
+
+
+def owners_of(table: str, owners: Iterable[str], origin: Path | None) -> list[str]:
+    """The ``owners`` of a source as Dagster asset owners (an email address or ``team:<name>``); any other
+    spelling is a ProjectError naming the file."""
+    found = list(dict.fromkeys(owners))
+    bad = [o for o in found if not (o.startswith("team:") and len(o) > 5) and "@" not in o]
+    if bad:
+        where = f"{origin}: " if origin is not None else ""
+        raise ProjectError(
+            f"{where}source {table}: owners: {', '.join(map(repr, bad))}: an owner is an email address or "
+            "team:<name>"
+        )
+    return found

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from lakebed.assets.metadata import definition_metadata, table_metadata
+from lakebed.assets.metadata import definition_metadata, owners_of, table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.broker import ensure_bootstrap
 from lakebed.errors import LakebedError
@@ -40,7 +40,7 @@ def _raw_stream_asset(project: Project, source: StreamSource) -> dg.AssetsDefini
         group_name=GROUP,
         code_version=CODE_VERSION,
         kinds={"kafka", "delta"},
-        owners=list(source.owners),
+        owners=owners_of(table, source.owners, origin),
         description=source.description
         or f"Raw events of Kafka topic `{topic}`, ingested exactly once (offsets in the Delta log).",
         metadata={

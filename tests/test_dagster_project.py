@@ -18,6 +18,7 @@ import lakebed
 from lakebed.assets.resources import LakebedResource, project_config
 from lakebed.config import reset_config
 from lakebed.dagster import definitions
+from lakebed.errors import ProjectError
 from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.stream.kafka import produce_records
@@ -310,6 +311,13 @@ def test_a_new_yaml_file_is_a_new_asset_on_reload(tmp_path: Path) -> None:
     defs = definitions(project / "definitions.py")  # a file inside the project names it too
     assert _keys(defs) == ASSETS | {"refunds"}
     assert defs.get_repository_def().asset_graph.get(dg.AssetKey("refunds")).owners == ["team:finance"]
+
+    # An owner Dagster cannot show is an error naming the file.
+    (project / "sources" / "refunds.yaml").write_text(
+        "sources:\n  - {table: refunds, kind: files, path: data/refunds.csv, owners: [finance]}\n"
+    )
+    with pytest.raises(ProjectError, match=r"refunds\.yaml: source refunds: owners: 'finance'"):
+        definitions(project)
 
 
 def test_two_projects_in_one_process_keep_their_own_tables(
