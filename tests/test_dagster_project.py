@@ -367,12 +367,12 @@ def test_component_gives_the_same_definitions(tmp_path: Path) -> None:
             assert resource.project == str(project.resolve())
 
 
-def _validate(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _validate(folder: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LAKEBED_HOME"}
     env["DAGSTER_HOME"] = str(tmp_path / "dagster-home")
     (tmp_path / "dagster-home").mkdir(exist_ok=True)
     return subprocess.run(
-        [str(DAGSTER), "definitions", "validate", "-f", "definitions.py"],
+        [str(DAGSTER), "definitions", "validate", *(args or ("-f", "definitions.py"))],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -394,6 +394,12 @@ def test_dagster_validates_a_project_definitions_file(tmp_path: Path) -> None:
         out = _validate(folder, tmp_path)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "Validation successful" in out.stdout + out.stderr
+
+    # The same through [tool.dagster] in the project's pyproject.toml (what `dagster dev` reads there).
+    (fresh / "pyproject.toml").write_text('[tool.dagster]\npython_file = "definitions.py"\n')
+    out = _validate(fresh, tmp_path, "--log-level", "info")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "passed validation" in out.stdout + out.stderr
 
     # A broken project fails validation, naming the file.
     (fresh / "sources" / "files.yaml").write_text("sources:\n  - {table: sales, kind: files}\n")
