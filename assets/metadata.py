@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -9,8 +11,10 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig
+from lakebed.errors import ProjectError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import table_size
+from lakebed.schemas.contract import TableContract
 from lakebed.schemas.types import type_name
 
 
@@ -74,3 +78,35 @@ def table_metadata(table: str, config: LakebedConfig, **extra: Any) -> tuple[dic
         **extra,
     }
     return metadata, dg.DataVersion(str(delta.version()))
+
+
+def definition_metadata(table: str, contract: TableContract | None) -> dict[str, Any]:
+    """What is known of a table before it is written: its name and, from its contract, its columns."""
+    metadata: dict[str, Any] = {"dagster/table_name": table}
+    if contract is not None and contract.columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name=c.name,
+                    type=c.type,
+                    description=c.description,
+                    constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.unique),
+                )
+                for c in contract.columns
+            ]
+        )
+    return metadata
+
+
+def owners_of(table: str, owners: Iterable[str], origin: Path | None) -> list[str]:
+    """The ``owners`` of a source as Dagster asset owners (an email address or ``team:<name>``); any other
+    spelling is a ProjectError naming the file."""
+    found = list(dict.fromkeys(owners))
+    bad = [o for o in found if not (o.startswith("team:") and len(o) > 5) and "@" not in o]
+    if bad:
+        where = f"{origin}: " if origin is not None else ""
+        raise ProjectError(
+            f"{where}source {table}: owners: {', '.join(map(repr, bad))}: an owner is an email address or "
+            "team:<name>"
+        )
+    return found

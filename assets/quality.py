@@ -12,12 +12,12 @@ from typing import Any
 import dagster as dg
 
 from lakebed.assets.resources import LakebedResource
-from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import open_delta, table_size
 from lakebed.pipelines.quality import check_table, quarantine_table
 from lakebed.quality.results import RuleResult
-from lakebed.schemas.contract import TableContract, load_contracts
+from lakebed.schemas.contract import TableContract
+from lakebed.schemas.project import Project
 
 CHECK_NAME = "contract"
 
@@ -74,11 +74,11 @@ def _results_markdown(results: Iterable[RuleResult]) -> str:
     return "\n".join(lines)
 
 
-def contract_checks(asset_names: Iterable[str]) -> list[dg.AssetChecksDefinition]:
-    """A contract check for every asset among ``asset_names`` whose table contract declares rules."""
-    names = set(asset_names)
+def contract_checks(project: Project) -> list[dg.AssetChecksDefinition]:
+    """A contract check for every table the project's sources write whose contract declares rules."""
+    tables = dict.fromkeys(s.table for s in project.sources)
     return [
-        contract_check(name, contract)
-        for name, contract in load_contracts(SHOP / "contracts").items()
-        if name in names and contract.has_rules()
+        contract_check(table, contract)
+        for table in tables
+        if (contract := project.contract_of(table)) is not None and contract.has_rules()
     ]

@@ -51,18 +51,27 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         task = progress.add_task("loading Dagster", total=None)
         import dagster as dg
 
-        from lakebed.assets.definitions import QUALITY_CHECKS, defs
-        from lakebed.assets.ingest import SAMPLE_ASSETS
+        from lakebed.assets.definitions import defs
+        from lakebed.dagster import project_assets, project_checks
+        from lakebed.examples import SHOP
+        from lakebed.schemas.project import load_project
 
         assert defs.resources is not None
+        shop = load_project(SHOP)
+        assets = project_assets(shop)  # sources, raw streams, feature views
         runner = _Materializer(
-            progress, task, dg.DagsterInstance.get(), {"lakebed": defs.resources["lakebed"]}, QUALITY_CHECKS
+            progress,
+            task,
+            dg.DagsterInstance.get(),
+            {"lakebed": defs.resources["lakebed"]},
+            project_checks(shop),
         )
-        progress.update(task, total=len(SAMPLE_ASSETS), completed=0)
-        runner.each(SAMPLE_ASSETS)
+        sources = [a for a in assets if a.group_names_by_key[a.key] == "sources"]
+        progress.update(task, total=len(sources), completed=0)
+        runner.each(sources)
         progress.update(task, description="sample data materialised")
         _tier_move(progress, task)
-        _stream_features(progress, runner)
+        _stream_features(progress, runner, [a for a in assets if a not in sources])
     _summary(console)
     _tiering_summary(console)
     _quality_summary(console)
@@ -99,10 +108,8 @@ class _Materializer:
             self.progress.advance(self.task)
 
 
-def _stream_features(progress: Any, runner: _Materializer) -> None:
+def _stream_features(progress: Any, runner: _Materializer, assets: list[Any]) -> None:
     """Replay the sample event feed through the broker, then materialise raw events and features."""
-    from lakebed.assets.features import FEATURE_ASSETS
-    from lakebed.assets.streaming import RAW_EVENT_ASSETS
     from lakebed.broker import embedded_bootstrap
     from lakebed.pipelines.stream.kafka import create_topic, produce_records
     from lakebed.samples import STREAM
@@ -128,7 +135,6 @@ def _stream_features(progress: Any, runner: _Materializer) -> None:
             lines[len(lines) // 3 : 2 * len(lines) // 3] + poison,
             lines[2 * len(lines) // 3 :],
         ]
-        assets = [*RAW_EVENT_ASSETS, *FEATURE_ASSETS]
         progress.update(task, total=len(parts) * len(assets), completed=0)
         for number, part in enumerate(parts, start=1):
             progress.update(

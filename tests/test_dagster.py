@@ -1,4 +1,5 @@
-"""The Dagster layer: the Definitions object, real materialisations and the landing sensor."""
+"""The Dagster layer on the shop example: the Definitions object, real materialisations and the landing
+sensor (tests/test_dagster_project.py builds definitions from a project written in the test)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from deltalake import DeltaTable
 
 import lakebed
 from lakebed.assets.definitions import defs
-from lakebed.assets.ingest import SAMPLE_ASSETS, landing_sensor
+from lakebed.assets.ingest import landing_sensor
 from lakebed.assets.resources import LakebedResource
 from lakebed.config import get_config
+from lakebed.dagster import project_assets
+from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
+from lakebed.schemas.project import load_project
+
+SOURCE_ASSETS = [a for a in project_assets(load_project(SHOP)) if a.group_names_by_key[a.key] == "sources"]
 
 
 def test_definitions_hold_every_asset_sensor_and_job() -> None:
@@ -25,7 +31,7 @@ def test_definitions_hold_every_asset_sensor_and_job() -> None:
         "orders",
         "products",
         "web_events",
-        "documents",  # sample data
+        "documents",  # the shop's files and unstructured sources
         "shop_events",  # raw events from Kafka
         "fv_customer_activity_v1",
         "online_customer_activity_v1",  # feature views, offline and online
@@ -33,20 +39,32 @@ def test_definitions_hold_every_asset_sensor_and_job() -> None:
         "online_customer_spend_fast_v1",
     }
     assert {s.name for s in repository.sensor_defs} == {
+        "orders_files_sensor",  # orders: run.sensor
         "landing_sensor",
         "kafka_offsets_sensor",
         "hot_tier_quota_sensor",
     }
-    assert {s.name for s in repository.schedule_defs} == {"stream_maintenance_schedule", "tier_move_schedule"}
+    assert {s.name for s in repository.schedule_defs} == {
+        "web_events_schedule",  # web_events: run.schedule
+        "stream_maintenance_schedule",
+        "tier_move_schedule",
+    }
     assert {
-        "sample_data_job",
+        "web_events_job",
         "features_job",
         "landing_ingest_job",
         "stream_maintenance_job",
         "tier_move_job",
     } <= set(repository.job_names)
-    for asset in SAMPLE_ASSETS:
+    for asset in SOURCE_ASSETS:
         assert asset.code_versions_by_key[asset.key] == "1"
+    assert [a.key.to_user_string() for a in SOURCE_ASSETS] == [
+        "customers",
+        "products",
+        "orders",
+        "web_events",
+        "documents",
+    ]
 
 
 @pytest.fixture
@@ -56,7 +74,7 @@ def instance() -> dg.DagsterInstance:
 
 
 def test_materialize_sample_assets(instance: dg.DagsterInstance) -> None:
-    result = dg.materialize(SAMPLE_ASSETS, instance=instance, resources={"lakebed": LakebedResource()})
+    result = dg.materialize(SOURCE_ASSETS, instance=instance, resources={"lakebed": LakebedResource()})
     assert result.success
     materializations = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
     assert set(materializations) == {"customers", "orders", "products", "web_events", "documents"}
@@ -76,7 +94,7 @@ def test_materialize_sample_assets(instance: dg.DagsterInstance) -> None:
 
     # A second materialisation ingests nothing new: same data version.
     again = dg.materialize(
-        SAMPLE_ASSETS, selection=["orders"], instance=instance, resources={"lakebed": LakebedResource()}
+        SOURCE_ASSETS, selection=["orders"], instance=instance, resources={"lakebed": LakebedResource()}
     )
     event = again.get_asset_materialization_events()[0].materialization
     assert event.tags["dagster/data_version"] == orders.tags["dagster/data_version"]

@@ -8,16 +8,20 @@ import dagster as dg
 import pytest
 
 import lakebed
-from lakebed.assets.features import FEATURE_ASSETS
+from lakebed.assets.features import feature_assets
 from lakebed.assets.resources import LakebedResource
-from lakebed.assets.streaming import RAW_EVENT_ASSETS, kafka_offsets_sensor
+from lakebed.assets.streaming import kafka_offsets_sensor, stream_assets
 from lakebed.config import reset_config
+from lakebed.examples import SHOP
 from lakebed.pipelines.stream.kafka import create_topic, produce_records
 from lakebed.samples import shop_events
+from lakebed.schemas.project import load_project
 
 pytest_plugins = ["streaming_fixtures"]
 
-TOPIC = "shop_events"  # the topic the shipped feature views read
+TOPIC = "shop_events"  # the topic of the shop example's stream source, which its feature views read
+PROJECT = load_project(SHOP)
+offsets_sensor = kafka_offsets_sensor(PROJECT)
 
 
 @pytest.fixture
@@ -32,11 +36,11 @@ def shop_topic(kafka_env: str) -> str:
 def test_offsets_sensor_and_available_now_materialisation(shop_topic: str) -> None:
     resources = {"lakebed": LakebedResource()}
     with dg.instance_for_test() as instance:
-        first = kafka_offsets_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        first = offsets_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         before = json.loads(first.cursor)[TOPIC]
 
         produce_records(shop_topic, TOPIC, shop_events(400), key="customer_id")
-        moved = kafka_offsets_sensor(
+        moved = offsets_sensor(
             dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
         )
         assert len(moved.run_requests) == 1
@@ -44,12 +48,12 @@ def test_offsets_sensor_and_available_now_materialisation(shop_topic: str) -> No
         after = json.loads(moved.cursor)[TOPIC]
         assert sum(after.values()) - sum(before.values()) == 400
         # Nothing new: no run.
-        idle = kafka_offsets_sensor(
+        idle = offsets_sensor(
             dg.build_sensor_context(instance=instance, resources=resources, cursor=moved.cursor)
         )
         assert idle.run_requests == []
 
-        assets = [*RAW_EVENT_ASSETS, *FEATURE_ASSETS]
+        assets = [*stream_assets(PROJECT), *feature_assets(PROJECT)]
         result = dg.materialize(assets, instance=instance, resources=resources)
         assert result.success
         events = lakebed.read_table(TOPIC)
