@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export LAKEBED_HOME ?= $(CURDIR)/.lakebed
-export DAGSTER_HOME ?= $(LAKEBED_HOME)/dagster
+# The demo's project (the shop example): its state, Dagster runs included, lives in $(DEMO)/.lakebed.
+DEMO ?= shop
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml uv.lock
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/lakebed demo
+	$(BIN)/lakebed demo --dir $(DEMO)
 
 ui: install
-	$(BIN)/lakebed ui
+	$(BIN)/lakebed init $(DEMO) --example shop
+	$(BIN)/lakebed --project $(DEMO) ui
 
 # pytest exits 5 when it collects nothing; that is not a failure.
 test: install
@@ -44,4 +45,4 @@ lint: install
 	$(BIN)/lint-imports --no-logo
 
 clean:
-	rm -rf $(VENV) .lakebed bench/out
+	rm -rf $(VENV) .lakebed $(DEMO) bench/out

@@ -1,40 +1,11 @@
 """The Dagster resource that hands assets lakebed's configuration: the configuration of one project."""
 
-import functools
 from pathlib import Path
 
 import dagster as dg
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from lakebed.config import PROJECT_FILE, LakebedConfig, _ProjectFileSettings, get_config
+from lakebed.config import LakebedConfig, get_config, project_config
 from lakebed.pipelines.delta import RunContext
-
-
-@functools.cache
-def _settings_of(project: Path) -> type[LakebedConfig]:
-    """LakebedConfig reading ``project``'s lakebed.toml whatever the current directory or LAKEBED_PROJECT:
-    keyword arguments, then LAKEBED_* variables, then that file (home defaults to <project>/.lakebed)."""
-    toml = project / PROJECT_FILE
-
-    class ProjectConfig(LakebedConfig):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _ProjectFileSettings(settings_cls, toml))
-
-    return ProjectConfig
-
-
-def project_config(project: str | Path, *, home: str | Path | None = None) -> LakebedConfig:
-    """The configuration of the project in folder ``project`` (``home`` overrides its state folder)."""
-    settings = _settings_of(Path(project).resolve())
-    return settings(home=Path(home)) if home is not None else settings()
 
 
 class LakebedResource(dg.ConfigurableResource):

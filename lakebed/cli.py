@@ -264,24 +264,45 @@ def show_config() -> None:
 
 
 @main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="shop",
+    show_default=True,
+    help="Where the shop example project goes (reused when it is already there).",
+)
 @click.option("--fresh", is_flag=True, help="Delete the demo's previous tables first.")
-def demo(fresh: bool) -> None:
-    """Ingest the shipped sample data end to end and show where to look."""
+def demo(directory: Path, fresh: bool) -> None:
+    """Copy the shop example project (lakebed init --example shop), apply it, materialise every asset
+    through Dagster, and show what was made and where to look."""
     from lakebed.demo import run_demo
 
-    run_demo(fresh=fresh, console=_console())
+    run_demo(directory=directory, fresh=fresh, console=_console())
 
 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port: int, host: str) -> None:
-    """Start the Dagster UI (dagster dev) on lakebed's assets."""
+    """Start the Dagster UI (dagster dev) on the current project (its definitions.py), or outside any
+    project on the shop example."""
+    from lakebed.config import find_project
+
     config = get_config()
     config.prepare_dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster), "dev", "-m", "lakebed.assets.definitions", "-h", host, "-p", str(port)]
-    click.echo(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    root = find_project()
+    if root is None:
+        target = ["-m", "lakebed.assets.definitions"]
+    elif (root / "definitions.py").is_file():
+        os.chdir(root)
+        target = ["-f", "definitions.py"]
+    else:
+        raise click.ClickException(f"{root}: no definitions.py (run `lakebed init {root}` to add it)")
+    command = [str(dagster), "dev", *target, "-h", host, "-p", str(port)]
+    where = f"project {root}" if root is not None else "the shop example"
+    click.echo(f"Dagster UI on http://{host}:{port} for {where} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     os.execv(command[0], command)
 
 

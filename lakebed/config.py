@@ -256,6 +256,33 @@ class LakebedConfig(BaseSettings):
 
 
 @functools.cache
+def _settings_of(project: Path) -> type[LakebedConfig]:
+    """LakebedConfig reading ``project``'s lakebed.toml whatever the current directory or LAKEBED_PROJECT:
+    keyword arguments, then LAKEBED_* variables, then that file (home defaults to <project>/.lakebed)."""
+    toml = project / PROJECT_FILE
+
+    class ProjectConfig(LakebedConfig):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _ProjectFileSettings(settings_cls, toml))
+
+    return ProjectConfig
+
+
+def project_config(project: str | Path, *, home: str | Path | None = None) -> LakebedConfig:
+    """The configuration of the project in folder ``project`` (``home`` overrides its state folder)."""
+    settings = _settings_of(Path(project).resolve())
+    return settings(home=Path(home)) if home is not None else settings()
+
+
+@functools.cache
 def get_config() -> LakebedConfig:
     """The process-wide config, read once. Call :func:`reset_config` after changing the environment."""
     from lakebed.errors import ConfigError

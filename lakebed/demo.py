@@ -1,13 +1,16 @@
-"""``lakebed demo``: materialise the sample-data assets through Dagster, then show what was made."""
+"""``lakebed demo``: the shop example project run as a user would run it: copied (or reused), applied,
+every asset materialised through Dagster; then what was made and where to look."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakebed.config import get_config
+from lakebed.config import get_config, reset_config
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,16 +34,33 @@ GROUP BY p.category ORDER BY revenue DESC
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_demo(*, fresh: bool = False, console: Console) -> None:
+def run_demo(*, directory: Path, fresh: bool = False, console: Console) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from lakebed.pipelines.project_plan import apply, plan
+    from lakebed.scaffold import init_project
+    from lakebed.schemas.project import load_project
+
+    started = time.monotonic()
+    root = directory.expanduser().resolve()
+    made = init_project(root, "shop")  # `lakebed init DIR --example shop`
+    os.environ["LAKEBED_PROJECT"] = str(root)  # every step below runs in the project, as `cd DIR` would
+    reset_config()
     config = get_config()
     config.prepare_dagster_home()
     if fresh:
         for folder in (config.tables_root, config.system_root):
             shutil.rmtree(folder, ignore_errors=True)
-    console.print(f"[bold]lakebed demo[/] — home {config.home}")
-    started = time.monotonic()
+    how = "a new copy of the shop example" if made else "reused"
+    console.print(f"[bold]lakebed demo[/] — project {root} ({how}), state in {config.home}")
+    shop = load_project(root)
+    applied = apply(plan(shop, config), config)  # `lakebed apply`
+    console.print(
+        f"lakebed apply: {len(applied)} change(s) — {len(shop.sources)} sources, "
+        f"{len(shop.contracts)} contracts, {len(shop.feature_views)} feature views registered"
+        if applied
+        else "lakebed apply: nothing new to register"
+    )
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -51,13 +71,10 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         task = progress.add_task("loading Dagster", total=None)
         import dagster as dg
 
-        from lakebed.assets.definitions import defs
-        from lakebed.dagster import project_assets, project_checks
-        from lakebed.examples import SHOP
-        from lakebed.schemas.project import load_project
+        from lakebed.dagster import definitions, project_assets, project_checks
 
+        defs = definitions(root)
         assert defs.resources is not None
-        shop = load_project(SHOP)
         assets = project_assets(shop)  # sources, raw streams, feature views
         runner = _Materializer(
             progress,
@@ -69,7 +86,7 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
         sources = [a for a in assets if a.group_names_by_key[a.key] == "sources"]
         progress.update(task, total=len(sources), completed=0)
         runner.each(sources)
-        progress.update(task, description="sample data materialised")
+        progress.update(task, description="sources materialised")
         _tier_move(progress, task)
         _stream_features(progress, runner, [a for a in assets if a not in sources])
     _summary(console)
@@ -77,7 +94,7 @@ def run_demo(*, fresh: bool = False, console: Console) -> None:
     _quality_summary(console)
     _features_summary(console)
     _lineage_summary(console)
-    _where_to_look(console, time.monotonic() - started)
+    _where_to_look(console, root, time.monotonic() - started)
 
 
 class _Materializer:
@@ -329,10 +346,15 @@ def _lineage_summary(console: Console) -> None:
     )
 
 
-def _where_to_look(console: Console, seconds: float) -> None:
+def _where_to_look(console: Console, root: Path, seconds: float) -> None:
+    import shlex
+
     config = get_config()
+    here = shlex.quote(os.path.relpath(root))
     lines = [
         f"\n[green]Done in {seconds:.1f} s.[/] Where to look next:",
+        f"  • the project:         {root}  (sources/, contracts/, feature_views/ — edit them, then"
+        f" cd {here} && lakebed plan)",
         f"  • tables (Delta Lake):  {config.tables_root}",
         '  • query them:          lakebed sql "SELECT * FROM orders LIMIT 5"  ·  lakebed tables',
         "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
@@ -341,8 +363,10 @@ def _where_to_look(console: Console, seconds: float) -> None:
         f"  • tiering:             lakebed tier status {TIER_TABLE}  ·  lakebed tier move {TIER_TABLE} --before 2025-12-15",
         "  • lineage:             lakebed lineage producer orders  ·  lakebed lineage upstream "
         "fv_customer_activity_v1 --column spend_1d  ·  lakebed lineage serve",
-        f"  • Dagster UI:          make ui  →  http://127.0.0.1:3000  (runs kept in {config.dagster_home})",
-        f"  • landing folder:      drop CSV/JSON/Parquet files into {config.landing_root}/<table>/",
+        f"  • Dagster UI:          make ui  (or lakebed --project {here} ui)  →  http://127.0.0.1:3000"
+        f"  (runs kept in {config.dagster_home})",
+        f"  • new orders:          drop CSV exports into {root / 'data' / 'orders'} (the orders sensor picks"
+        " them up in the UI)",
         "  • features in Python:  from lakebed import FeatureStore  (see README: Feature store)",
         "  • stream more events:  lakebed broker start · lakebed produce shop_events FILE --key customer_id",
     ]

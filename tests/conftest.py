@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,11 @@ def lakebed_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("LAKEBED_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
     monkeypatch.delenv("LAKEBED_CONFIG", raising=False)
+    monkeypatch.delenv("LAKEBED_PROJECT", raising=False)
     monkeypatch.chdir(tmp_path)
     reset_config()
     yield home
+    os.environ.pop("LAKEBED_PROJECT", None)  # entered by `lakebed --project` or the demo in this process
     reset_config()
 
 

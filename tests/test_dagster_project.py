@@ -15,8 +15,8 @@ import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
 import lakebed
-from lakebed.assets.resources import LakebedResource, project_config
-from lakebed.config import reset_config
+from lakebed.assets.resources import LakebedResource
+from lakebed.config import project_config, reset_config
 from lakebed.dagster import definitions
 from lakebed.errors import ProjectError
 from lakebed.examples import SHOP

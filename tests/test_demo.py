@@ -20,9 +20,16 @@ from lakebed.pipelines.catalog import Catalog
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_materialises_sample_data_and_prints_where_to_look(lakebed_home: Path) -> None:
+def test_demo_runs_the_shop_example_project_and_prints_where_to_look(
+    lakebed_home: Path, tmp_path: Path
+) -> None:
     result = CliRunner().invoke(main, ["demo"])
     assert result.exit_code == 0, result.output
+    # The shop example was copied into ./shop and applied, as `lakebed init --example shop` + `lakebed apply`.
+    project = tmp_path / "shop"
+    assert (project / "lakebed.toml").is_file() and (project / "definitions.py").is_file()
+    assert "lakebed apply:" in result.output and str(project) in result.output
+    assert Catalog().get("orders").contract is not None
     tables = {e.name for e in Catalog().list()}
     assert {"customers", "orders", "products", "web_events", "documents", "ingested_files"} <= tables
     assert "http://127.0.0.1:3000" in result.output

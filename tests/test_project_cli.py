@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from lakebed.cli_project import DEFINITIONS
 from lakebed.config import LakebedConfig
+from lakebed.scaffold import DEFINITIONS
 
 ORDERS_SOURCE = """\
 sources:
