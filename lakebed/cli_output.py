@@ -49,9 +49,10 @@ FORMAT_HELP = (
 )
 
 OUTPUT_EPILOG = """\b
-Output: the listing and query commands (tables, history, show, sql, quality
-check|results|rules|quarantine, lineage runs|history|producer, features
-list|get-online|get-historical, tier status) take --format table|json|csv.
+Output: the listing and query commands (plan, apply, tables, history, show,
+sql, quality check|results|rules|quarantine, lineage runs|history|producer,
+features list|get-online|get-historical, tier status) take --format
+table|json|csv.
 json is one JSON array of objects, one per row, keys as the csv header; csv
 has a header row. Timestamps are ISO 8601, bytes base64, nested values JSON
 (as text in csv). Data goes to stdout, messages and errors to stderr.
@@ -59,7 +60,8 @@ has a header row. Timestamps are ISO 8601, bytes base64, nested values JSON
 \b
 Exit status:
   0  success
-  1  an error (one line on stderr), or a failed check: `quality check`
+  1  an error (one line on stderr), or a failed check: `plan`/`apply` with
+     a refused change or an invalid project, `quality check`
      with a failing error rule, `broker status` with no reachable broker,
      `lineage flush` with events still waiting for the backend
   2  a usage error: unknown command or option, bad option value

@@ -215,12 +215,18 @@ def _short_names(data: Any) -> Any:
 
 
 def _print_table(console: Console, data: Any, title: str) -> None:
-    from rich.table import Table
 
-    out = Table(*data.column_names, title=title)
+    out = _table(*data.column_names, title=title)
     for row in data.to_pylist():
         out.add_row(*(_cell(v) for v in row.values()))
     console.print(out)
+
+
+def _table(*columns: str, title: str) -> Any:
+    """A rich table whose names and values wrap instead of being cut (also in pipes and narrow terminals)."""
+    from rich.table import Column, Table
+
+    return Table(*(Column(c, overflow="fold") for c in columns), title=title)
 
 
 def _cell(value: Any) -> str:
@@ -235,14 +241,13 @@ def _cell(value: Any) -> str:
 
 def _summary(console: Console) -> None:
     from deltalake import DeltaTable
-    from rich.table import Table
 
     from lakebed.pipelines.catalog import Catalog
     from lakebed.pipelines.delta import table_size
     from lakebed.pipelines.read import sql
 
     config = get_config()
-    tables = Table("table", "kind", "version", "rows", "location", title="Tables made")
+    tables = _table("table", "kind", "version", "rows", "location", title="Tables made")
     for entry in Catalog(config).list():
         delta = DeltaTable(entry.uri)
         rows = table_size(delta)[0]
@@ -250,7 +255,7 @@ def _summary(console: Console) -> None:
     console.print(tables)
 
     revenue = sql(REVENUE_SQL, config=config)
-    by_category = Table(*revenue.column_names, title="Revenue by category (lakebed sql, orders ⋈ products)")
+    by_category = _table(*revenue.column_names, title="Revenue by category (lakebed sql, orders ⋈ products)")
     for row in revenue.to_pylist():
         by_category.add_row(*(str(v) for v in row.values()))
     console.print(by_category)
@@ -259,7 +264,7 @@ def _summary(console: Console) -> None:
         "SELECT kind, mime_type, count(*) AS files FROM documents GROUP BY ALL ORDER BY files DESC",
         config=config,
     )
-    media = Table(*files.column_names, title="Unstructured files (documents table)")
+    media = _table(*files.column_names, title="Unstructured files (documents table)")
     for row in files.to_pylist():
         media.add_row(*(str(v) for v in row.values()))
     console.print(media)
@@ -295,13 +300,12 @@ def _tiering_summary(console: Console) -> None:
 
 
 def _quality_summary(console: Console) -> None:
-    from rich.table import Table
 
     from lakebed.pipelines.quality import RESULTS_TABLE, quarantine_rows
     from lakebed.pipelines.read import sql
 
     config = get_config()
-    out = Table("table", "rows quarantined", "rules broken", "where from", title="Quality: quarantined rows")
+    out = _table("table", "rows quarantined", "rules broken", "where from", title="Quality: quarantined rows")
     for table in ("orders", "shop_events"):
         rows = quarantine_rows(table, config=config)
         if not rows.num_rows:
