@@ -51,8 +51,8 @@ FORMAT_HELP = (
 OUTPUT_EPILOG = """\b
 Output: the listing and query commands (plan, apply, tables, history, show,
 sql, quality check|results|rules|quarantine, lineage runs|history|producer,
-features list|get-online|get-historical, tier status) take --format
-table|json|csv.
+features list|get-online|get-historical, tier status) take
+--format table|json|csv.
 json is one JSON array of objects, one per row, keys as the csv header; csv
 has a header row. Timestamps are ISO 8601, bytes base64, nested values JSON
 (as text in csv). Data goes to stdout, messages and errors to stderr.

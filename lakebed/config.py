@@ -203,10 +203,15 @@ class LakebedConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = _config_file()
+        toml_path = cls.settings_file()
         if toml_path is not None:
             sources.append(_ProjectFileSettings(settings_cls, toml_path))
         return tuple(sources)
+
+    @classmethod
+    def settings_file(cls) -> Path | None:
+        """The lakebed.toml read: the current project's (or ``$LAKEBED_CONFIG``), None outside any."""
+        return _config_file()
 
     # Derived locations -------------------------------------------------------------------------
     @property
@@ -263,15 +268,8 @@ def _settings_of(project: Path) -> type[LakebedConfig]:
 
     class ProjectConfig(LakebedConfig):
         @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _ProjectFileSettings(settings_cls, toml))
+        def settings_file(cls) -> Path | None:
+            return toml
 
     return ProjectConfig
 
