@@ -112,15 +112,14 @@ def _files_sensor(project: Project, source: FilesSource, name: str) -> dg.Sensor
         asset_selection=[dg.AssetKey(source.table)],
         description=f"Watches {source.path} for new or changed files and materialises {source.table}.",
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        seen: dict[str, list[float]] = json.loads(context.cursor) if context.cursor else {}
+    def _sensor(context: dg.SensorEvaluationContext, lakebed: LakebedResource) -> dg.SensorResult:
+        seen: dict[str, list[float | str]] = json.loads(context.cursor) if context.cursor else {}
         fresh = []
-        for path in source_files(project, source):
-            stat = path.stat()
-            signature = [stat.st_size, stat.st_mtime]
-            if seen.get(str(path)) != signature:
-                fresh.append(str(path))
-                seen[str(path)] = signature
+        for listed in source_files(project, source, config=lakebed.config()):
+            signature = [listed.size, listed.version]  # an object's ETag stands for a file's mtime
+            if seen.get(listed.name) != signature:
+                fresh.append(listed.name)
+                seen[listed.name] = signature
         if not fresh:
             return dg.SensorResult(
                 skip_reason=dg.SkipReason(f"no new or changed files in {source.path}"), cursor=context.cursor

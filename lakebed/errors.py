@@ -74,6 +74,11 @@ class SourceNotFoundError(InputError):
     """A file, glob or folder to ingest does not exist or matches nothing."""
 
 
+class SourceUnavailableError(InputError):
+    """A source's store cannot be listed or read: unreachable, or it refused the credentials (names the
+    bucket and prefix, never the credentials)."""
+
+
 class UnknownFormatError(InputError):
     """A file's format cannot be determined or is not supported."""
 

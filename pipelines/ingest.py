@@ -11,6 +11,7 @@ file to be ingested twice.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import hashlib
@@ -26,8 +27,8 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import InputError, MalformedRecordError, SourceNotFoundError
-from lakebed.lineage.events import file_dataset
+from lakebed.errors import InputError, MalformedRecordError, SourceNotFoundError, UnknownFormatError
+from lakebed.lineage.events import DatasetRef, file_dataset, location
 from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
@@ -41,29 +42,18 @@ from lakebed.pipelines.formats import (
     supported,
     text_encoding,
 )
+from lakebed.pipelines.ingest_manifest import (
+    FileOutcome,
+    Manifest,
+    SourceFile,
+    sql_string,
+)
 from lakebed.schemas.contract import TableContract
-from lakebed.storage import arrow_dataset
 
 ChangePolicy = Literal["replace", "append", "skip"]
 SOURCE_COLUMN = "_source_file"
 LINE_COLUMN = "_source_line"
-MANIFEST_TABLE = "ingested_files"
 _HASH_CHUNK = 8 << 20
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        pa.field("table_name", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("size_bytes", pa.int64(), nullable=False),
-        pa.field("sha256", pa.string(), nullable=False),
-        pa.field("rows", pa.int64()),
-        pa.field("rejected_rows", pa.int64()),
-        pa.field("delta_version", pa.int64()),
-        pa.field("run_id", pa.string()),
-        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-MANIFEST_CONTRACT = TableContract.from_arrow(MANIFEST_TABLE, MANIFEST_SCHEMA, keys=("table_name", "path"))
 
 REJECTS_SCHEMA = pa.schema(
     [
@@ -79,22 +69,12 @@ REJECTS_SCHEMA = pa.schema(
 
 
 @dataclass(frozen=True)
-class SourceFile:
+class NamedFile:
+    """A local file ingested under another name: an object-store object's cached copy under its
+    ``s3://bucket/key`` URL, which its rows (``_source_file``), rejects, manifest entry and lineage name."""
+
     path: Path
-    size: int
-    sha256: str
-
-
-@dataclass
-class FileOutcome:
-    """What happened to one file."""
-
-    path: str
-    status: Literal["ingested", "skipped", "replaced", "rejected"]
-    rows: int = 0
-    rejected: int = 0
-    quarantined: int = 0
-    version: int | None = None
+    name: str
 
 
 @dataclass
@@ -134,7 +114,7 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 def ingest_files(
-    sources: str | Path | Sequence[str | Path],
+    sources: str | Path | NamedFile | Sequence[str | Path | NamedFile],
     *,
     table: str,
     format: str | None = None,  # noqa: A002 - the natural name
@@ -150,7 +130,8 @@ def ingest_files(
 ) -> IngestResult:
     """Ingest CSV / JSON-lines / Parquet files into lakebed table ``table``.
 
-    ``sources`` are files, folders (searched recursively for supported files) or glob patterns.
+    ``sources`` are files, folders (searched recursively for supported files) or glob patterns, or
+    :class:`NamedFile` items (local copies ingested under their own names, e.g. object-store objects).
     ``on_bad_rows="error"`` stops at the first bad record with its file, line and column;
     ``"reject"`` sends bad records to ``<table>__rejects`` and keeps going. A file already ingested
     unchanged is skipped; a changed file (same path, new content) is handled by ``on_change``:
@@ -172,32 +153,32 @@ def ingest_files(
     # One lineage run: the files (at their content hashes) in, every table version written out.
     with lineage_run(run, config=config) as lineage:
         catalog = Catalog(config)
-        files = resolve_sources(sources, explicit_format=format, exclude=own_files(config))
-        formats = {f: detect_format(f, format) for f in files}
-        manifest = _Manifest(catalog, run)
+        files = _input_files(sources, explicit_format=format, exclude=own_files(config))
+        formats = {f.name: _format_of(f, format) for f in files}
+        manifest = Manifest(catalog, run)
         manifest.reconcile(table)
         known = manifest.entries(table)
         result = IngestResult(table=table, run_id=run.run_id)
         bytes_done = 0
         overwrite = mode == "overwrite"
         first_write = overwrite
-        for path in files:
-            source = _describe(path)
-            previous = known.get(str(path))
+        for file in files:
+            source = _describe(file)
+            previous = known.get(source.name)
             changed = previous is not None and (previous["sha256"], previous["size_bytes"]) != (
                 source.sha256,
                 source.size,
             )
             if not overwrite and previous is not None and (not changed or on_change == "skip"):
-                result.files.append(FileOutcome(path=str(path), status="skipped"))
+                result.files.append(FileOutcome(path=source.name, status="skipped"))
                 bytes_done += source.size
                 continue
             replace = changed and on_change == "replace" and not overwrite
-            lineage.add_input(file_dataset(path, sha256=source.sha256, size=source.size))
+            lineage.add_input(_dataset(source, size=source.size))
             try:
                 outcome = _ingest_one(
                     source,
-                    formats[path],
+                    formats[source.name],
                     table=table,
                     contract=contract,
                     catalog=catalog,
@@ -221,7 +202,7 @@ def ingest_files(
             manifest.record(table, source, outcome)
             bytes_done += source.size
             if progress:
-                progress(str(path), outcome.rows, bytes_done)
+                progress(source.name, outcome.rows, bytes_done)
         manifest.flush(replace_table=table if overwrite else None)
         return result
 
@@ -265,11 +246,61 @@ def resolve_sources(
 
 
 def own_files(config: LakebedConfig) -> tuple[Path, ...]:
-    """Where lakebed keeps its own files (tables, system tables, lineage events): never ingest input."""
-    return (Path(config.tables_root), Path(config.system_root), config.home / "lineage")
+    """Where lakebed keeps its own files (tables, system tables, lineage events, the object-store cache):
+    never ingest input."""
+    return (Path(config.tables_root), Path(config.system_root), config.home / "lineage", remote_cache(config))
 
 
-def _describe(path: Path) -> SourceFile:
+def remote_cache(config: LakebedConfig) -> Path:
+    """Where object-store sources' objects are cached: ``<home>/remote/<bucket>/<key>``."""
+    return config.home / "remote"
+
+
+def _input_files(
+    sources: str | Path | NamedFile | Sequence[str | Path | NamedFile],
+    *,
+    explicit_format: str | None,
+    exclude: Sequence[Path],
+) -> list[NamedFile]:
+    """Paths, folders and globs resolved (each file named by its resolved path), then the named files."""
+    items = [sources] if isinstance(sources, str | Path | NamedFile) else list(sources)
+    named = [item for item in items if isinstance(item, NamedFile)]
+    local = [item for item in items if not isinstance(item, NamedFile)]
+    found = (
+        []
+        if named and not local
+        else resolve_sources(local, explicit_format=explicit_format, exclude=exclude)
+    )
+    files = [NamedFile(path=path, name=str(path)) for path in found] + named
+    return list({file.name: file for file in files}.values())
+
+
+def _dataset(source: SourceFile, **details: Any) -> DatasetRef:
+    """The lineage dataset of an input file: a local file by its path, an object by its URL."""
+    if source.name == str(source.path):
+        return file_dataset(source.path, sha256=source.sha256, **details)
+    namespace, name = location(source.name)
+    return DatasetRef(namespace, name, source.sha256, **details)
+
+
+def _format_of(file: NamedFile, explicit: str | None) -> Format:
+    try:
+        return detect_format(file.path, explicit)
+    except UnknownFormatError as exc:
+        if file.name == str(file.path):
+            raise
+        raise UnknownFormatError(exc.reason, path=file.name) from None
+
+
+def _named(exc: InputError, source: SourceFile) -> InputError:
+    """``exc`` naming the source's name instead of the local copy it was read from."""
+    if exc.path != str(source.path) or source.name == str(source.path):
+        return exc
+    return type(exc)(exc.reason, path=source.name, line=exc.line, column=exc.column, offset=exc.offset)
+
+
+def _describe(file: NamedFile) -> SourceFile:
+    path = file.path
     digest = hashlib.sha256()
     size = 0
     try:
@@ -278,11 +309,55 @@ def _describe(path: Path) -> SourceFile:
                 digest.update(chunk)
                 size += len(chunk)
     except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", path=str(path)) from exc
-    return SourceFile(path=path, size=size, sha256=digest.hexdigest())
+        raise InputError(f"cannot read file: {exc.strerror}", path=file.name) from exc
+    return SourceFile(path=path, name=file.name, size=size, sha256=digest.hexdigest())
 
 
 def _ingest_one(
+    source: SourceFile,
+    fmt: Format,
+    *,
+    table: str,
+    contract: TableContract | None,
+    catalog: Catalog,
+    run: RunContext,
+    mode: Literal["append", "overwrite"],
+    replace: bool,
+    partition_by: str | None,
+    on_bad_rows: BadRowPolicy,
+    encoding: str,
+    progress: ProgressCallback | None,
+    bytes_done: int,
+    config: LakebedConfig,
+    lineage: LineageRun,
+) -> FileOutcome:
+    """Write one file's rows in one commit; errors about its records name the source (not a local copy)."""
+    try:
+        return _write_one(
+            source,
+            fmt,
+            table=table,
+            contract=contract,
+            catalog=catalog,
+            run=run,
+            mode=mode,
+            replace=replace,
+            partition_by=partition_by,
+            on_bad_rows=on_bad_rows,
+            encoding=encoding,
+            progress=progress,
+            bytes_done=bytes_done,
+            config=config,
+            lineage=lineage,
+        )
+    except InputError as exc:
+        named = _named(exc, source)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _write_one(
     source: SourceFile,
     fmt: Format,
     *,
@@ -308,13 +383,13 @@ def _ingest_one(
         batch_rows=config.batch_rows,
         encoding=encoding,
     )
-    schema, batches = _tag(stream, partition_by, progress, bytes_done)
-    source_ref = file_dataset(source.path, sha256=source.sha256)
+    schema, batches = _tag(stream, source.name, partition_by, progress, bytes_done)
+    source_ref = _dataset(source)
     for column in stream.schema.names:
         lineage.add_column_lineage(table, column, [(source_ref, column, "DIRECT:IDENTITY")])
     reader = pa.RecordBatchReader.from_batches(schema, batches)
-    file_meta = json.dumps([{"path": str(source.path), "size": source.size, "sha256": source.sha256}])
-    predicate = f"{SOURCE_COLUMN} = '{_sql_string(str(source.path))}'" if replace else None
+    file_meta = json.dumps([{"path": source.name, "size": source.size, "sha256": source.sha256}])
+    predicate = f"{SOURCE_COLUMN} = '{sql_string(source.name)}'" if replace else None
     written = commit(
         table,
         reader,
@@ -328,9 +403,12 @@ def _ingest_one(
         catalog=catalog,
     )
     if stream.bad:
-        write_rejects(table, stream.bad, run=run, config=config, catalog=catalog)
+        bad = [
+            b if b.path != str(source.path) else dataclasses.replace(b, path=source.name) for b in stream.bad
+        ]
+        write_rejects(table, bad, run=run, config=config, catalog=catalog)
     return FileOutcome(
-        path=str(source.path),
+        path=source.name,
         status="replaced" if replace else "ingested",
         rows=written.rows,
         rejected=len(stream.bad),
@@ -350,9 +428,9 @@ def _reject_file(
 ) -> FileOutcome:
     """Under ``reject``, a record error escapes only for a whole file (unreadable, no records, or a value
     its Parquet column cannot take): nothing of it was written, and it is kept as one reject."""
-    bad = BadRecord(path=str(source.path), line=exc.line, column=exc.column, reason=exc.reason, raw="")
+    bad = BadRecord(path=source.name, line=exc.line, column=exc.column, reason=exc.reason, raw="")
     write_rejects(table, [bad], run=run, config=config, catalog=catalog)
-    return FileOutcome(path=str(source.path), status="rejected", rejected=1)
+    return FileOutcome(path=source.name, status="rejected", rejected=1)
 
 
 def write_rejects(
@@ -407,10 +485,14 @@ def _partition_column(partition_by: str, schema: pa.Schema) -> str:
 
 
 def _tag(
-    stream: FileStream, partition_by: str | None, progress: ProgressCallback | None, bytes_done: int
+    stream: FileStream,
+    source: str,
+    partition_by: str | None,
+    progress: ProgressCallback | None,
+    bytes_done: int,
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """Add the ``_source_file`` and ``_source_line`` columns (and a derived partition date) to every batch."""
-    source = str(stream.path)
+    """Add the ``_source_file`` (``source``) and ``_source_line`` columns (and a derived partition date) to
+    every batch."""
     schema = stream.schema.append(pa.field(SOURCE_COLUMN, pa.string()))
     schema = schema.append(pa.field(LINE_COLUMN, pa.int64()))
     derive = None
@@ -436,90 +518,3 @@ def _tag(
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
     return schema, batches()
-
-
-def _sql_string(value: str) -> str:
-    return value.replace("'", "''")
-
-
-class _Manifest:
-    """The ingested-files manifest: one row per (table, path), upserted at the end of each run."""
-
-    def __init__(self, catalog: Catalog, run: RunContext) -> None:
-        self.catalog = catalog
-        self.run = run
-        self.pending: list[dict[str, object]] = []
-
-    def entries(self, table: str) -> dict[str, dict[str, Any]]:
-        entry = self.catalog.find(MANIFEST_TABLE)
-        if entry is None:
-            return {}
-        rows = arrow_dataset(DeltaTable(entry.uri)).to_table(filter=pc.field("table_name") == table)
-        return {row["path"]: row for row in rows.to_pylist()}
-
-    def record(self, table: str, source: SourceFile, outcome: FileOutcome) -> None:
-        self.pending.append(
-            {
-                "table_name": table,
-                "path": str(source.path),
-                "size_bytes": source.size,
-                "sha256": source.sha256,
-                "rows": outcome.rows,
-                "rejected_rows": outcome.rejected,
-                "delta_version": outcome.version,
-                "run_id": self.run.run_id,
-                "ingested_at": dt.datetime.now(dt.UTC),
-            }
-        )
-
-    def flush(self, *, replace_table: str | None = None) -> None:
-        """Write pending entries; ``replace_table`` makes them that table's only entries (overwrite)."""
-        if not self.pending and replace_table is None:
-            return
-        rows = pa.Table.from_pylist(self.pending, schema=MANIFEST_SCHEMA)
-        options: dict[str, Any] = dict(
-            contract=MANIFEST_CONTRACT,
-            kind="system",
-            run=self.run,
-            config=self.catalog.config,
-            catalog=self.catalog,
-        )
-        if replace_table is not None:
-            predicate = f"table_name = '{_sql_string(replace_table)}'"
-            commit(MANIFEST_TABLE, rows, mode="overwrite", overwrite_predicate=predicate, **options)
-        else:
-            commit(MANIFEST_TABLE, rows, mode="merge", **options)
-        self.pending = []
-
-    def reconcile(self, table: str) -> None:
-        """Record files whose data commit landed but whose manifest update did not (a crash between).
-
-        Every run flushes the manifest after its last data commit, so any commit newer than the newest
-        version the manifest knows for this table, back to the last whole-table overwrite, is unrecorded.
-        """
-        entry = self.catalog.find(table)
-        if entry is None:
-            return
-        try:
-            history = DeltaTable(entry.uri).history()
-        except Exception:
-            return
-        known = self.entries(table)
-        recorded = max(
-            (int(e["delta_version"]) for e in known.values() if e["delta_version"] is not None), default=-1
-        )
-        unrecorded: dict[str, tuple[int, dict[str, Any], int]] = {}
-        for commit_info in history:  # newest first
-            version = int(commit_info["version"])
-            if version <= recorded:
-                break
-            rows = int((commit_info.get("operationMetrics") or {}).get("num_added_rows") or 0)
-            for item in json.loads(commit_info.get("lakebed.source_files") or "[]"):
-                unrecorded.setdefault(item["path"], (version, item, rows))
-            parameters = commit_info.get("operationParameters") or {}
-            if parameters.get("mode") == "Overwrite" and not parameters.get("predicate"):
-                break
-        for path, (version, item, rows) in unrecorded.items():
-            source = SourceFile(path=Path(path), size=int(item["size"]), sha256=str(item["sha256"]))
-            self.record(table, source, FileOutcome(path=path, status="ingested", rows=rows, version=version))
-        self.flush()

@@ -15,7 +15,8 @@ import lakebed
 from lakebed.errors import MalformedRecordError, SchemaDriftError, SourceNotFoundError, UnknownFormatError
 from lakebed.examples import SHOP
 from lakebed.pipelines.catalog import Catalog
-from lakebed.pipelines.ingest import MANIFEST_TABLE, SOURCE_COLUMN, ingest_files
+from lakebed.pipelines.ingest import SOURCE_COLUMN, ingest_files
+from lakebed.pipelines.ingest_manifest import MANIFEST_TABLE
 from lakebed.samples import STRUCTURED
 from lakebed.schemas.contract import TableContract
 

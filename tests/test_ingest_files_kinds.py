@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import lakebed
 from lakebed.cli import main as cli
 from lakebed.errors import InputError, MalformedRecordError, UnreadableFileError
-from lakebed.pipelines.ingest import MANIFEST_TABLE, ingest_files
+from lakebed.pipelines.ingest import ingest_files
+from lakebed.pipelines.ingest_manifest import MANIFEST_TABLE
 from lakebed.schemas.contract import TableContract
 
 LATIN1 = "id,name\n3,José\n4,Müller\n".encode("latin-1")
