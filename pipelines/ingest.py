@@ -11,6 +11,7 @@ file to be ingested twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import glob
@@ -176,23 +177,24 @@ def ingest_files(
             replace = changed and on_change == "replace" and not overwrite
             lineage.add_input(_dataset(source, size=source.size))
             try:
-                outcome = _ingest_one(
-                    source,
-                    formats[source.name],
-                    table=table,
-                    contract=contract,
-                    catalog=catalog,
-                    run=run,
-                    mode="overwrite" if first_write else "append",
-                    replace=replace,
-                    partition_by=partition_by,
-                    on_bad_rows=on_bad_rows,
-                    encoding=encoding,
-                    progress=progress,
-                    bytes_done=bytes_done,
-                    config=config,
-                    lineage=lineage,
-                )
+                with _named_errors(source):
+                    outcome = _ingest_one(
+                        source,
+                        formats[source.name],
+                        table=table,
+                        contract=contract,
+                        catalog=catalog,
+                        run=run,
+                        mode="overwrite" if first_write else "append",
+                        replace=replace,
+                        partition_by=partition_by,
+                        on_bad_rows=on_bad_rows,
+                        encoding=encoding,
+                        progress=progress,
+                        bytes_done=bytes_done,
+                        config=config,
+                        lineage=lineage,
+                    )
             except MalformedRecordError as exc:
                 if on_bad_rows == "error":
                     raise
@@ -292,11 +294,16 @@ def _format_of(file: NamedFile, explicit: str | None) -> Format:
         raise UnknownFormatError(exc.reason, path=file.name) from None
 
 
-def _named(exc: InputError, source: SourceFile) -> InputError:
-    """``exc`` naming the source's name instead of the local copy it was read from."""
-    if exc.path != str(source.path) or source.name == str(source.path):
-        return exc
-    return type(exc)(exc.reason, path=source.name, line=exc.line, column=exc.column, offset=exc.offset)
+@contextlib.contextmanager
+def _named_errors(source: SourceFile) -> Iterator[None]:
+    """Errors about the file's records name the source (``s3://...``), not the local copy read."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.path != str(source.path) or source.name == str(source.path):
+            raise
+        named = type(exc)(exc.reason, path=source.name, line=exc.line, column=exc.column, offset=exc.offset)
+        raise named from exc
 
 
 def _describe(file: NamedFile) -> SourceFile:
@@ -331,50 +338,7 @@ def _ingest_one(
     config: LakebedConfig,
     lineage: LineageRun,
 ) -> FileOutcome:
-    """Write one file's rows in one commit; errors about its records name the source (not a local copy)."""
-    try:
-        return _write_one(
-            source,
-            fmt,
-            table=table,
-            contract=contract,
-            catalog=catalog,
-            run=run,
-            mode=mode,
-            replace=replace,
-            partition_by=partition_by,
-            on_bad_rows=on_bad_rows,
-            encoding=encoding,
-            progress=progress,
-            bytes_done=bytes_done,
-            config=config,
-            lineage=lineage,
-        )
-    except InputError as exc:
-        named = _named(exc, source)
-        if named is exc:
-            raise
-        raise named from exc
-
-
-def _write_one(
-    source: SourceFile,
-    fmt: Format,
-    *,
-    table: str,
-    contract: TableContract | None,
-    catalog: Catalog,
-    run: RunContext,
-    mode: Literal["append", "overwrite"],
-    replace: bool,
-    partition_by: str | None,
-    on_bad_rows: BadRowPolicy,
-    encoding: str,
-    progress: ProgressCallback | None,
-    bytes_done: int,
-    config: LakebedConfig,
-    lineage: LineageRun,
-) -> FileOutcome:
+    """Write one file's rows in one commit."""
     stream = open_file(
         source.path,
         fmt,
