@@ -101,7 +101,13 @@ def find_project(start: Path | None = None) -> Path | None:
                 f"{root}: not a lakebed project (no {PROJECT_FILE}); run `lakebed init {explicit}`"
             )
         return root
-    here = (start or Path.cwd()).resolve()
+    return project_above((start or Path.cwd()).resolve())
+
+
+def project_above(path: Path) -> Path | None:
+    """The nearest folder at or above ``path`` (a folder, or a file whose folder is meant) that holds a
+    lakebed.toml; None when there is none."""
+    here = path if path.is_dir() else path.parent
     return next((folder for folder in (here, *here.parents) if (folder / PROJECT_FILE).is_file()), None)
 
 

@@ -27,7 +27,7 @@ from lakebed.assets.quality import contract_checks
 from lakebed.assets.resources import LakebedResource
 from lakebed.assets.streaming import kafka_offsets_sensor, stream_assets, stream_maintenance
 from lakebed.assets.tiering import hot_tier_quota_sensor, tier_move_job, tier_move_schedule
-from lakebed.config import PROJECT_FILE
+from lakebed.config import PROJECT_FILE, project_above
 from lakebed.errors import ProjectError
 from lakebed.schemas.project import Project, load_project
 
@@ -36,8 +36,7 @@ def project_dir(project: str | Path) -> Path:
     """The project folder of ``project``: that folder, or the nearest folder holding a lakebed.toml at or
     above a file or folder inside it (``definitions(__file__)``)."""
     start = Path(project).expanduser().resolve()
-    here = start if start.is_dir() else start.parent
-    found = next((f for f in (here, *here.parents) if (f / PROJECT_FILE).is_file()), None)
+    found = project_above(start)
     if found is None:
         raise ProjectError(f"{start}: not in a lakebed project (no {PROJECT_FILE} here or above)")
     return found
