@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from lakebed.errors import InputError, MalformedRecordError, UnknownFormatError, UnreadableFileError
 
 Format = Literal["csv", "tsv", "json", "parquet"]
-_FORMATS: dict[str, Format] = {"csv": "csv", "tsv": "tsv", "json": "json", "parquet": "parquet"}
+_FORMATS: dict[str, Format] = {name: name for name in get_args(Format)}
 BadRowPolicy = Literal["error", "reject"]
 
 _EXTENSIONS: dict[str, Format] = {

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -158,10 +159,10 @@ def load_project(root: str | Path) -> Project:
     contracts = _contracts(root / paths.contracts, origins)
     views = _views(root / paths.feature_views, origins)
     sources = _sources(root / paths.sources, origins)
-    loaded = Project(root, project.name, project.description, paths, sources, {}, views, origins)
-    _check(loaded, contracts)
     by_table = {c.name: c for c in contracts.values()}
-    return Project(root, project.name, project.description, paths, sources, by_table, views, origins)
+    loaded = Project(root, project.name, project.description, paths, sources, by_table, views, origins)
+    _check(loaded, contracts)
+    return loaded
 
 
 def _section(model: type[_Strict], data: object, path: Path, what: str) -> Any:
@@ -184,7 +185,8 @@ def _contracts(folder: Path, origins: dict[str, Path]) -> dict[str, TableContrac
     found: dict[str, TableContract] = {}
     tables: dict[str, Path] = {}
     for path in _yaml_files(folder):
-        contract = _wrap(lambda p=path: TableContract.from_yaml(p))
+        with _as_project_error():
+            contract = TableContract.from_yaml(path)
         if contract.name in tables:
             raise ProjectError(
                 f"{path}: the contract of table {contract.name!r} is already in {tables[contract.name]}"
@@ -198,7 +200,8 @@ def _contracts(folder: Path, origins: dict[str, Path]) -> dict[str, TableContrac
 def _views(folder: Path, origins: dict[str, Path]) -> dict[str, FeatureView]:
     views: dict[str, FeatureView] = {}
     for path in _yaml_files(folder):
-        view = _wrap(lambda p=path: FeatureView.from_yaml(p))
+        with _as_project_error():
+            view = FeatureView.from_yaml(path)
         if view.key in views:
             raise ProjectError(
                 f"{path}: feature view {view.key} is already defined in {origins[f'view:{view.key}']}"
@@ -213,7 +216,8 @@ def _sources(
 ) -> tuple[FilesSource | UnstructuredSource | StreamSource, ...]:
     sources: list[FilesSource | UnstructuredSource | StreamSource] = []
     for path in _yaml_files(folder):
-        data = _wrap(lambda p=path: read_yaml(p, what="sources"))
+        with _as_project_error():
+            data = read_yaml(path, what="sources")
         if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
             raise ProjectError(f"{path}: expected a mapping with a list `sources: [...]`")
         for index, entry in enumerate(data["sources"]):
@@ -272,9 +276,11 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-def _wrap(load: Any) -> Any:
+@contextlib.contextmanager
+def _as_project_error() -> Iterator[None]:
+    """A contract or view file's own error (it names the file and field) as a ProjectError."""
     try:
-        return load()
+        yield
     except ContractError as exc:
         raise ProjectError(str(exc)) from None
 
