@@ -121,6 +121,7 @@ def commit(
     app_transactions: Sequence[Transaction] = (),
     overwrite_predicate: str | None = None,
     quarantine_key: Sequence[str] = (),
+    delete: pa.Table | None = None,
     catalog: Catalog | None = None,
     config: LakebedConfig | None = None,
 ) -> CommitResult:
@@ -147,6 +148,8 @@ def commit(
     quarantine_key:
         Columns naming each row's immutable source record (e.g. topic, partition, offset): a row whose
         record is already quarantined is not quarantined again when a write is retried.
+    delete:
+        ``merge`` only: key values (a table of the ``keys`` columns) whose rows the same commit deletes.
     """
     config = config or get_config()
     run = run or RunContext()
@@ -167,6 +170,7 @@ def commit(
             app_transactions=app_transactions,
             overwrite_predicate=overwrite_predicate,
             quarantine_key=quarantine_key,
+            delete=delete,
             catalog=catalog,
             config=config,
         )
@@ -207,6 +211,7 @@ def _write(
     app_transactions: Sequence[Transaction],
     overwrite_predicate: str | None,
     quarantine_key: Sequence[str],
+    delete: pa.Table | None,
     catalog: Catalog,
     config: LakebedConfig,
 ) -> CommitResult:
@@ -221,6 +226,9 @@ def _write(
     drift = drift or "evolve"
     if mode == "merge" and not keys:
         raise ValueError(f"merge into {table!r} needs key columns (keys=...)")
+    if delete is not None and mode != "merge":
+        raise ValueError(f"delete= needs mode='merge' (writing {table!r} with mode={mode!r})")
+    deleting = delete is not None and delete.num_rows > 0
 
     reader = _as_reader(data)
     existing = open_delta(uri)
@@ -249,7 +257,7 @@ def _write(
         plan = _Plan(target=delta_schema(incoming), added=())
     batches = _nonempty(reader)
     first = next(batches, None)
-    if first is None and existing is not None and mode in ("append", "merge"):
+    if first is None and existing is not None and mode in ("append", "merge") and not deleting:
         # Nothing to write: no empty commit.
         return CommitResult(table=table, uri=uri, version=None, mode=mode, rows=0, schema=plan.target)
     if first is not None:
@@ -276,6 +284,7 @@ def _write(
                 evolve=bool(plan.added),
                 properties=properties,
                 retry_conflicts=not app_transactions,
+                delete=delete if deleting else None,
             )
         else:
             _ensure_parent(uri)
@@ -354,8 +363,9 @@ def _merge(
     evolve: bool,
     properties: CommitProperties,
     retry_conflicts: bool,
+    delete: pa.Table | None = None,
 ) -> dict[str, Any]:
-    """Upsert ``source`` by ``keys``. A merge that meets a concurrent commit is merged again into the new
+    """Upsert ``source`` by ``keys`` (and delete the rows of the ``delete`` keys). A merge that meets a concurrent commit is merged again into the new
     version (its source is in memory), unless it carries application transactions: their callers re-read
     the transactions and decide (exactly-once bookkeeping)."""
     import polars as pl
@@ -383,6 +393,20 @@ def _merge(
             commit_properties=properties,
         )
         return {"num_target_rows_inserted": table.num_rows}
+    flag = "__lakebed_delete"
+    if delete is not None:
+        # The deleted keys' other columns are null: the source schema admits nulls everywhere.
+        relaxed = pa.schema([f.with_nullable(True) for f in table.schema])
+        table = table.cast(relaxed)
+        gone = pa.table(
+            [
+                delete.column(f.name).cast(f.type) if f.name in keys else pa.nulls(delete.num_rows, f.type)
+                for f in relaxed
+            ],
+            schema=relaxed,
+        )
+        marks = [pa.array([False] * table.num_rows), pa.array([True] * gone.num_rows)]
+        table = pa.concat_tables([table, gone]).append_column(flag, pa.chunked_array(marks, pa.bool_()))
     predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
     retrying = Retrying(
         retry=retry_if_exception_type(CommitFailedError) if retry_conflicts else retry_never,
@@ -403,7 +427,12 @@ def _merge(
                 merge_schema=evolve,
                 commit_properties=properties,
             )
-            return dict(merger.when_matched_update_all().when_not_matched_insert_all().execute())
+            if delete is None:
+                return dict(merger.when_matched_update_all().when_not_matched_insert_all().execute())
+            keep, drop = f"NOT s.{flag}", f"s.{flag}"
+            merger = merger.when_matched_delete(predicate=drop)
+            merger = merger.when_matched_update_all(predicate=keep, except_cols=[flag])
+            return dict(merger.when_not_matched_insert_all(predicate=keep, except_cols=[flag]).execute())
     raise AssertionError("unreachable: the last attempt re-raises")
 
 

@@ -38,6 +38,8 @@ AggregationFunction = Literal["sum", "mean", "count", "min", "max", "last"]
 
 FEATURE_TS = "feature_ts"
 """Name of the window-end column of every offline and online feature table."""
+FEATURE_VALID_TO = "feature_valid_to"
+"""Offline tables: the first hop end at which a row's values no longer hold (docs/streaming.md)."""
 
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
 """View and feature names: a lowercase letter, then lowercase letters, digits or underscores (≤ 63)."""

@@ -19,6 +19,7 @@ from lakebed.config import LakebedConfig
 from lakebed.errors import ContractError
 from lakebed.examples import SHOP
 from lakebed.pipelines.delta import commit
+from lakebed.pipelines.features.changes import compute_segments, dense_rows
 from lakebed.pipelines.features.materialize import (
     FeatureSourceError,
     backfill,
@@ -392,7 +393,8 @@ def test_late_events_go_to_the_late_table_and_never_into_features(config: Lakebe
     ]
     offline = offline_sorted(view)
     on_time = events([(1, at(60), "view", None), (2, at(58), "purchase", 5.0), (1, at(50), "purchase", 3.0)])
-    assert offline.equals(compute_features(on_time, view).cast(offline.schema))
+    assert offline.equals(compute_segments(on_time, view).cast(offline.schema))
+    assert dense_rows(offline, view).equals(compute_features(on_time, view))
     assert 999.0 not in offline.column("spend_10m").to_pylist()
     assert at(50) not in offline.column("feature_ts").to_pylist()  # [40m, 50m) held only the late event
     # Nothing new: a no-op.
@@ -500,11 +502,12 @@ def test_incremental_equals_backfill_row_for_row(config: LakebedConfig) -> None:
     raw = pl.from_arrow(read_table("events"))
     assert isinstance(raw, pl.DataFrame)
     on_time = raw.filter(~pl.col("_offset").is_in(late.column("_offset").to_pylist()))
-    assert incremental.equals(compute_features(on_time, view).cast(incremental.schema))
+    assert incremental.equals(compute_segments(on_time, view).cast(incremental.schema))
+    assert dense_rows(incremental, view).equals(compute_features(on_time, view))
 
     # Online: per customer, the offline row with the greatest feature_ts <= watermark (max event time).
     expected = (
-        pl.from_arrow(incremental)
+        pl.from_arrow(dense_rows(incremental, view))
         .filter(pl.col("feature_ts") <= state.watermark)
         .sort("feature_ts")
         .group_by("customer_id", maintain_order=True)

@@ -8,16 +8,17 @@ Semantics (docs/streaming.md, "Feature store semantics"):
   ``v`` with ``event_time < watermark_v`` is late. Late events go to ``fv_<view>_v<N>__late`` (with
   ``_raw_version``, ``_watermark`` and ``_reason``), never into features. Events with a null event time
   or a null entity key can be in no window: they go to the late table too (``_reason`` says which).
-* The offline table ``fv_<view>_v<N>`` always equals :func:`compute_features` over every on-time raw event
-  processed so far. The incremental path recomputes just the ``(entity, window end)`` rows the new
-  events touch, from *all* on-time raw events around them (the raw table at the processed version, minus
-  the recorded late events), and merges them in. The backfill replays every raw version in order with the
-  same decisions and overwrites the table: both give identical rows.
-* Online store: after each offline commit, per entity, the offline row with the greatest
-  ``feature_ts <= watermark`` (the max event time seen), i.e. what a point-in-time lookup at the
-  watermark returns. Offline rows with a later ``feature_ts`` exist (a window of a day keeps producing
-  rows for a day after an event) but describe a future without further events (short windows read 0),
-  so they are not served; they reach the online store as the watermark passes them.
+* The offline table ``fv_<view>_v<N>`` always holds the segments (:mod:`.changes`) of every on-time raw
+  event processed so far: one row per change of an entity's values, valid until ``feature_valid_to``. The
+  incremental path recomputes, per entity the new events touch, its segments from the first hop end they
+  reach on, from *all* on-time raw events from one window before it (the raw table at the processed
+  version, minus the recorded late events), and splices them in (:mod:`.increment`). The backfill replays
+  every raw version in order with the same decisions and overwrites the table: both give identical rows.
+  A table of the earlier dense layout (one row per hop end) is rewritten by a backfill on the next run.
+* Online store: after each offline commit, per entity, what a point-in-time lookup at the watermark (the
+  max event time seen) returns: the values of its segment with the greatest ``feature_ts <= watermark``,
+  with ``feature_ts`` the hop end that lookup matches. Segments starting later describe a future without
+  further events (short windows read 0), so they are not served until the watermark reaches them.
 * State lives in the offline table's commits: ``Transaction(f"features:{view}:v{N}", version=<last raw
   version processed>)`` and the commit metadata ``lakebed.watermark_us`` (max event time seen, µs).
   The late table's commits carry the same transaction id, so a run that stops between the two commits
@@ -31,14 +32,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, Transaction
-from deltalake.exceptions import DeltaError
+from deltalake import Transaction
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import FeatureSourceError
@@ -46,26 +46,27 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
+from lakebed.pipelines.features.changes import compute_segments, segment_schema
+from lakebed.pipelines.features.increment import (
+    first_ends,
+    keys_in,
+    on_time_history,
+    open_table_or_none,
+    splice,
+)
 from lakebed.pipelines.features.online import OnlineStore, default_online_store
 from lakebed.pipelines.features.raw_changes import (
     LATE_COLUMNS,
     RawChanges,
     VersionSplit,
     mark_late,
-    project,
     split_version,
 )
 from lakebed.pipelines.features.registry import FeatureRegistry
-from lakebed.pipelines.features.windows import (
-    affected_window_ends,
-    compute_features,
-    event_time_us,
-    feature_schema,
-    int_bounds,
-)
+from lakebed.pipelines.features.windows import affected_window_ends
 from lakebed.pipelines.read import read_table
 from lakebed.schemas.durations import format_duration
-from lakebed.schemas.features import FEATURE_TS, FeatureView
+from lakebed.schemas.features import FEATURE_TS, FEATURE_VALID_TO, FeatureView
 
 WATERMARK_KEY = "lakebed.watermark_us"
 RAW_VERSION_KEY = "lakebed.features.raw_version"
@@ -95,7 +96,7 @@ class FeatureState:
 def read_state(view: FeatureView, *, config: LakebedConfig | None = None) -> FeatureState:
     """The processing state of ``view`` (its offline table's transaction and watermark metadata)."""
     config = config or get_config()
-    table = _open(view.offline_table, config)
+    table = open_table_or_none(view.offline_table, config)
     if table is None:
         return FeatureState(None, None)
     version = table.transaction_version(view.app_id)
@@ -112,14 +113,10 @@ def read_state(view: FeatureView, *, config: LakebedConfig | None = None) -> Fea
     )
 
 
-def _open(name: str, config: LakebedConfig) -> DeltaTable | None:
-    entry = Catalog(config).find(name)
-    if entry is None:
-        return None
-    try:
-        return DeltaTable(entry.uri)
-    except DeltaError:
-        return None
+def _dense_layout(view: FeatureView, config: LakebedConfig) -> bool:
+    """Whether ``view``'s offline table holds one row per hop end (the layout before segments)."""
+    table = open_table_or_none(view.offline_table, config)
+    return table is not None and FEATURE_VALID_TO not in pa.schema(table.schema().to_arrow()).names
 
 
 # Result --------------------------------------------------------------------------------------------
@@ -168,6 +165,10 @@ def materialize(
         raise ValueError("versions_per_commit must be at least 1")
     config = config or get_config()
     run = run or RunContext(job=f"features.materialize.{view.name}.v{view.version}")
+    if _dense_layout(view, config):
+        result = backfill(view, config=config, run=run, online=online, update_online=update_online)
+        note = f"{view.offline_table} held one row per hop end (the layout of earlier lakebed versions): rewritten as segments by a backfill"
+        return replace(result, notes=(*result.notes, note))
     with lineage_run(run, config=config) as lineage:
         FeatureRegistry(config).register(view, run=run)
         raw = RawChanges(view.source.table, config)
@@ -278,7 +279,7 @@ def _apply(
     late_events = 0
     late = _concat([s.late for s in splits])
     if late.num_rows:
-        table = _open(view.late_table, config)
+        table = open_table_or_none(view.late_table, config)
         recorded = table.transaction_version(view.app_id) if table is not None else None
         if recorded is not None:  # a rerun after a stop between the late and the offline commit
             late = late.filter(pc.greater(late.column(LATE_COLUMNS[0]), recorded))
@@ -300,9 +301,9 @@ def _apply(
         # decides these versions again from that same state, hence identically, and the late table's
         # transaction keeps their late events from being recorded twice.
         return _Outcome(late_events=late_events)
-    ends = affected_window_ends(on_time, view)
-    history = _on_time_history(view, raw, last, ends, config)
-    rows = compute_features(history, view, window_ends=ends)
+    since = first_ends(affected_window_ends(on_time, view), view)
+    history = on_time_history(view, raw, last, since, config)
+    rows, gone = splice(view, compute_segments(history, view, since=since), since, config)
     watermark = splits[-1].max_us
     assert watermark is not None
     result = commit(
@@ -310,6 +311,7 @@ def _apply(
         rows,
         mode="merge",
         keys=[*view.entities, FEATURE_TS],
+        delete=gone,
         run=run,
         app_transactions=[Transaction(view.app_id, last)],
         metadata=_state_metadata(view, last, watermark),
@@ -317,7 +319,7 @@ def _apply(
     )
     online_rows = 0
     if store is not None:
-        online_rows = _refresh_online(view, store, rows, previous_watermark, watermark, last, config)
+        online_rows = _refresh_online(view, store, since, previous_watermark, watermark, last, config)
     return _Outcome(late_events, result.version, rows.num_rows, online_rows)
 
 
@@ -333,78 +335,6 @@ def _state_metadata(view: FeatureView, raw_version: int, watermark: int | None) 
     return metadata
 
 
-def _on_time_history(
-    view: FeatureView, raw: RawChanges, version: int, ends: pa.Table, config: LakebedConfig
-) -> pl.DataFrame:
-    """Every on-time raw event (through ``version``) that can fall in a window of ``ends``: the raw table
-    at ``version`` around those entities and times, minus the recorded late events (as a multiset)."""
-    schema = raw.schema(version)
-    columns = project(schema.empty_table(), view).column_names
-    span = max(a.window_us for a in view.aggregations)
-    times = event_time_us(ends.column(FEATURE_TS), FEATURE_TS)
-    bounds = int_bounds(times)
-    assert bounds is not None, "on-time events always fall in a window end"
-    low, high = bounds[0] - span, bounds[1]
-    condition = _around(view, schema, ends, low, high)
-    events = read_table(view.source.table, version=version, columns=columns, filter=condition, config=config)
-    late_table = _open(view.late_table, config)
-    if late_table is None:
-        late = None
-    else:
-        late_schema = pa.schema(late_table.schema().to_arrow())
-        late_filter = _around(view, late_schema, ends, low, high)
-        recorded = ds.field(LATE_COLUMNS[0]) <= version
-        late_filter = recorded if late_filter is None else late_filter & recorded
-        late = read_table(view.late_table, filter=late_filter, config=config)
-    frame = pl.from_arrow(events)
-    assert isinstance(frame, pl.DataFrame)
-    if late is None or late.num_rows == 0:
-        return frame
-    gone = pl.from_arrow(_conform(late, events.schema))
-    assert isinstance(gone, pl.DataFrame)
-    return _subtract(frame, gone, columns)
-
-
-def _around(
-    view: FeatureView, schema: pa.Schema, ends: pa.Table, low: int, high: int
-) -> ds.Expression | None:
-    """A pushdown filter for the events of the entities of ``ends`` with event time in ``[low, high)``
-    (a superset for composite keys; the window computation restricts exactly)."""
-    condition: ds.Expression | None = None
-    for key in view.entities:
-        values = pc.unique(ends.column(key).combine_chunks())
-        part = ds.field(key).isin(values.cast(schema.field(key).type))
-        condition = part if condition is None else condition & part
-    kind = schema.field(view.event_time).type
-    if pa.types.is_timestamp(kind) and kind.unit in ("us", "ns"):
-
-        def moment(us: int) -> pa.Scalar:
-            return pa.scalar(us, pa.int64()).cast(pa.timestamp("us", tz="UTC")).cast(kind)
-
-        times = (ds.field(view.event_time) >= moment(low)) & (ds.field(view.event_time) < moment(high))
-        condition = times if condition is None else condition & times
-    return condition
-
-
-def _subtract(rows: pl.DataFrame, remove: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """``rows`` minus ``remove`` as multisets over ``columns`` (the k-th copy of a row removes the k-th)."""
-    copy = "__lakebed_copy"
-    numbered = rows.with_columns(pl.int_range(pl.len()).over(columns).alias(copy))
-    gone = remove.select(columns).with_columns(pl.int_range(pl.len()).over(columns).alias(copy))
-    return numbered.join(gone, on=[*columns, copy], how="anti", nulls_equal=True).drop(copy)
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns (absent ones null), cast to its types."""
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     tables = [t for t in tables if t.num_rows] or list(tables[-1:])
     if len(tables) == 1:
@@ -413,38 +343,50 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 # Online --------------------------------------------------------------------------------------------
-def _latest_per_entity(rows: pa.Table, view: FeatureView) -> pa.Table:
-    frame = pl.from_arrow(rows)
+def online_rows(segments: pa.Table, view: FeatureView, watermark_us: int) -> pa.Table:
+    """What a point-in-time lookup at the watermark returns, per entity of ``segments``: its segment with
+    the greatest ``feature_ts <= watermark``, as the row of the hop end that lookup matches (the last hop
+    end at or before the watermark, or the segment's last one when its windows emptied before)."""
+    frame = pl.from_arrow(segments)
     assert isinstance(frame, pl.DataFrame)
-    latest = frame.sort(FEATURE_TS).unique(subset=list(view.entities), keep="last", maintain_order=True)
-    return latest.sort(list(view.entities)).to_arrow().cast(rows.schema)
-
-
-def _at_most(rows: pa.Table, limit_us: int) -> pa.Table:
-    limit = pa.scalar(limit_us, pa.int64()).cast(rows.schema.field(FEATURE_TS).type)
-    return rows.filter(pc.less_equal(rows.column(FEATURE_TS), limit))
+    hop = view.hop_us
+    limit = pl.lit(watermark_us).cast(pl.Datetime("us", "UTC"))
+    latest = (
+        frame.filter(pl.col(FEATURE_TS) <= limit)
+        .sort(FEATURE_TS)
+        .unique(subset=list(view.entities), keep="last", maintain_order=True)
+        .sort(list(view.entities))
+    )
+    at = pl.lit(watermark_us - watermark_us % hop).cast(pl.Datetime("us", "UTC"))
+    last = pl.col(FEATURE_VALID_TO) - pl.duration(microseconds=hop)
+    latest = latest.with_columns(pl.min_horizontal(at, last).alias(FEATURE_TS)).drop(FEATURE_VALID_TO)
+    schema = pa.schema([f for f in segments.schema if f.name != FEATURE_VALID_TO])
+    return latest.to_arrow().cast(schema)
 
 
 def _refresh_online(
     view: FeatureView,
     store: OnlineStore,
-    merged: pa.Table,
+    touched: pa.Table,
     previous_watermark: int | None,
     watermark: int,
     raw_version: int,
     config: LakebedConfig,
 ) -> int:
-    """Bring the online rows to the watermark: per entity, the offline row with the greatest
-    ``feature_ts <= watermark`` (what a point-in-time lookup at the watermark returns). Candidates: the
-    rows just merged, and every offline row the watermark moved past."""
-    candidates = [_at_most(merged, watermark)]
-    if previous_watermark is not None and previous_watermark < watermark:
-        kind = merged.schema.field(FEATURE_TS).type
-        passed = (ds.field(FEATURE_TS) > pa.scalar(previous_watermark, pa.int64()).cast(kind)) & (
-            ds.field(FEATURE_TS) <= pa.scalar(watermark, pa.int64()).cast(kind)
-        )
-        candidates.append(read_table(view.offline_table, filter=passed, config=config).cast(merged.schema))
-    rows = _latest_per_entity(_concat(candidates), view)
+    """Bring the online rows to the watermark (:func:`online_rows`) for the entities whose row can have
+    changed: those of ``touched`` (their segments were rewritten) and those whose matched hop end moved
+    with the watermark (a segment still running after the previous watermark's hop end)."""
+    table = open_table_or_none(view.offline_table, config)
+    assert table is not None, "refreshed after an offline commit"
+    schema = pa.schema(table.schema().to_arrow())
+    kind = schema.field(FEATURE_TS).type
+    condition = ds.field(FEATURE_TS) <= pa.scalar(watermark, pa.int64()).cast(kind)
+    entities = keys_in(view, schema, touched)
+    if previous_watermark is not None and entities is not None:
+        passed = previous_watermark - previous_watermark % view.hop_us + view.hop_us
+        running = ds.field(FEATURE_VALID_TO) > pa.scalar(passed, pa.int64()).cast(kind)
+        condition = condition & (running | entities)
+    rows = online_rows(read_table(view.offline_table, filter=condition, config=config), view, watermark)
     return store.write(view.offline_table, rows, list(view.entities), source_version=raw_version)
 
 
@@ -452,21 +394,18 @@ def sync_online(
     view: FeatureView, *, store: OnlineStore | None = None, config: LakebedConfig | None = None
 ) -> int:
     """Rebuild ``view``'s online rows from its offline table (after a crash between the offline commit and
-    the online write, or for a fresh online store): per entity, the row with the greatest
-    ``feature_ts <= watermark``. Returns the rows written."""
+    the online write, or for a fresh online store): :func:`online_rows` at the watermark. Returns the
+    rows written."""
     config = config or get_config()
     store = store if store is not None else default_online_store(config)
     state = read_state(view, config=config)
     if state.raw_version is None:
         return 0
-    rows = read_table(view.offline_table, config=config)
-    rows = _at_most(rows, state.watermark_us) if state.watermark_us is not None else rows.slice(0, 0)
-    return store.write(
-        view.offline_table,
-        _latest_per_entity(rows, view),
-        list(view.entities),
-        source_version=state.raw_version,
-    )
+    segments = read_table(view.offline_table, config=config)
+    if state.watermark_us is None:
+        segments = segments.slice(0, 0)
+    rows = online_rows(segments, view, state.watermark_us or 0)
+    return store.write(view.offline_table, rows, list(view.entities), source_version=state.raw_version)
 
 
 # Backfill ------------------------------------------------------------------------------------------
@@ -499,7 +438,7 @@ def backfill(
         last = raw.latest
         schema = raw.schema(last)
         late_rows = _concat(late)
-        if late_rows.num_rows or _open(view.late_table, config) is not None:
+        if late_rows.num_rows or open_table_or_none(view.late_table, config) is not None:
             if not late_rows.num_rows:
                 late_rows = mark_late(schema.empty_table(), [], last, None)
             commit(
@@ -514,9 +453,9 @@ def backfill(
             )
         events_on_time = _concat(on_time)
         if events_on_time.num_rows:
-            rows = compute_features(events_on_time, view)
+            rows = compute_segments(events_on_time, view)
         else:
-            rows = feature_schema(view, schema).empty_table()
+            rows = segment_schema(view, schema).empty_table()
         result = commit(
             view.offline_table,
             rows,

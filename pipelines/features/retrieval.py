@@ -48,7 +48,7 @@ from lakebed.errors import (
     TrainingSetIntegrityError,
     UnknownFeatureError,
 )
-from lakebed.schemas.features import FEATURE_TS, FeatureRef, FeatureView
+from lakebed.schemas.features import FEATURE_TS, FEATURE_VALID_TO, FeatureRef, FeatureView
 
 if TYPE_CHECKING:
     import duckdb
@@ -62,6 +62,7 @@ COLUMN_SEPARATOR = "__"
 _ROW = "__lakebed_row"
 _TS = "__lakebed_ts"
 _FTS = "__lakebed_fts"
+_TO = "__lakebed_to"
 
 
 # Resolution of references ---------------------------------------------------------------------------
@@ -282,10 +283,13 @@ def _quote(name: str) -> str:
 def _feature_frame(
     plan: ViewPlan, table: Tiers, lo_us: int | None, hi_us: int | None
 ) -> tuple[pa.Table, pa.Schema]:
-    """The offline rows the join can use: key, time and requested feature columns, and only the rows
-    inside ``(lo - ttl, hi]`` of the entity timestamps (row groups outside are skipped)."""
+    """The offline rows the join can use: key, time and requested feature columns, and only the rows that
+    can be the fresh match of an entity timestamp in ``[lo, hi]`` (row groups outside are skipped).
+
+    Offline tables hold segments (``feature_valid_to``, docs/streaming.md "Offline layout"); a table of the
+    earlier dense layout (one row per hop end, no ``feature_valid_to``) reads as segments of one hop."""
     # The table's own (plain-typed) schema: files that delta-rs merges rewrote with string_view columns
-    # are cast to it while scanning, and the filter is on feature_ts only.
+    # are cast to it while scanning.
     data = table.dataset()
     schema = pa.schema(table.schema().to_arrow())
     wanted = [*plan.entities, FEATURE_TS, *(s.feature for s in plan.features)]
@@ -294,15 +298,27 @@ def _feature_frame(
         raise FeatureRetrievalError(
             f"the offline table {plan.table!r} of feature view {plan.key} lacks column(s) {missing}"
         )
-    if hi_us is None or lo_us is None:  # no entity row has a timestamp: nothing can match
-        return schema.empty_table().select(wanted), schema
+    segments = schema.get_field_index(FEATURE_VALID_TO) >= 0
+    if segments:
+        wanted.insert(len(plan.entities) + 1, FEATURE_VALID_TO)
     ts_type = schema.field(FEATURE_TS).type
     condition: ds.Expression | None = None
-    if pa.types.is_timestamp(ts_type):
+    if hi_us is None or lo_us is None:  # no entity row has a timestamp: nothing can match
+        rows = schema.empty_table().select(wanted)
+    elif pa.types.is_timestamp(ts_type):
         upper = pa.scalar(hi_us, pa.timestamp("us", tz=ts_type.tz)).cast(ts_type)
         lower = pa.scalar(lo_us - plan.ttl_us, pa.timestamp("us", tz=ts_type.tz)).cast(ts_type)
-        condition = (ds.field(FEATURE_TS) <= upper) & (ds.field(FEATURE_TS) > lower)
-    return data.to_table(columns=wanted, filter=condition), schema
+        # A segment is still fresh at ts while its last hop end (feature_valid_to - hop) > ts - ttl.
+        last = ds.field(FEATURE_VALID_TO) if segments else ds.field(FEATURE_TS)
+        bound = lower if not segments else pa.scalar(lo_us - plan.ttl_us + plan.spec.hop_us, lower.type)
+        condition = (ds.field(FEATURE_TS) <= upper) & (last > bound)
+    if hi_us is not None and lo_us is not None:
+        rows = data.to_table(columns=wanted, filter=condition)
+    if not segments:
+        valid_to = pc.add(rows.column(FEATURE_TS).cast(pa.int64()), plan.spec.hop_us)
+        at = len(plan.entities) + 1
+        rows = rows.add_column(at, FEATURE_VALID_TO, valid_to.cast(pa.timestamp("us", tz="UTC")))
+    return rows, schema
 
 
 def _pit_join(
@@ -329,14 +345,19 @@ def _pit_join(
     connection.register(right_name, features)
     try:
         on = " AND ".join(f"e.{_quote(k)} = f.{_quote(k)}" for k in plan.entities)
-        fresh = f"f.{_FTS} > e.{_TS} - {plan.ttl_us}"
+        # The matched segment's hop end at ts: the last hop end at or before ts, or the segment's last one
+        # when its windows emptied before ts; fresh while that end is younger than the ttl.
+        hop = plan.spec.hop_us
+        at_ts = f"(e.{_TS} - (((e.{_TS} % {hop}) + {hop}) % {hop}))"
+        fresh = f"least({at_ts}, f.{_TO} - {hop}) > e.{_TS} - {plan.ttl_us}"
         select = ", ".join(
             f"CASE WHEN {fresh} THEN f.{_quote(s.feature)} END AS {_quote(s.column)}" for s in plan.features
         )
         right_columns = ", ".join(_quote(c) for c in [*plan.entities, *(s.feature for s in plan.features)])
         query = (
             f"SELECT {select} FROM {left_name} e ASOF LEFT JOIN "
-            f"(SELECT {right_columns}, epoch_us({_quote(FEATURE_TS)}) AS {_FTS} FROM {right_name}) f "
+            f"(SELECT {right_columns}, epoch_us({_quote(FEATURE_TS)}) AS {_FTS}, "
+            f"epoch_us({_quote(FEATURE_VALID_TO)}) AS {_TO} FROM {right_name}) f "
             f"ON {on} AND e.{_TS} >= f.{_FTS} ORDER BY e.{_ROW}"
         )
         result = fetch_arrow(connection.sql(query))
