@@ -10,7 +10,7 @@ from lakebed.assets.metadata import table_metadata
 from lakebed.assets.resources import LakebedResource
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.features.materialize import materialize, sync_online
-from lakebed.schemas.features import FEATURE_TS, FeatureView
+from lakebed.schemas.features import FEATURE_TS, FEATURE_VALID_TO, FeatureView
 from lakebed.schemas.project import Project
 
 GROUP = "features"
@@ -21,13 +21,14 @@ def online_asset_name(view: FeatureView) -> str:
 
 
 def _column_lineage(view: FeatureView) -> dg.TableColumnLineage:
-    """Offline columns from source columns: entities and feature_ts (from the event time), and each
+    """Offline columns from source columns: entities, feature_ts and feature_valid_to (from the event time), and each
     aggregation from the column it aggregates (count of rows reads the event time)."""
     source = dg.AssetKey(view.source.table)
     lineage: dict[str, list[dg.TableColumnDep]] = {
         entity: [dg.TableColumnDep(asset_key=source, column_name=entity)] for entity in view.entities
     }
     lineage[FEATURE_TS] = [dg.TableColumnDep(asset_key=source, column_name=view.event_time)]
+    lineage[FEATURE_VALID_TO] = [dg.TableColumnDep(asset_key=source, column_name=view.event_time)]
     for aggregation in view.aggregations:
         column = aggregation.column or view.event_time
         lineage[aggregation.name] = [dg.TableColumnDep(asset_key=source, column_name=column)]

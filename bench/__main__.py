@@ -2,7 +2,7 @@
 
 Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_peak_rss`` (alias ``rss``),
 ``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
-``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
+``features_sparse`` + ``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
 ``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``); none given runs
 them all.
 ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs about 20× for a smoke run. Data lives in a
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    features,
     ingest_csv,
     lineage,
     online_lookup,
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "csv_peak_rss": ingest_csv.run_peak_rss,
     "unstructured": unstructured.run,
     "pit_retrieval": pit_retrieval.run,
+    "features_sparse": features.run,
     "online_lookup": online_lookup.run,
     "stream_ingest": stream_ingest.run_throughput,
     "stream_peak_rss": stream_ingest.run_peak_rss,
@@ -55,7 +57,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "csv": ("csv_ingest", "csv_peak_rss"),
     "rss": ("csv_peak_rss",),
     "stream": ("stream_ingest", "stream_peak_rss"),
-    "features": ("pit_retrieval", "online_lookup"),
+    "features": ("pit_retrieval", "features_sparse", "online_lookup"),
     "quality": ("quality_ingest", "quality_engines"),
     "lineage": ("lineage_batch", "lineage_stream", "lineage_queries"),
     "tiering": ("tier_move", "tier_read"),

@@ -252,9 +252,10 @@ def _describe_lineage(lineage: LineageRun, view: FeatureView, raw: RawChanges, c
         lineage.add_column_lineage(view.offline_table, aggregation.name, [(source, column, how)])
     for entity in view.entities:
         lineage.add_column_lineage(view.offline_table, entity, [(source, entity, "DIRECT:IDENTITY")])
-    lineage.add_column_lineage(
-        view.offline_table, FEATURE_TS, [(source, view.event_time, "DIRECT:TRANSFORMATION:window end")]
-    )
+    for column, how in ((FEATURE_TS, "window end"), (FEATURE_VALID_TO, "end of the values' validity")):
+        lineage.add_column_lineage(
+            view.offline_table, column, [(source, view.event_time, f"DIRECT:TRANSFORMATION:{how}")]
+        )
 
 
 @dataclass(frozen=True)
