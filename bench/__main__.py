@@ -7,7 +7,7 @@ Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_pe
 them all.
 Each ratio is the median of at least 5 alternating baseline/lakebed pairs (``--rounds``, default 5; fewer
 only with ``--quick``), printed with the min–max of the pairs; the run ends with a table of every result
-(benchmark, median, min–max, target, verdict), also written as JSON to ``bench/out/last-results.json``.
+(benchmark, median, min–max, target, verdict), also written as JSON to ``last-results.json`` in ``--workdir`` (default ``bench/out/``).
 ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs about 20× for a smoke run. Data lives in a
 fresh folder under ``bench/out/`` (or ``--workdir``), each lakebed run in its own fresh lakebed home there,
 and is removed afterwards. Exit status 1 only when a
@@ -49,7 +49,7 @@ from bench.common import (
 )
 
 MIN_ROUNDS = 5
-RESULTS_PATH = OUT_ROOT / "last-results.json"
+RESULTS_FILE = "last-results.json"  # under --workdir (default bench/out)
 
 Benchmark = Callable[[BenchOptions], str]
 BENCHMARKS: dict[str, Benchmark] = {
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         log(line)
     log("\n== results ==")
     log(results_table(RESULTS))
-    log(f"  written to {write_results(RESULTS, RESULTS_PATH)}")
+    log(f"  written to {write_results(RESULTS, args.workdir.resolve() / RESULTS_FILE)}")
     return 1 if failed else 0
 
 
