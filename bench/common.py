@@ -164,7 +164,7 @@ class Result:
     def target_text(self) -> str:
         if self.target is None:
             return "—"
-        return f"{'≥' if self.better == 'higher' else '≤'} {self.target:.2f}"
+        return f"{'≥' if self.better == 'higher' else '≤'} {fmt_value(self.target)}"
 
 
 RESULTS: list[Result] = []
@@ -198,10 +198,10 @@ def report(
         quick=quick,
     )
     RESULTS.append(result)
-    line = f"{name}: median {result.median:.2f}"
+    line = f"{name}: median {fmt_value(result.median)}"
     if unit != "ratio":
         line += f" {unit}"
-    line += f" (min–max {result.low:.2f}–{result.high:.2f} over {len(ratios)} pairs)"
+    line += f" (min–max {fmt_value(result.low)}–{fmt_value(result.high)} over {len(ratios)} pairs)"
     line += " (no target)" if target is None else f" (target {result.target_text}) {result.verdict}"
     if detail:
         line += f"; {detail}"
@@ -214,7 +214,15 @@ def results_table(results: Sequence[Result]) -> str:
     for r in results:
         unit = "" if r.unit == "ratio" else f" {r.unit}"
         name = r.name + (" [quick]" if r.quick else "")
-        rows.append((name, f"{r.median:.2f}{unit}", f"{r.low:.2f}–{r.high:.2f}", r.target_text, r.verdict))
+        rows.append(
+            (
+                name,
+                fmt_value(r.median) + unit,
+                f"{fmt_value(r.low)}–{fmt_value(r.high)}",
+                r.target_text,
+                r.verdict,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -268,6 +276,11 @@ class RoundTimes:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def fmt_value(value: float) -> str:
+    """A result's median, bound or target: two decimals for ratios, whole numbers from 100 up (MiB, µs)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def fmt_rate(value: float) -> str:

@@ -73,7 +73,7 @@ def test_final_table_and_json_hold_every_result(tmp_path: Path) -> None:
     assert [line.split()[0] for line in lines[1:]] == ["rt", "no_target", "rss"]
     assert lines[1].split() == ["rt", "1.00", "1.00–1.00", "≥", "1.00", "PASS"]
     assert lines[2].split() == ["no_target", "[quick]", "4.00", "2.00–6.00", "—", "—"]
-    assert lines[3].split() == ["rss", "1000.00", "MiB", "900.00–1200.00", "≤", "1024.00", "PASS"]
+    assert lines[3].split() == ["rss", "1,000", "MiB", "900–1,200", "≤", "1,024", "PASS"]
     # aligned: every row's min–max column starts where the header's does
     column = lines[0].index("min–max")
     assert all(line[column - 2 : column] == "  " for line in lines[1:])
