@@ -5,6 +5,9 @@ Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_pe
 ``features_sparse`` + ``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
 ``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``); none given runs
 them all.
+Each ratio is the median of at least 5 alternating baseline/lakebed pairs (``--rounds``, default 5; fewer
+only with ``--quick``), printed with the min–max of the pairs; the run ends with a table of every result
+(benchmark, median, min–max, target, verdict), also written as JSON to ``last-results.json`` in ``--workdir`` (default ``bench/out/``).
 ``--quick`` (or ``LAKEBED_BENCH_QUICK=1``) shrinks the inputs about 20× for a smoke run. Data lives in a
 fresh folder under ``bench/out/`` (or ``--workdir``), each lakebed run in its own fresh lakebed home there,
 and is removed afterwards. Exit status 1 only when a
@@ -32,7 +35,21 @@ from bench import (
     tiering,
     unstructured,
 )
-from bench.common import OUT_ROOT, BenchOptions, fresh_dir, log, machine_line, quick_from_env, remove
+from bench.common import (
+    OUT_ROOT,
+    RESULTS,
+    BenchOptions,
+    fresh_dir,
+    log,
+    machine_line,
+    quick_from_env,
+    remove,
+    results_table,
+    write_results,
+)
+
+MIN_ROUNDS = 5
+RESULTS_FILE = "last-results.json"  # under --workdir (default bench/out)
 
 Benchmark = Callable[[BenchOptions], str]
 BENCHMARKS: dict[str, Benchmark] = {
@@ -71,7 +88,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="~20× smaller inputs (also LAKEBED_BENCH_QUICK=1)"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/lakebed rounds (best-of)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=MIN_ROUNDS,
+        help=f"alternating baseline/lakebed pairs per ratio (at least {MIN_ROUNDS} unless --quick)",
+    )
     parser.add_argument(
         "--workdir", type=Path, default=OUT_ROOT, help="where run data goes (default bench/out)"
     )
@@ -82,6 +104,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     unknown = [t for t in args.targets if t not in GROUPS]
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    if args.rounds < 1 or (args.rounds < MIN_ROUNDS and not (args.quick or quick_from_env())):
+        parser.error(f"--rounds must be at least {MIN_ROUNDS} (fewer only with --quick)")
     return args
 
 
@@ -89,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     selected = list(dict.fromkeys(name for target in (args.targets or ["all"]) for name in GROUPS[target]))
     run_dir = fresh_dir(args.workdir.resolve() / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    opts = BenchOptions(quick=args.quick or quick_from_env(), workdir=run_dir, rounds=max(1, args.rounds))
+    opts = BenchOptions(quick=args.quick or quick_from_env(), workdir=run_dir, rounds=args.rounds)
     log(f"lakebed bench{opts.label}: {', '.join(selected)} — {machine_line()}")
     log(f"  data under {run_dir}")
     summary: list[str] = []
@@ -113,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     log("== summary ==")
     for line in summary:
         log(line)
+    log("\n== results ==")
+    log(results_table(RESULTS))
+    log(f"  written to {write_results(RESULTS, args.workdir.resolve() / RESULTS_FILE)}")
     return 1 if failed else 0
 
 

@@ -11,10 +11,11 @@ import gc
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -40,7 +41,7 @@ class BenchOptions:
 
     quick: bool
     workdir: Path
-    rounds: int = 2
+    rounds: int = 5
 
     def scaled(self, full: int) -> int:
         """``full`` in a normal run, about 1/20 of it with ``--quick``."""
@@ -134,10 +135,112 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
+@dataclass(frozen=True)
+class Result:
+    """One benchmark's outcome for the final table: the median of its per-pair ratios, their min–max,
+    and the target the median is judged against (``better`` says which way: ``higher`` or ``lower``)."""
+
+    name: str
+    median: float
+    low: float
+    high: float
+    target: float | None
+    better: str
+    unit: str
+    quick: bool
+
+    @property
+    def passed(self) -> bool | None:
+        """Whether the median meets the target; ``None`` without a target."""
+        if self.target is None:
+            return None
+        return self.median >= self.target if self.better == "higher" else self.median <= self.target
+
+    @property
+    def verdict(self) -> str:
+        return "—" if self.passed is None else verdict(self.passed)
+
+    @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return "—"
+        return f"{'≥' if self.better == 'higher' else '≤'} {fmt_value(self.target)}"
+
+
+RESULTS: list[Result] = []
+"""Every result reported in this process, in order (the final table of ``python -m bench``)."""
+
+
+def report(
+    name: str,
+    ratios: Sequence[float],
+    *,
+    target: float | None,
+    better: str = "higher",
+    unit: str = "ratio",
+    detail: str = "",
+    quick: bool = False,
+) -> str:
+    """Register the :class:`Result` of per-pair ``ratios`` (one per alternating baseline/lakebed pair)
+    and return its line: ``name: median R (min–max L–H over N pairs) [unit] (target ≥ T) PASS — detail``."""
+    if better not in ("higher", "lower"):
+        raise ValueError(f"better must be 'higher' or 'lower', not {better!r}")
+    if not ratios:
+        raise ValueError(f"{name}: no pairs to report")
+    result = Result(
+        name=name,
+        median=statistics.median(ratios),
+        low=min(ratios),
+        high=max(ratios),
+        target=target,
+        better=better,
+        unit=unit,
+        quick=quick,
+    )
+    RESULTS.append(result)
+    line = f"{name}: median {fmt_value(result.median)}"
+    if unit != "ratio":
+        line += f" {unit}"
+    line += f" (min–max {fmt_value(result.low)}–{fmt_value(result.high)} over {len(ratios)} pairs)"
+    line += " (no target)" if target is None else f" (target {result.target_text}) {result.verdict}"
+    if detail:
+        line += f"; {detail}"
+    return line + (" [quick]" if quick else "")
+
+
+def results_table(results: Sequence[Result]) -> str:
+    """Plain-text aligned table of ``results``: benchmark, median, min–max, target, verdict."""
+    rows = [("benchmark", "median", "min–max", "target", "verdict")]
+    for r in results:
+        unit = "" if r.unit == "ratio" else f" {r.unit}"
+        name = r.name + (" [quick]" if r.quick else "")
+        rows.append(
+            (
+                name,
+                fmt_value(r.median) + unit,
+                f"{fmt_value(r.low)}–{fmt_value(r.high)}",
+                r.target_text,
+                r.verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def write_results(results: Sequence[Result], path: Path) -> Path:
+    """``results`` as a JSON list (one object per result, with its verdict) at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{**asdict(r), "verdict": r.verdict} for r in results]
+    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
 @dataclass
 class RoundTimes:
-    """Wall-clock seconds of alternating baseline/lakebed rounds of benchmark ``name``; the summary compares
-    the best (shortest) round of each side as a rate in ``unit`` (see :func:`ratio_line`)."""
+    """Wall-clock seconds of alternating baseline/lakebed rounds of benchmark ``name``; the summary is the
+    median (and min–max) of the per-pair rate ratios, pair i being baseline round i vs lakebed round i."""
 
     name: str
     unit: str
@@ -151,44 +254,33 @@ class RoundTimes:
         self.seconds[which].append(seconds)
         log(f"  round {round_no} {which + ':':9} {seconds:6.2f} s  {detail}")
 
+    def pair_ratios(self) -> list[float]:
+        """Lakebed rate / baseline rate of each pair, i.e. baseline seconds / lakebed seconds."""
+        return [
+            b / o if o > 0 else float("nan")
+            for b, o in zip(self.seconds["baseline"], self.seconds["lakebed"], strict=True)
+        ]
+
     def summary(self, work: float) -> str:
-        """The :func:`ratio_line` of ``work`` (rows, MB, files, ...) per best round of each side."""
-        return ratio_line(
+        """The :func:`report` line of the per-pair ratios, with the best rate of each side in ``unit``
+        (``work`` rows, MB, files, ... per round) for information."""
+        ours, theirs = work / min(self.seconds["lakebed"]), work / min(self.seconds["baseline"])
+        return report(
             self.name,
-            ours=work / min(self.seconds["lakebed"]),
-            theirs=work / min(self.seconds["baseline"]),
-            unit=self.unit,
-            baseline_name=self.baseline_name,
+            self.pair_ratios(),
             target=self.target,
+            detail=f"best lakebed {fmt_rate(ours)} {self.unit} vs {self.baseline_name} {fmt_rate(theirs)} {self.unit}",
             quick=self.quick,
         )
 
 
-def ratio_line(
-    name: str,
-    *,
-    ours: float,
-    theirs: float,
-    unit: str,
-    baseline_name: str,
-    target: float | None,
-    quick: bool,
-) -> str:
-    """``name: lakebed X unit vs <baseline> Y unit → ratio R (target ≥ T) PASS`` (higher is better)."""
-    ratio = ours / theirs if theirs > 0 else float("nan")
-    line = (
-        f"{name}: lakebed {fmt_rate(ours)} {unit} vs {baseline_name} {fmt_rate(theirs)} {unit} "
-        f"→ ratio {ratio:.2f}"
-    )
-    if target is None:
-        line += " (no target)"
-    else:
-        line += f" (target ≥ {target:.2f}) {verdict(ratio >= target)}"
-    return line + (" [quick]" if quick else "")
-
-
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+def fmt_value(value: float) -> str:
+    """A result's median, bound or target: two decimals for ratios, whole numbers from 100 up (MiB, µs)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def fmt_rate(value: float) -> str:

@@ -9,21 +9,23 @@ Single-entity gets: 5,000 random entities (``--quick``: 1,000), each read once p
 ``store.get_online_features(refs, {"entity_id": k})`` (a one-row Arrow table), the view resolution cached
 by the store after the first call; the baseline is a bare ``sqlite3`` primary-key lookup of the same table
 in the same file (``SELECT feature_ts, f... FROM fv_online_bench_v1 WHERE entity_id = ?`` on one open
-connection, ``fetchone()``). p50 and p99 latency over alternating rounds; target: the dict path's p50 and
-p99 ≤ 3 × the baseline's (the Arrow path's ratios are printed beside it: building any Arrow table costs a
-few baseline lookups by itself). Batch: 1,000 random entities (duplicates possible) per call, lakebed with
-a one-column Arrow table against one bare ``SELECT ... WHERE entity_id IN (...)`` put back in input order
-in Python; no target. The rows of all paths are compared ("identical rows: yes/no").
+connection, ``fetchone()``). Each round is one pair: p50 and p99 latency of every path over the same
+keys; the ratio (lakebed / baseline, lower is better) is the median over the pairs with its min–max.
+Targets: the dict path's p50 and p99 ≤ 3 × the baseline's (the Arrow path's ratios are reported beside it
+without a target: building any Arrow table costs a few baseline lookups by itself). Batch: per round, 20
+calls of 1,000 random entities (duplicates possible), lakebed with a one-column Arrow table against one
+bare ``SELECT ... WHERE entity_id IN (...)`` put back in input order in Python; p50 ratio, no target. The rows of all paths are compared ("identical rows: yes/no").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import BenchOptions, lakebed_home, log, verdict
+from bench.common import BenchOptions, lakebed_home, log, report
 from bench.pit_retrieval import register_view
 
 BASELINE_NAME = "bare sqlite3 PK lookup"
@@ -31,7 +33,7 @@ ENTITIES = 100_000
 LOOKUPS = 5_000
 QUICK_LOOKUPS = 1_000
 BATCH = 1_000
-BATCH_CALLS = 50
+BATCH_CALLS = 20
 TARGET = 3.0
 VIEW, VERSION = "online_bench", 1
 TABLE = f"fv_{VIEW}_v{VERSION}"
@@ -120,22 +122,22 @@ def run(opts: BenchOptions) -> str:
             lakebed_get(key)
             lakebed_dict(key)
             bare_get(key)
-        ours: list[int] = []
-        ours_dict: list[int] = []
-        theirs: list[int] = []
+        # Per round (one pair): p50 and p99 of each path.
+        rounds: list[dict[str, tuple[float, float]]] = []
         gc.disable()
         try:
             for _ in range(opts.rounds):
-                theirs += _latencies(bare_get, keys)
-                ours_dict += _latencies(lakebed_dict, keys)
-                ours += _latencies(lakebed_get, keys)
+                rounds.append(
+                    {
+                        "bare": _percentiles(_latencies(bare_get, keys)),
+                        "dict": _percentiles(_latencies(lakebed_dict, keys)),
+                        "arrow": _percentiles(_latencies(lakebed_get, keys)),
+                    }
+                )
         finally:
             gc.enable()
-        ours_p50, ours_p99 = _percentiles(ours)
-        dict_p50, dict_p99 = _percentiles(ours_dict)
-        base_p50, base_p99 = _percentiles(theirs)
 
-        # Batches of 1,000 entities.
+        # Batches of 1,000 entities, p50 per round of BATCH_CALLS calls.
         batches = [rng.integers(0, n_entities, BATCH).tolist() for _ in range(BATCH_CALLS)]
 
         def lakebed_batch(index: int) -> Any:
@@ -156,8 +158,13 @@ def run(opts: BenchOptions) -> str:
         lakebed_batch(0)
         bare_batch(0)
         calls = list(range(BATCH_CALLS))
-        batch_ours = _percentiles(_latencies(lakebed_batch, calls))[0] / 1000.0
-        batch_theirs = _percentiles(_latencies(bare_batch, calls))[0] / 1000.0
+        batch_pairs = [
+            (
+                _percentiles(_latencies(bare_batch, calls))[0],
+                _percentiles(_latencies(lakebed_batch, calls))[0],
+            )
+            for _ in range(opts.rounds)
+        ]
 
         # Same rows? (the ttl cannot null anything: every row is fresh)
         sample = batches[0]
@@ -174,22 +181,43 @@ def run(opts: BenchOptions) -> str:
         bare.close()
         store.close()
 
-    def ratio(ours: float, base: float) -> float:
-        return ours / base if base else float("nan")
+    def ratios(path: str, pct: int) -> list[float]:
+        return [r[path][pct] / r["bare"][pct] if r["bare"][pct] else float("nan") for r in rounds]
 
-    dict_ratio, dict_ratio_p99 = ratio(dict_p50, base_p50), ratio(dict_p99, base_p99)
-    arrow_ratio, arrow_ratio_p99 = ratio(ours_p50, base_p50), ratio(ours_p99, base_p99)
-    log(f"  single get  lakebed dict:  p50 {dict_p50:8.1f} µs  p99 {dict_p99:8.1f} µs")
-    log(f"  single get  lakebed Arrow: p50 {ours_p50:8.1f} µs  p99 {ours_p99:8.1f} µs")
-    log(f"  single get  bare:          p50 {base_p50:8.1f} µs  p99 {base_p99:8.1f} µs")
+    def median_us(path: str, pct: int) -> float:
+        return statistics.median(r[path][pct] for r in rounds)
+
+    for path in ("dict", "arrow", "bare"):
+        log(
+            f"  single get  {path:5}: median p50 {median_us(path, 0):8.1f} µs  p99 {median_us(path, 1):8.1f} µs"
+        )
+    batch_ours = statistics.median(o for _, o in batch_pairs) / 1000.0
+    batch_theirs = statistics.median(b for b, _ in batch_pairs) / 1000.0
     log(f"  batch of {BATCH:,}: lakebed p50 {batch_ours:.2f} ms  bare p50 {batch_theirs:.2f} ms")
     log(f"  identical rows: {'yes' if identical else 'no'}")
-    return (
-        f"online_lookup: single get p50 lakebed dict {dict_p50:.1f} µs / Arrow {ours_p50:.1f} µs vs "
-        f"{BASELINE_NAME} {base_p50:.1f} µs → dict {dict_ratio:.1f}× / Arrow {arrow_ratio:.1f}× (target ≤ "
-        f"{TARGET:.1f}× for dict p50 and p99) {verdict(dict_ratio <= TARGET and dict_ratio_p99 <= TARGET)}; "
-        f"p99 dict {dict_p99:.1f} / Arrow {ours_p99:.1f} vs {base_p99:.1f} µs (dict {dict_ratio_p99:.1f}× / "
-        f"Arrow {arrow_ratio_p99:.1f}×); batch of {BATCH:,} p50 {batch_ours:.2f} vs {batch_theirs:.2f} ms "
-        f"({batch_ours / batch_theirs:.1f}×); identical rows: {'yes' if identical else 'no'}"
-        + (" [quick]" if opts.quick else "")
+    same = f"identical rows: {'yes' if identical else 'no'}"
+    lines = [
+        report(
+            f"online_lookup_{path}_{name}",
+            ratios(path, pct),
+            target=TARGET if path == "dict" else None,
+            better="lower",
+            unit="×",
+            detail=f"median {median_us(path, pct):.1f} µs vs {BASELINE_NAME} {median_us('bare', pct):.1f} µs; {same}",
+            quick=opts.quick,
+        )
+        for path in ("dict", "arrow")
+        for pct, name in ((0, "p50"), (1, "p99"))
+    ]
+    lines.append(
+        report(
+            "online_lookup_batch_p50",
+            [o / b if b else float("nan") for b, o in batch_pairs],
+            target=None,
+            better="lower",
+            unit="×",
+            detail=f"batch of {BATCH:,}: median {batch_ours:.2f} vs {batch_theirs:.2f} ms",
+            quick=opts.quick,
+        )
     )
+    return "\n".join(lines)

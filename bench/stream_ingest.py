@@ -4,13 +4,14 @@
 alternately by a bare kafka-python consumer that only polls (manual assignment of every partition, seek
 to the beginning, count records until all are seen; the same consumer settings lakebed uses) and by
 lakebed's ``ingest_stream(topic, table, until_caught_up=True)`` into a fresh lakebed home (decode with
-pyarrow.json, Kafka columns, one fenced Delta commit per micro-batch). Best of each, in messages/s.
-Target: lakebed ≥ 0.7 × the bare consumer.
+pyarrow.json, Kafka columns, one fenced Delta commit per micro-batch). Each round is a pair; the ratio
+is the median over the pairs of lakebed / baseline in messages/s, with its min–max. Target: lakebed ≥ 0.7 × the bare consumer.
 
 ``stream_peak_rss``: the same ingest in a child process for N and 10×N messages (N = 50k; ``--quick``:
 5k). The peak RSS of each is ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a small launcher whose only
-child is the ingest (see ``bench._rss_child`` for why). Memory must stay flat as the topic grows:
-target peak(10×N) / peak(N) ≤ 1.3.
+child is the ingest (see ``bench._rss_child`` for why). Each round runs both sizes (alternating which
+goes first) and is one pair. Memory must stay flat as the topic grows: target median over the pairs of
+peak(10×N) / peak(N) ≤ 1.3 (lower is better).
 
 ``python -m bench.stream_ingest [launch] BOOTSTRAP TOPIC HOME`` is the child (``launch`` = the launcher).
 """
@@ -18,6 +19,7 @@ target peak(10×N) / peak(N) ≤ 1.3.
 from __future__ import annotations
 
 import atexit
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,10 +33,10 @@ from bench.common import (
     lakebed_home,
     launch_worker,
     log,
+    report,
     report_work,
     run_rss_child,
     timed,
-    verdict,
 )
 
 if TYPE_CHECKING:
@@ -185,21 +187,30 @@ def run_peak_rss(opts: BenchOptions) -> str:
     large = 10 * small
     log(f"stream_peak_rss{opts.label}: peak RSS of a child ingesting {small:,} vs {large:,} messages")
     bootstrap = _KAFKA.bootstrap
-    runs: dict[int, ChildRun] = {}
-    for messages in (small, large):
-        run = _run_child(bootstrap, _KAFKA.topic(messages), opts.workdir / f"rss_{messages}")
-        if run.rows != messages:
-            raise RuntimeError(f"the child wrote {run.rows:,} rows for {messages:,} messages")
-        runs[messages] = run
-        log(
-            f"  {messages:>9,} messages: peak RSS {run.peak_rss_kib / 1024:6.0f} MiB (VmHWM {run.hwm_text}), "
-            f"{run.seconds:6.2f} s ({messages / run.seconds:,.0f} msg/s)"
-        )
-    ratio = runs[large].peak_rss_kib / runs[small].peak_rss_kib
-    return (
-        f"stream_peak_rss: peak RSS {runs[large].peak_rss_kib / 1024:,.0f} MiB at {large:,} messages vs "
-        f"{runs[small].peak_rss_kib / 1024:,.0f} MiB at {small:,} → ratio {ratio:.2f} "
-        f"(target ≤ {RSS_RATIO_TARGET:.2f}) {verdict(ratio <= RSS_RATIO_TARGET)}{opts.label}"
+    ratios: list[float] = []
+    peaks: dict[int, list[float]] = {small: [], large: []}
+    for round_no in range(1, opts.rounds + 1):
+        runs: dict[int, ChildRun] = {}
+        # Alternate which size goes first.
+        for messages in (small, large) if round_no % 2 else (large, small):
+            run = _run_child(bootstrap, _KAFKA.topic(messages), opts.workdir / f"rss_{messages}")
+            if run.rows != messages:
+                raise RuntimeError(f"the child wrote {run.rows:,} rows for {messages:,} messages")
+            runs[messages] = run
+            peaks[messages].append(run.peak_rss_kib / 1024)
+            log(
+                f"  round {round_no} {messages:>9,} messages: peak RSS {run.peak_rss_kib / 1024:6.0f} MiB "
+                f"(VmHWM {run.hwm_text}), {run.seconds:6.2f} s ({messages / run.seconds:,.0f} msg/s)"
+            )
+        ratios.append(runs[large].peak_rss_kib / runs[small].peak_rss_kib)
+    return report(
+        "stream_peak_rss",
+        ratios,
+        target=RSS_RATIO_TARGET,
+        better="lower",
+        detail=f"peak RSS at {large:,} / at {small:,} messages per pair (median "
+        f"{statistics.median(peaks[large]):,.0f} vs {statistics.median(peaks[small]):,.0f} MiB)",
+        quick=opts.quick,
     )
 
 
