@@ -103,10 +103,14 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
 def scrub_event(event: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
     """The event with every string scrubbed (see :func:`scrub`)."""
     secrets = [s for s in secrets if s]
+    seen: dict[str, str] = {}  # facet URLs, names and namespaces repeat within an event
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
-            return scrub(value, secrets)
+            clean = seen.get(value)
+            if clean is None:
+                clean = seen[value] = scrub(value, secrets)
+            return clean
         if isinstance(value, dict):
             return {k: walk(v) for k, v in value.items()}
         if isinstance(value, list):
