@@ -5,14 +5,14 @@ absolute path; ``s3://bucket/key`` is namespace ``s3://bucket`` and ``key``; a K
 ``kafka://host:port`` (the first bootstrap server) and the topic. Every lakebed table also carries the
 ``lakebed`` dataset facet naming the table, so queries can speak of tables by name.
 
-Events are plain JSON-ready dicts built from ``openlineage.client`` classes (``event_v2``, ``facet_v2``),
+Events are plain JSON-ready dicts built directly in the shapes ``openlineage.client``'s classes
+(``event_v2``, ``facet_v2``) serialise to (the tests hold them to those classes and the spec's schema),
 scrubbed of secrets (:func:`scrub`) before they go anywhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,10 +103,14 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
 def scrub_event(event: dict[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:
     """The event with every string scrubbed (see :func:`scrub`)."""
     secrets = [s for s in secrets if s]
+    seen: dict[str, str] = {}  # facet URLs, names and namespaces repeat within an event
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
-            return scrub(value, secrets)
+            clean = seen.get(value)
+            if clean is None:
+                clean = seen[value] = scrub(value, secrets)
+            return clean
         if isinstance(value, dict):
             return {k: walk(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -125,52 +129,68 @@ def _type_name(dtype: pa.DataType) -> str:
         return str(dtype)
 
 
+_EVENT_TYPES = frozenset({"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"})
+_SPEC = "https://openlineage.io/spec"
+_SCHEMA_URLS = {
+    name: f"{_SPEC}/{path}.json#/$defs/{path.rpartition('/')[2]}"
+    for name, path in {
+        "columnLineage": "facets/1-2-0/ColumnLineageDatasetFacet",
+        "version": "facets/1-0-1/DatasetVersionDatasetFacet",
+        "dataSource": "facets/1-0-1/DatasourceDatasetFacet",
+        "outputStatistics": "facets/1-0-2/OutputStatisticsOutputDatasetFacet",
+        "schema": "facets/1-2-0/SchemaDatasetFacet",
+        "dataQualityAssertions": "facets/1-1-0/DataQualityAssertionsDatasetFacet",
+        "errorMessage": "facets/1-0-1/ErrorMessageRunFacet",
+        "jobType": "facets/2-0-4/JobTypeJobFacet",
+        "parent": "facets/1-2-0/ParentRunFacet",
+        "processing_engine": "facets/1-1-1/ProcessingEngineRunFacet",
+        "sourceCodeLocation": "facets/1-1-0/SourceCodeLocationJobFacet",
+    }.items()
+}
+_EVENT_SCHEMA_URL = f"{_SPEC}/2-0-2/OpenLineage.json#/$defs/RunEvent"
+
+
+def _facet(kind: str, /, **fields: Any) -> dict[str, Any]:
+    """An OpenLineage facet as the spec serialises it: ``_producer``, ``_schemaURL``, no null fields."""
+    facet: dict[str, Any] = {"_producer": PRODUCER, "_schemaURL": _SCHEMA_URLS[kind]}
+    facet.update((k, v) for k, v in fields.items() if v is not None)
+    return facet
+
+
 def dataset_facets(ref: DatasetRef, *, output: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The dataset facets and the input/output facets of ``ref``."""
-    from openlineage.client.facet_v2 import (
-        column_lineage_dataset,
-        dataset_version_dataset,
-        datasource_dataset,
-        output_statistics_output_dataset,
-        schema_dataset,
-    )
-
     facets: dict[str, Any] = {
-        "dataSource": datasource_dataset.DatasourceDatasetFacet(
+        "dataSource": _facet(
+            "dataSource",
             name=ref.namespace,
             uri=ref.namespace if "://" in ref.namespace else f"{ref.namespace}://",
-            producer=PRODUCER,
         ),
     }
     if ref.version is not None:
-        facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
-            datasetVersion=ref.version, producer=PRODUCER
-        )
+        facets["version"] = _facet("version", datasetVersion=ref.version)
     if ref.schema is not None:
-        facets["schema"] = schema_dataset.SchemaDatasetFacet(
-            fields=[
-                schema_dataset.SchemaDatasetFacetFields(name=f.name, type=_type_name(f.type))
-                for f in ref.schema
-            ],
-            producer=PRODUCER,
+        facets["schema"] = _facet(
+            "schema",
+            fields=[{"name": f.name, "type": _type_name(f.type), "fields": []} for f in ref.schema],
         )
     if ref.column_lineage:
-        facets["columnLineage"] = column_lineage_dataset.ColumnLineageDatasetFacet(
+        facets["columnLineage"] = _facet(
+            "columnLineage",
+            dataset=[],
             fields={
-                column: column_lineage_dataset.Fields(
-                    inputFields=[
-                        column_lineage_dataset.InputField(
-                            namespace=source.namespace,
-                            name=source.name,
-                            field=source_column,
-                            transformations=[_transformation(how)],
-                        )
+                column: {
+                    "inputFields": [
+                        {
+                            "namespace": source.namespace,
+                            "name": source.name,
+                            "field": source_column,
+                            "transformations": [_transformation(how)],
+                        }
                         for source, source_column, how in sources
                     ]
-                )
+                }
                 for column, sources in ref.column_lineage.items()
             },
-            producer=PRODUCER,
         )
     io_facets: dict[str, Any] = {}
     if ref.quality is not None and ref.quality.results:
@@ -180,21 +200,20 @@ def dataset_facets(ref: DatasetRef, *, output: bool) -> tuple[dict[str, Any], di
     if lakebed_facet:
         facets["lakebed"] = {"_producer": PRODUCER, "_schemaURL": LAKEBED_FACET_SCHEMA, **lakebed_facet}
     if output and (ref.rows is not None or ref.size is not None):
-        io_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-            rowCount=ref.rows, size=ref.size, producer=PRODUCER
-        )
+        io_facets["outputStatistics"] = _facet("outputStatistics", rowCount=ref.rows, size=ref.size)
     return facets, io_facets
 
 
-def _transformation(how: str) -> Any:
+def _transformation(how: str) -> dict[str, Any]:
     """``"DIRECT:IDENTITY"`` or ``"DIRECT:AGGREGATION:sum over 1h"`` → an OpenLineage transformation."""
-    from openlineage.client.facet_v2 import column_lineage_dataset
-
     kind, _, rest = how.partition(":")
     subtype, _, description = rest.partition(":")
-    return column_lineage_dataset.Transformation(
-        type=kind, subtype=subtype or None, description=description or None
-    )
+    transformation = {"type": kind}
+    if subtype:
+        transformation["subtype"] = subtype
+    if description:
+        transformation["description"] = description
+    return transformation
 
 
 @dataclass(frozen=True)
@@ -232,34 +251,20 @@ def run_event(
     """One OpenLineage ``RunEvent`` (START, RUNNING, COMPLETE, FAIL, ABORT) as a JSON dict, scrubbed of
     ``secrets`` and credentials (``secrets=None`` leaves scrubbing to the caller: the emitter scrubs the
     serialised line in one pass)."""
-    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-    from openlineage.client.facet_v2 import (
-        error_message_run,
-        job_type_job,
-        parent_run,
-        processing_engine_run,
-        source_code_location_job,
-    )
-    from openlineage.client.serde import Serde
-
     from lakebed.version import __version__
 
     run_facets: dict[str, Any] = {
-        "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
-            version=__version__, name="lakebed", producer=PRODUCER
-        ),
+        "processing_engine": _facet("processing_engine", version=__version__, name="lakebed"),
     }
     if parent is not None:
-        run_facets["parent"] = parent_run.ParentRunFacet(
-            run=parent_run.Run(runId=parent.run_id),
-            job=parent_run.Job(namespace=parent.namespace, name=parent.name),
-            producer=PRODUCER,
+        run_facets["parent"] = _facet(
+            "parent",
+            run={"runId": parent.run_id, "facets": {}},
+            job={"namespace": parent.namespace, "name": parent.name, "facets": {}},
         )
     if error is not None:
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-            message=message, programmingLanguage="python", producer=PRODUCER
-        )
+        run_facets["errorMessage"] = _facet("errorMessage", message=message, programmingLanguage="python")
     if tags:
         run_facets["lakebed"] = {
             "_producer": PRODUCER,
@@ -267,60 +272,61 @@ def run_event(
             "tags": dict(tags),
         }
     job_facets: dict[str, Any] = {
-        "jobType": job_type_job.JobTypeJobFacet(
-            processingType=job.processing, integration="LAKEBED", jobType=job.job_type, producer=PRODUCER
+        "jobType": _facet(
+            "jobType", processingType=job.processing, integration="LAKEBED", jobType=job.job_type
         ),
     }
     if job.code_version:
-        job_facets["sourceCodeLocation"] = source_code_location_job.SourceCodeLocationJobFacet(
-            type="git", url=PRODUCER, version=job.code_version, producer=PRODUCER
+        job_facets["sourceCodeLocation"] = _facet(
+            "sourceCodeLocation", type="git", url=PRODUCER, version=job.code_version
         )
+    if event_type not in _EVENT_TYPES:
+        raise KeyError(event_type)
     input_datasets = []
     for ref in inputs:
         facets, io = dataset_facets(ref, output=False)
         input_datasets.append(
-            InputDataset(namespace=ref.namespace, name=ref.name, facets=facets, inputFacets=io)
+            {"namespace": ref.namespace, "name": ref.name, "facets": facets, "inputFacets": io}
         )
     output_datasets = []
     for ref in outputs:
         facets, io = dataset_facets(ref, output=True)
         output_datasets.append(
-            OutputDataset(namespace=ref.namespace, name=ref.name, facets=facets, outputFacets=io)
+            {"namespace": ref.namespace, "name": ref.name, "facets": facets, "outputFacets": io}
         )
-    event = RunEvent(
-        eventType=RunState[event_type],
-        eventTime=(event_time or dt.datetime.now(dt.UTC)).isoformat(),
-        run=Run(runId=run_id, facets=run_facets),
-        job=Job(namespace=job.namespace, name=job.name, facets=job_facets),
-        inputs=input_datasets,
-        outputs=output_datasets,
-        producer=PRODUCER,
-    )
-    return (
-        scrub_event(json.loads(Serde.to_json(event)), secrets)
-        if secrets is not None
-        else json.loads(Serde.to_json(event))
-    )
+    event: dict[str, Any] = {
+        "eventTime": (event_time or dt.datetime.now(dt.UTC)).isoformat(),
+        "producer": PRODUCER,
+        "schemaURL": _EVENT_SCHEMA_URL,
+        "eventType": event_type,
+        "run": {"runId": run_id, "facets": run_facets},
+        "job": {"namespace": job.namespace, "name": job.name, "facets": job_facets},
+        "inputs": input_datasets,
+        "outputs": output_datasets,
+    }
+    return scrub_event(event, secrets) if secrets is not None else event
 
 
-def assertions_facet(results: Sequence[RuleResult]) -> Any:
+def assertions_facet(results: Sequence[RuleResult]) -> dict[str, Any]:
     """The OpenLineage ``dataQualityAssertions`` dataset facet of a check run: one assertion per rule
     (its name, whether it passed, its column where it has exactly one, severity, and the observed value)."""
-    from openlineage.client.facet_v2 import data_quality_assertions_dataset as dqa
-
-    return dqa.DataQualityAssertionsDatasetFacet(
+    return _facet(
+        "dataQualityAssertions",
         assertions=[
-            dqa.Assertion(
-                assertion=r.rule.name,
-                success=r.passed,
-                column=r.rule.columns[0] if len(r.rule.columns) == 1 else None,
-                severity=r.rule.severity,
-                description=r.rule.description,
-                actual=r.observed or None,
-            )
+            {
+                k: v
+                for k, v in {
+                    "assertion": r.rule.name,
+                    "success": r.passed,
+                    "column": r.rule.columns[0] if len(r.rule.columns) == 1 else None,
+                    "severity": r.rule.severity,
+                    "description": r.rule.description,
+                    "actual": r.observed or None,
+                }.items()
+                if v is not None
+            }
             for r in results
         ],
-        producer=PRODUCER,
     )
 
 

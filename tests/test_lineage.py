@@ -831,3 +831,147 @@ def test_no_secret_reaches_any_event(
         for value in [*secrets.values(), password]:
             leaks = [t for t in texts if value in t]
             assert not leaks, f"{value!r} found in {where}: {leaks[0][:300]}"
+
+
+def test_run_event_dicts_equal_what_the_openlineage_client_classes_serialise() -> None:
+    """The directly built event is the client's own serialisation of the same event (the reference)."""
+    import datetime as dt
+
+    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import column_lineage_dataset as cl
+    from openlineage.client.facet_v2 import (
+        dataset_version_dataset,
+        datasource_dataset,
+        error_message_run,
+        job_type_job,
+        output_statistics_output_dataset,
+        parent_run,
+        processing_engine_run,
+        schema_dataset,
+        source_code_location_job,
+    )
+    from openlineage.client.serde import Serde
+
+    from lakebed.lineage.events import (
+        LAKEBED_FACET_SCHEMA,
+        JobInfo,
+        ParentRef,
+        file_dataset,
+        run_event,
+        table_dataset,
+    )
+    from lakebed.version import PRODUCER, __version__
+
+    src = file_dataset("/tmp/in.csv", sha256="abc")
+    out = table_dataset(
+        "orders",
+        "/tmp/lake/orders",
+        3,
+        schema=pa.schema([("id", pa.int64())]),
+        rows=10,
+        size=100,
+        column_lineage={"id": [(src, "id", "DIRECT:AGGREGATION:sum over 1h")]},
+    )
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    mine = run_event(
+        "FAIL",
+        run_id="0190a1b2-0000-7000-8000-000000000000",
+        job=JobInfo("lakebed", "ingest:orders", code_version="abc"),
+        inputs=[src],
+        outputs=[out],
+        parent=ParentRef("0190a1b2-0000-7000-8000-000000000001", "dagster", "daily"),
+        error="boom",
+        event_time=when,
+    )
+    p = PRODUCER
+    ds = datasource_dataset.DatasourceDatasetFacet(name="file", uri="file://", producer=p)
+    reference = RunEvent(
+        eventType=RunState.FAIL,
+        eventTime=when.isoformat(),
+        run=Run(
+            runId="0190a1b2-0000-7000-8000-000000000000",
+            facets={
+                "processing_engine": processing_engine_run.ProcessingEngineRunFacet(
+                    version=__version__, name="lakebed", producer=p
+                ),
+                "parent": parent_run.ParentRunFacet(
+                    run=parent_run.Run(runId="0190a1b2-0000-7000-8000-000000000001"),
+                    job=parent_run.Job(namespace="dagster", name="daily"),
+                    producer=p,
+                ),
+                "errorMessage": error_message_run.ErrorMessageRunFacet(
+                    message="boom", programmingLanguage="python", producer=p
+                ),
+            },
+        ),
+        job=Job(
+            namespace="lakebed",
+            name="ingest:orders",
+            facets={
+                "jobType": job_type_job.JobTypeJobFacet(
+                    processingType="BATCH", integration="LAKEBED", jobType="JOB", producer=p
+                ),
+                "sourceCodeLocation": source_code_location_job.SourceCodeLocationJobFacet(
+                    type="git", url=p, version="abc", producer=p
+                ),
+            },
+        ),
+        inputs=[
+            InputDataset(
+                namespace="file",
+                name=src.name,
+                facets={
+                    "dataSource": ds,
+                    "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+                        datasetVersion="abc", producer=p
+                    ),
+                },
+                inputFacets={},
+            )
+        ],
+        outputs=[
+            OutputDataset(
+                namespace="file",
+                name=out.name,
+                facets={
+                    "dataSource": ds,
+                    "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+                        datasetVersion="3", producer=p
+                    ),
+                    "schema": schema_dataset.SchemaDatasetFacet(
+                        fields=[schema_dataset.SchemaDatasetFacetFields(name="id", type="int64")],
+                        producer=p,
+                    ),
+                    "columnLineage": cl.ColumnLineageDatasetFacet(
+                        fields={
+                            "id": cl.Fields(
+                                inputFields=[
+                                    cl.InputField(
+                                        namespace="file",
+                                        name=src.name,
+                                        field="id",
+                                        transformations=[
+                                            cl.Transformation(
+                                                type="DIRECT",
+                                                subtype="AGGREGATION",
+                                                description="sum over 1h",
+                                            )
+                                        ],
+                                    )
+                                ]
+                            )
+                        },
+                        producer=p,
+                    ),
+                    "lakebed": {"_producer": p, "_schemaURL": LAKEBED_FACET_SCHEMA, "table": "orders"},
+                },
+                outputFacets={
+                    "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                        rowCount=10, size=100, producer=p
+                    )
+                },
+            )
+        ],
+        producer=p,
+    )
+    assert mine == json.loads(Serde.to_json(reference))
