@@ -409,10 +409,10 @@ def test_check_table_at_a_version_and_the_facet() -> None:
     recorded = results(new.version)
     assert not recorded["unique_keys"]["passed"] and recorded["unique_keys"]["job"] == "quality_check:orders"
     facet = assertions_facet(new.results)
-    shaped = {a.assertion: a for a in facet.assertions}
-    assert not shaped["quantity_between"].success and shaped["quantity_between"].column == "quantity"
-    assert shaped["order_id_not_null"].success and shaped["unique_keys"].column == "order_id"
-    assert "DataQualityAssertionsDatasetFacet.json" in facet._schemaURL
+    shaped = {a["assertion"]: a for a in facet["assertions"]}
+    assert not shaped["quantity_between"]["success"] and shaped["quantity_between"]["column"] == "quantity"
+    assert shaped["order_id_not_null"]["success"] and shaped["unique_keys"]["column"] == "order_id"
+    assert "DataQualityAssertionsDatasetFacet.json" in facet["_schemaURL"]
 
 
 def test_cli_check_replay_quarantine_results() -> None:
