@@ -26,12 +26,15 @@ from lakebed.pipelines.features.windows import (
     _I,
     _K,
     _LB,
+    _PRE,
+    _SUF,
     _as_arrow,
     _bucket_nodes,
     _events_frame,
     _finish,
     _Partial,
     _uses_span,
+    block_folds,
     event_time_us,
     feature_schema,
 )
@@ -187,21 +190,10 @@ class _Lookup:
     def windows(self, nodes: pl.DataFrame, partials: list[_Partial], span: int) -> list[pl.Series]:
         """The partials of the windows of ``span`` buckets ending at each candidate (see
         :func:`~.windows._windows`, of which this is the sparse form)."""
-        folded = [p for p in partials if p.combine != "last"]
         values = [p for p in partials if p.combine == "last"]
-        combines = {p.name: p.combine for p in folded}
-        if values:
-            combines[_LB] = "max"
-        if not combines:
+        if not partials:
             return []
-        from lakebed.pipelines.features.windows import _fold
-
-        number = pl.col(_I) // span
-        boundary = ((pl.col(_K) != pl.col(_K).shift(1)) | (number != number.shift(1))).fill_null(True)
-        folds = nodes.with_columns(boundary.cum_sum().alias("__block")).select(
-            *[_fold(c, m, reverse=True).over("__block").alias(c + "__suffix") for c, m in combines.items()],
-            *[_fold(c, m, reverse=False).over("__block").alias(c + "__prefix") for c, m in combines.items()],
-        )
+        combines, folds = block_folds(nodes, partials, span)
         first, last = self.x - span, self.x - 1  # the window's buckets
         after = self._at_or_after(first)
         before = self._at_or_before(last)
@@ -218,8 +210,8 @@ class _Lookup:
         ).with_columns(pl.when(pl.col(c) >= 0).then(pl.col(c)) for c in ("__a", "__b"))
         merged: list[pl.Series] = []
         for name, combine in combines.items():
-            low = folds[name + "__suffix"].gather(frame["__a"])
-            high = folds[name + "__prefix"].gather(frame["__b"])
+            low = folds[name + _SUF].gather(frame["__a"])
+            high = folds[name + _PRE].gather(frame["__b"])
             pair = pl.DataFrame({"low": low, "high": high})
             if combine == "add":
                 both = pl.col("low").fill_null(0) + pl.col("high").fill_null(0)

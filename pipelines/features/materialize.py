@@ -320,7 +320,9 @@ def _apply(
     )
     online_rows = 0
     if store is not None:
-        online_rows = _refresh_online(view, store, since, previous_watermark, watermark, last, config)
+        online_rows = _refresh_online(
+            view, store, since, rows.schema, previous_watermark, watermark, last, config
+        )
     return _Outcome(late_events, result.version, rows.num_rows, online_rows)
 
 
@@ -369,6 +371,7 @@ def _refresh_online(
     view: FeatureView,
     store: OnlineStore,
     touched: pa.Table,
+    schema: pa.Schema,
     previous_watermark: int | None,
     watermark: int,
     raw_version: int,
@@ -376,10 +379,8 @@ def _refresh_online(
 ) -> int:
     """Bring the online rows to the watermark (:func:`online_rows`) for the entities whose row can have
     changed: those of ``touched`` (their segments were rewritten) and those whose matched hop end moved
-    with the watermark (a segment still running after the previous watermark's hop end)."""
-    table = open_table_or_none(view.offline_table, config)
-    assert table is not None, "refreshed after an offline commit"
-    schema = pa.schema(table.schema().to_arrow())
+    with the watermark (a segment still running after the previous watermark's hop end). ``schema`` is
+    the offline table's (that of the rows just merged)."""
     kind = schema.field(FEATURE_TS).type
     condition = ds.field(FEATURE_TS) <= pa.scalar(watermark, pa.int64()).cast(kind)
     entities = keys_in(view, schema, touched)

@@ -383,6 +383,24 @@ def _grid(nodes: pl.DataFrame, span: int) -> pl.DataFrame:
     )
 
 
+def block_folds(
+    nodes: pl.DataFrame, partials: list[_Partial], span: int
+) -> tuple[dict[str, Combine], pl.DataFrame]:
+    """How each folded partial combines (``last`` folds the latest bucket row, ``_LB``, with max) and, per
+    bucket node, its running folds inside its epoch-aligned block of ``span`` buckets: ``<name>__suffix``
+    (from the node to the block's end) and ``<name>__prefix`` (from the block's start to the node)."""
+    combines: dict[str, Combine] = {p.name: p.combine for p in partials if p.combine != "last"}
+    if any(p.combine == "last" for p in partials):
+        combines[_LB] = "max"
+    number = pl.col(_I) // span
+    boundary = ((pl.col(_K) != pl.col(_K).shift(1)) | (number != number.shift(1))).fill_null(True)
+    folds = nodes.with_columns(boundary.cum_sum().alias("__block")).select(
+        *[_fold(c, m, reverse=True).over("__block").alias(c + _SUF) for c, m in combines.items()],
+        *[_fold(c, m, reverse=False).over("__block").alias(c + _PRE) for c, m in combines.items()],
+    )
+    return combines, folds
+
+
 def _windows(grid: pl.DataFrame, nodes: pl.DataFrame, partials: list[_Partial], span: int) -> list[pl.Series]:
     """The partials of windows of ``span`` buckets at every grid row ``x`` (the window ``[x - span + 1, x]``,
     ending at bucket ``x + 1``).
@@ -395,15 +413,7 @@ def _windows(grid: pl.DataFrame, nodes: pl.DataFrame, partials: list[_Partial], 
     bucket is in its block; the grid is dense, so the window's first bucket is ``span - 1`` rows up."""
     folded = [p for p in partials if p.combine != "last"]
     values = [p for p in partials if p.combine == "last"]
-    combines: dict[str, Combine] = {p.name: p.combine for p in folded}
-    if values:
-        combines[_LB] = "max"
-    number = pl.col(_I) // span
-    boundary = ((pl.col(_K) != pl.col(_K).shift(1)) | (number != number.shift(1))).fill_null(True)
-    folds = nodes.with_columns(boundary.cum_sum().alias("__block")).select(
-        *[_fold(c, m, reverse=True).over("__block").alias(c + _SUF) for c, m in combines.items()],
-        *[_fold(c, m, reverse=False).over("__block").alias(c + _PRE) for c, m in combines.items()],
-    )
+    combines, folds = block_folds(nodes, partials, span)
     prev, after = grid["__prev"], grid["__next"]
     here = grid.select(_K, _I)
     same_prev = (nodes[_K].gather(prev) == here[_K]) & (nodes[_I].gather(prev) // span == here[_I] // span)
