@@ -15,7 +15,7 @@ from deltalake import Transaction
 
 from lakebed.config import LakebedConfig
 from lakebed.pipelines.delta import commit
-from lakebed.pipelines.features.changes import coalesce, compute_segments, dense_rows
+from lakebed.pipelines.features.changes import coalesce, compute_segments, dense_rows, iter_segments
 from lakebed.pipelines.features.materialize import _state_metadata, materialize
 from lakebed.pipelines.features.registry import FeatureRegistry
 from lakebed.pipelines.features.retrieval import get_historical_features
@@ -86,6 +86,33 @@ def test_segments_stand_for_the_dense_rows_bit_for_bit(aggregations: list[dict[s
     assert segments.num_rows <= min(dense.num_rows, 2 * batch.num_rows * windows)
     assert segments.num_rows * 3 < dense.num_rows  # long windows over a short hop: far fewer rows
     assert coalesce(segments, view).equals(segments)  # maximal already
+
+
+@pytest.mark.parametrize("aggregations", [FLOATS, EXACT])
+def test_segments_by_entity_group_are_the_segments_of_all_events(aggregations: list[dict[str, Any]]) -> None:
+    view = view_of(aggregations)
+    batch = random_events(5, 3_000, 40, 3)
+    whole = compute_segments(batch, view)
+    groups = list(iter_segments(batch, view, chunk_events=500))
+    assert len(groups) == 6
+    keys = [g.column("k").to_pylist() for g in groups]
+    assert all(set(a).isdisjoint(b) for i, a in enumerate(keys) for b in keys[i + 1 :])  # whole entities
+    union = pa.concat_tables(groups).sort_by([("k", "ascending"), ("feature_ts", "ascending")])
+    assert union.equals(whole)
+
+
+def test_lone_and_grouped_values_fold_alike() -> None:
+    """A bucket or block holding one event folds it as a longer one would (0.0 + -0.0 is 0.0), so a
+    value does not depend on whether other events share its bucket."""
+    view = view_of([{"name": "sum_1h", "function": "sum", "column": "x", "window": "1h"}])
+    t = [T0 + dt.timedelta(minutes=m) for m in (1, 2, 31, 121)]
+    batch = pa.table(
+        {"k": [1, 1, 1, 1], "t": pa.array(t, pa.timestamp("us", tz="UTC")), "x": [-0.0, -0.0, -0.0, -0.0]}
+    )
+    dense = compute_features(batch, view)
+    assert dense_rows(compute_segments(batch, view), view).equals(dense)
+    signs = {str(v) for v in dense.column("sum_1h").to_pylist()}
+    assert signs == {"0.0"}
 
 
 def test_segments_split_only_where_a_value_changes() -> None:

@@ -46,7 +46,7 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import LineageRun, lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
-from lakebed.pipelines.features.changes import compute_segments, segment_schema
+from lakebed.pipelines.features.changes import compute_segments, iter_segments, segment_schema
 from lakebed.pipelines.features.increment import (
     first_ends,
     keys_in,
@@ -454,13 +454,12 @@ def backfill(
                 config=config,
             )
         events_on_time = _concat(on_time)
-        if events_on_time.num_rows:
-            rows = compute_segments(events_on_time, view)
-        else:
-            rows = segment_schema(view, schema).empty_table()
+        del on_time
+        segments = segment_schema(view, events_on_time.schema)
+        chunks = iter_segments(events_on_time, view) if events_on_time.num_rows else iter(())
         result = commit(
             view.offline_table,
-            rows,
+            pa.RecordBatchReader.from_batches(segments, (b for chunk in chunks for b in chunk.to_batches())),
             mode="overwrite",
             run=run,
             app_transactions=[Transaction(view.app_id, last)],
@@ -484,7 +483,7 @@ def backfill(
         raw_version=state.raw_version,
         events=events,
         late_events=late_rows.num_rows,
-        feature_rows=rows.num_rows,
+        feature_rows=result.rows,
         offline_versions=(result.version,) if result.version is not None else (),
         online_rows=online_rows,
         watermark=state.watermark,

@@ -61,8 +61,7 @@ COLUMN_SEPARATOR = "__"
 
 _ROW = "__lakebed_row"
 _TS = "__lakebed_ts"
-_FTS = "__lakebed_fts"
-_TO = "__lakebed_to"
+_AT = "__lakebed_at"
 
 
 # Resolution of references ---------------------------------------------------------------------------
@@ -282,9 +281,10 @@ def _quote(name: str) -> str:
 
 def _feature_frame(
     plan: ViewPlan, table: Tiers, lo_us: int | None, hi_us: int | None
-) -> tuple[pa.Table, pa.Schema]:
-    """The offline rows the join can use: key, time and requested feature columns, and only the rows that
-    can be the fresh match of an entity timestamp in ``[lo, hi]`` (row groups outside are skipped).
+) -> tuple[pa.Table | pa.RecordBatchReader, pa.Schema, bool]:
+    """The offline rows the join can use, streamed from the table's files: key, time and requested
+    feature columns, and only the rows that can be the fresh match of an entity timestamp in ``[lo, hi]``
+    (row groups outside are skipped). Also the table's schema and whether it holds segments.
 
     Offline tables hold segments (``feature_valid_to``, docs/streaming.md "Offline layout"); a table of the
     earlier dense layout (one row per hop end, no ``feature_valid_to``) reads as segments of one hop."""
@@ -302,23 +302,17 @@ def _feature_frame(
     if segments:
         wanted.insert(len(plan.entities) + 1, FEATURE_VALID_TO)
     ts_type = schema.field(FEATURE_TS).type
-    condition: ds.Expression | None = None
     if hi_us is None or lo_us is None:  # no entity row has a timestamp: nothing can match
-        rows = schema.empty_table().select(wanted)
-    elif pa.types.is_timestamp(ts_type):
+        return schema.empty_table().select(wanted), schema, segments
+    condition: ds.Expression | None = None
+    if pa.types.is_timestamp(ts_type):
         upper = pa.scalar(hi_us, pa.timestamp("us", tz=ts_type.tz)).cast(ts_type)
         lower = pa.scalar(lo_us - plan.ttl_us, pa.timestamp("us", tz=ts_type.tz)).cast(ts_type)
         # A segment is still fresh at ts while its last hop end (feature_valid_to - hop) > ts - ttl.
         last = ds.field(FEATURE_VALID_TO) if segments else ds.field(FEATURE_TS)
         bound = lower if not segments else pa.scalar(lo_us - plan.ttl_us + plan.spec.hop_us, lower.type)
         condition = (ds.field(FEATURE_TS) <= upper) & (last > bound)
-    if hi_us is not None and lo_us is not None:
-        rows = data.to_table(columns=wanted, filter=condition)
-    if not segments:
-        valid_to = pc.add(rows.column(FEATURE_TS).cast(pa.int64()), plan.spec.hop_us)
-        at = len(plan.entities) + 1
-        rows = rows.add_column(at, FEATURE_VALID_TO, valid_to.cast(pa.timestamp("us", tz="UTC")))
-    return rows, schema
+    return data.scanner(columns=wanted, filter=condition).to_reader(), schema, segments
 
 
 def _pit_join(
@@ -335,30 +329,33 @@ def _pit_join(
     valid = pc.drop_null(ts_us)
     lo = pc.min(valid).as_py() if len(valid) else None
     hi = pc.max(valid).as_py() if len(valid) else None
-    features, schema = _feature_frame(plan, table, lo, hi)
+    features, schema, segments = _feature_frame(plan, table, lo, hi)
     keys = {}
     for key in plan.entities:
         keys[key] = _align_key(entities.column(key), schema.field(key).type, key, plan)
-    left = pa.table({**keys, _TS: ts_us, _ROW: pa.array(np.arange(n, dtype=np.int64))})
+    # The entity times also in the offline table's own timestamp type, so the ASOF compares the stored
+    # column as it is (no conversion of every stored row).
+    at = ts_us.cast(pa.timestamp("us", tz="UTC")).cast(schema.field(FEATURE_TS).type)
+    left = pa.table({**keys, _TS: ts_us, _AT: at, _ROW: pa.array(np.arange(n, dtype=np.int64))})
     left_name, right_name = "__lakebed_entities", "__lakebed_features"
     connection.register(left_name, left)
     connection.register(right_name, features)
     try:
         on = " AND ".join(f"e.{_quote(k)} = f.{_quote(k)}" for k in plan.entities)
         # The matched segment's hop end at ts: the last hop end at or before ts, or the segment's last one
-        # when its windows emptied before ts; fresh while that end is younger than the ttl.
+        # when its windows emptied before ts; fresh while that end is younger than the ttl. A dense
+        # table's row holds for its own hop end only.
         hop = plan.spec.hop_us
         at_ts = f"(e.{_TS} - (((e.{_TS} % {hop}) + {hop}) % {hop}))"
-        fresh = f"least({at_ts}, f.{_TO} - {hop}) > e.{_TS} - {plan.ttl_us}"
+        valid_to = f"epoch_us(f.{_quote(FEATURE_VALID_TO if segments else FEATURE_TS)})"
+        last_end = f"{valid_to} - {hop}" if segments else valid_to
+        fresh = f"least({at_ts}, {last_end}) > e.{_TS} - {plan.ttl_us}"
         select = ", ".join(
             f"CASE WHEN {fresh} THEN f.{_quote(s.feature)} END AS {_quote(s.column)}" for s in plan.features
         )
-        right_columns = ", ".join(_quote(c) for c in [*plan.entities, *(s.feature for s in plan.features)])
         query = (
-            f"SELECT {select} FROM {left_name} e ASOF LEFT JOIN "
-            f"(SELECT {right_columns}, epoch_us({_quote(FEATURE_TS)}) AS {_FTS}, "
-            f"epoch_us({_quote(FEATURE_VALID_TO)}) AS {_TO} FROM {right_name}) f "
-            f"ON {on} AND e.{_TS} >= f.{_FTS} ORDER BY e.{_ROW}"
+            f"SELECT {select} FROM {left_name} e ASOF LEFT JOIN {right_name} f "
+            f"ON {on} AND e.{_AT} >= f.{_quote(FEATURE_TS)} ORDER BY e.{_ROW}"
         )
         result = fetch_arrow(connection.sql(query))
     finally:

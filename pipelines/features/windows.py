@@ -287,10 +287,22 @@ def _pairwise_sums(frame: pl.DataFrame, keys: list[str], columns: dict[str, str]
     values = frame.select(
         *keys, _B, *[pl.col(c).cast(pl.Float64).fill_null(0.0).alias(n) for n, c in columns.items()]
     )
-    values = values.sort([*keys, _B, *names]).with_columns(pl.int_range(pl.len()).over([*keys, _B]).alias(_R))
-    while (ranks := int_bounds(values[_R])) is not None and ranks[1] > 0:
-        values = values.group_by([*keys, _B, pl.col(_R) // 2]).agg(pl.col(names).sum())
-    return values.drop(_R)
+    values = values.sort([*keys, _B, *names])
+    first = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in [*keys, _B]]).fill_null(True)
+    values = values.with_columns(first.alias("__first")).with_columns(
+        (pl.col("__first") & pl.col("__first").shift(-1).fill_null(True)).alias("__alone")
+    )
+    # A bucket's lone event is its own sum (a one-value group sums to that value, bit for bit): only the
+    # buckets with several events go up the tree, ranked by their position from the bucket's first row.
+    alone = values.filter(pl.col("__alone")).select(*keys, _B, *names)
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    rest = values.filter(~pl.col("__alone")).with_columns(
+        (row - pl.when(pl.col("__first")).then(row).forward_fill()).alias(_R)
+    )
+    rest = rest.select(*keys, _B, *names, _R)
+    while (ranks := int_bounds(rest[_R])) is not None and ranks[1] > 0:
+        rest = rest.group_by([*keys, _B, pl.col(_R) // 2]).agg(pl.col(names).sum())
+    return pl.concat([alone, rest.select(*keys, _B, *names)])
 
 
 def _window_ends(nodes: pl.DataFrame, keys: list[str], span: int) -> pl.DataFrame:
@@ -394,10 +406,25 @@ def block_folds(
         combines[_LB] = "max"
     number = pl.col(_I) // span
     boundary = ((pl.col(_K) != pl.col(_K).shift(1)) | (number != number.shift(1))).fill_null(True)
-    folds = nodes.with_columns(boundary.cum_sum().alias("__block")).select(
+    blocks = nodes.select(*combines, boundary.alias("__first")).with_columns(
+        (pl.col("__first") & pl.col("__first").shift(-1).fill_null(True)).alias("__alone"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"),
+    )
+    # A node alone in its block is its own prefix and suffix (an `add` fold starts from zero, so it is
+    # ``0 + value``: -0.0 folds to 0.0 as in a longer block); only the other blocks need windowed folds.
+    several = blocks.filter(~pl.col("__alone")).with_columns(pl.col("__first").cum_sum().alias("__block"))
+    folded = several.select(
+        "__row",
         *[_fold(c, m, reverse=True).over("__block").alias(c + _SUF) for c, m in combines.items()],
         *[_fold(c, m, reverse=False).over("__block").alias(c + _PRE) for c, m in combines.items()],
     )
+    own = [pl.col(c) + 0 if m == "add" else pl.col(c) for c, m in combines.items()]
+    single = blocks.filter(pl.col("__alone")).select(
+        "__row",
+        *[e.alias(c + _SUF) for e, c in zip(own, combines, strict=True)],
+        *[e.alias(c + _PRE) for e, c in zip(own, combines, strict=True)],
+    )
+    folds = pl.concat([folded, single.cast(dict(folded.schema))]).sort("__row").drop("__row")
     return combines, folds
 
 
