@@ -424,7 +424,7 @@ def block_folds(
         *[e.alias(c + _SUF) for e, c in zip(own, combines, strict=True)],
         *[e.alias(c + _PRE) for e, c in zip(own, combines, strict=True)],
     )
-    folds = pl.concat([folded, single.cast(dict(folded.schema))]).sort("__row").drop("__row")
+    folds = pl.concat([folded, single.cast(folded.schema)]).sort("__row").drop("__row")
     return combines, folds
 
 
