@@ -35,6 +35,7 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._known: set[str] = set()
+        self._listed = False
 
     @classmethod
     def beside(cls, table_uri: str, table: str) -> BlobStore:
@@ -52,9 +53,28 @@ class BlobStore:
         return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
-        if sha256 not in self._known and self.path(sha256).is_file():
+        if sha256 in self._known:
+            return True
+        if self._listed:  # listed once: only blobs added since (by another writer) need a look
+            return False
+        if self.path(sha256).is_file():
             self._known.add(sha256)
-        return sha256 in self._known
+            return True
+        return False
+
+    def list_known(self) -> None:
+        """Read the store's listing once, so :meth:`exists` answers from memory (a run over many files
+        saves a ``stat`` per file). A blob another writer adds later reads as missing: putting it again
+        is harmless (an existing blob is never rewritten)."""
+        known: set[str] = set()
+        try:
+            folders = [e for e in os.scandir(self.root) if e.is_dir() and len(e.name) == 2]
+        except FileNotFoundError:
+            folders = []
+        for folder in folders:
+            known.update(e.name for e in os.scandir(folder.path) if e.name.startswith(folder.name))
+        self._known |= known
+        self._listed = True
 
     def read(self, sha256: str) -> bytes | None:
         try:

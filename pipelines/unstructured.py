@@ -259,6 +259,8 @@ class _Ingest:
         self.table, self.uri, self.config, self.run, self.catalog = table, uri, config, run, catalog
         self.index, self.progress, self.total, self.metadata = index, progress, total, metadata
         self.blobs = BlobStore.beside(uri, table)
+        if total >= _BATCH_FILES:  # many files: one listing of the blob store instead of a stat each
+            self.blobs.list_known()
         self.reader = SourceReader(config, self.blobs)
         # Register our contract only when we create the table: never overwrite the contract of a table
         # someone else made (a mismatching schema then fails in commit, naming the column).
@@ -411,9 +413,10 @@ class _Ingest:
         """Where this row's bytes go: inline, a new blob, or nowhere (already stored: a duplicate)."""
         sha = loaded.sha256
         self.index.refs[sha] += 1
-        if self.blobs.exists(sha) or sha in self.index.inline:
+        inline = sha in self.index.inline
+        if inline or self.blobs.exists(sha):
             self.duplicates += 1
-            blob = str(self.blobs.path(sha)) if self.blobs.exists(sha) else None
+            blob = str(self.blobs.path(sha)) if not inline or self.blobs.exists(sha) else None
             return {"content": None, "blob_path": blob, "duplicate_of": sha}
         if loaded.size <= self.config.inline_content_bytes:
             data = loaded.data if loaded.data is not None else Path(loaded.spooled or "").read_bytes()

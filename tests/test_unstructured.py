@@ -281,6 +281,23 @@ def test_duplicate_content_is_stored_once(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(blob_files()) == 1
 
 
+def test_a_run_over_many_files_finds_blobs_of_earlier_runs_from_one_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_limits(monkeypatch, inline=100)
+    big = os.urandom(2_000)
+    write(tmp_path / "first" / "big.bin", big)
+    assert ingest_unstructured(tmp_path / "first").bytes_blob == 2_000
+    for i in range(300):  # enough files for the run to list the blob store once
+        write(tmp_path / "many" / f"note-{i:03d}.txt", f"note {i}\n".encode())
+    write(tmp_path / "many" / "copy.bin", big)
+    again = ingest_unstructured(tmp_path / "many")
+    assert (again.rows_written, again.duplicates, again.bytes_blob) == (301, 1, 0)
+    copy = rows()[str(tmp_path / "many" / "copy.bin")]
+    assert copy["duplicate_of"] == hashlib.sha256(big).hexdigest() and copy["blob_path"]
+    assert len(blob_files()) == 1
+
+
 def test_reingest_is_idempotent_and_changes_update_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
