@@ -90,6 +90,8 @@ class RowChecker:
 
 
 class _Compiled:
+    """The rules of one batch shape, with their Polars expressions built once (not per batch)."""
+
     def __init__(self, checker: RowChecker, schema: pa.Schema) -> None:
         self.schema = schema
         self.target = checker.target_schema(schema)
@@ -97,59 +99,63 @@ class _Compiled:
         names = set(schema.names)
         self.rules: list[Rule] = [type_rule(c, type_name(t)) for c, t in self.conversions.items()]
         # A rule on a column the data lacks judges nulls (the write path fills absent nullable columns).
-        self.absent = {c for r in checker.row_rules for c in r.columns if c not in names}
+        self.absent = sorted({c for r in checker.row_rules for c in r.columns if c not in names})
         self.rules.extend(checker.row_rules)
         self.needed = sorted({c for r in self.rules for c in r.columns if c in names})
         self.descriptions = {r.name: r.description for r in self.rules}
         self.errors = [r.name for r in self.rules if r.severity == "error"]
+        self.names = [r.name for r in self.rules]
+        self.unique = [r for r in self.rules if r.kind == "unique"]
+        frame_schema = self._frame(schema.empty_table()).schema
+        self.exprs = [_failing(r, frame_schema).alias(r.name) for r in self.rules if r.kind != "unique"]
+
+    def _frame(self, data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
+        """The columns the rules read as a Polars frame (converted, with ``__raw_<column>`` originals, and
+        absent columns as nulls)."""
+        if self.needed:
+            table = data.select(self.needed)
+            frame = pl.from_arrow(table if isinstance(table, pa.Table) else pa.Table.from_batches([table]))
+            assert isinstance(frame, pl.DataFrame)
+        else:
+            frame = pl.DataFrame(height=data.num_rows)
+        extra = [_convert(frame[c], t).alias(c) for c, t in self.conversions.items()]
+        extra += [frame[c].alias(f"__raw_{c}") for c in self.conversions]
+        extra += [pl.lit(None).alias(c) for c in self.absent]
+        return frame.with_columns(extra) if extra else frame
 
     def evaluate(self, batch: pa.RecordBatch) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The columns the rules read (converted, with ``__raw_<column>`` originals) and one boolean
-        column per rule, true where the row breaks it."""
-        frame = pl.from_arrow(pa.Table.from_batches([batch]).select(self.needed)) if self.needed else None
-        if frame is None or isinstance(frame, pl.Series):
-            frame = pl.DataFrame(height=batch.num_rows)
-        if self.conversions:
-            frame = frame.with_columns(
-                [_convert(frame[c], t).alias(c) for c, t in self.conversions.items()]
-                + [frame[c].alias(f"__raw_{c}") for c in self.conversions]
-            )
-        for column in self.absent:
-            frame = frame.with_columns(pl.lit(None).alias(column))
-        fails = frame.select(
-            [_failing(r, frame.schema).alias(r.name) for r in self.rules if r.kind != "unique"]
-        )
-        unique = [_repeated(frame[r.column or ""]).alias(r.name) for r in self.rules if r.kind == "unique"]
-        if unique:
-            fails = fails.with_columns(unique).select([r.name for r in self.rules])
+        """The columns the rules read (see :meth:`_frame`) and one boolean column per rule, true where the
+        row breaks it: every rule but ``unique`` in one Polars ``select``."""
+        frame = self._frame(batch)
+        fails = frame.select(self.exprs)
+        if self.unique:
+            unique = [_repeated(frame[r.column or ""]).alias(r.name) for r in self.unique]
+            fails = fails.with_columns(unique).select(self.names)
         return frame, fails
 
     def check(self, batch: pa.RecordBatch) -> RowOutcome:
         if not self.rules or batch.num_rows == 0:
             return RowOutcome(valid=[batch], quarantined=None, failed={})
         frame, fails = self.evaluate(batch)
-        counts = {name: int(n) for name, n in fails.sum().row(0, named=True).items()}
-        failed = {name: n for name, n in counts.items() if n}
-        bad_count = sum(counts[name] for name in self.errors)
-        if bad_count == 0:
+        counts = fails.sum().row(0, named=True)
+        failed = {name: int(n) for name, n in counts.items() if n}
+        if not any(name in failed for name in self.errors):
             return RowOutcome(valid=[self._converted(batch, frame)], quarantined=None, failed=failed)
-        error_fails = fails.select(self.errors)
-        bad_mask = error_fails.select(pl.any_horizontal(pl.all()).alias("bad")).to_series()
-        if not bad_mask.any():
-            return RowOutcome(valid=[self._converted(batch, frame)], quarantined=None, failed=failed)
-        mask = bad_mask.to_arrow()
+        # Details only for the failing rows: the rows' mask once, then the rules each of them broke.
+        bad_mask = fails.select(pl.any_horizontal(self.errors).alias("bad")).to_series()
         whole = self._converted(batch, frame)
         bad_rows = fails.filter(bad_mask)
         names = fails.columns
         broken = [[n for n, hit in zip(names, row, strict=True) if hit] for row in bad_rows.iter_rows()]
         reasons = ["; ".join(f"{name}: {self.descriptions[name]}" for name in rules) for rules in broken]
+        mask = bad_mask.to_arrow()
         quarantined = pa.Table.from_batches([whole.filter(mask)])
         quarantined = quarantined.append_column(
             pa.field(RULES_COLUMN, pa.list_(pa.string())), pa.array(broken, pa.list_(pa.string()))
         )
         quarantined = quarantined.append_column(REASON_COLUMN, pa.array(reasons, pa.string()))
         quarantined = quarantined.append_column(RAW_COLUMN, self._raw(frame.filter(bad_mask)))
-        valid = _without(whole, bad_mask)
+        valid = [whole.filter(pc.invert(mask))]  # one filtered copy: cheaper for the writer than slices
         return RowOutcome(valid=valid, quarantined=quarantined, failed=failed)
 
     def _converted(self, batch: pa.RecordBatch, frame: pl.DataFrame) -> pa.RecordBatch:
@@ -170,12 +176,6 @@ class _Compiled:
             return pa.nulls(bad.height, pa.string())
         raws = bad.select([pl.col(f"__raw_{c}").alias(c) for c in self.conversions]).to_dicts()
         return pa.array([json.dumps(r) if any(v is not None for v in r.values()) else None for r in raws])
-
-
-def _without(batch: pa.RecordBatch, bad: pl.Series) -> list[pa.RecordBatch]:
-    """``batch`` without the rows ``bad`` marks (one filtered copy: cheaper for the writer than many
-    zero-copy slices)."""
-    return [batch.filter(pc.invert(bad.to_arrow()))]
 
 
 def _is_text(dtype: pa.DataType) -> bool:
