@@ -1,8 +1,10 @@
 """The fast engine: a contract's rules as Polars expressions, run on every batch the write path commits.
 
-:class:`RowChecker` evaluates all row rules of a batch in one Polars ``select`` over just the columns the
-rules read, and splits the batch: rows failing an ``error`` rule leave with the names and descriptions of
-the rules they broke; the others go on untouched (zero copies when every row passes). String values
+:class:`RowChecker` evaluates all row-local rules of a batch in one Polars ``select`` over just the columns
+the rules read (expressions built once per batch shape; ``unique`` and text ``regex`` rules run column by
+column beside it, with cheaper exact paths for ascending ids and repeating codes), and splits the batch:
+rows failing an ``error`` rule leave with the names and descriptions of the rules they broke (details are
+built for those rows only); the others go on untouched (zero copies when every row passes). String values
 that must become another type (the contract's) are converted here, and a value that cannot be converted
 breaks the ``<column>_type`` rule instead of failing the whole write.
 
