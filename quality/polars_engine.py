@@ -1,8 +1,10 @@
 """The fast engine: a contract's rules as Polars expressions, run on every batch the write path commits.
 
-:class:`RowChecker` evaluates all row rules of a batch in one Polars ``select`` over just the columns the
-rules read, and splits the batch: rows failing an ``error`` rule leave with the names and descriptions of
-the rules they broke; the others go on untouched (zero copies when every row passes). String values
+:class:`RowChecker` evaluates all row-local rules of a batch in one Polars ``select`` over just the columns
+the rules read (expressions built once per batch shape; ``unique`` and text ``regex`` rules run column by
+column beside it, with cheaper exact paths for ascending ids and repeating codes), and splits the batch:
+rows failing an ``error`` rule leave with the names and descriptions of the rules they broke (details are
+built for those rows only); the others go on untouched (zero copies when every row passes). String values
 that must become another type (the contract's) are converted here, and a value that cannot be converted
 breaks the ``<column>_type`` rule instead of failing the whole write.
 
@@ -33,6 +35,8 @@ RULES_COLUMN = "_rules"
 REASON_COLUMN = "_reason"
 RAW_COLUMN = "_raw"
 _SAMPLE_ROWS = 5
+_DISTINCT_SAMPLE = 2_048  # values sampled to decide whether a regex runs per distinct value
+_EQUALITY_LIST = 8  # allowed text values up to this many are checked by comparisons, not hashing
 
 
 @dataclass
@@ -90,6 +94,8 @@ class RowChecker:
 
 
 class _Compiled:
+    """The rules of one batch shape, with their Polars expressions built once (not per batch)."""
+
     def __init__(self, checker: RowChecker, schema: pa.Schema) -> None:
         self.schema = schema
         self.target = checker.target_schema(schema)
@@ -97,59 +103,72 @@ class _Compiled:
         names = set(schema.names)
         self.rules: list[Rule] = [type_rule(c, type_name(t)) for c, t in self.conversions.items()]
         # A rule on a column the data lacks judges nulls (the write path fills absent nullable columns).
-        self.absent = {c for r in checker.row_rules for c in r.columns if c not in names}
+        self.absent = sorted({c for r in checker.row_rules for c in r.columns if c not in names})
         self.rules.extend(checker.row_rules)
         self.needed = sorted({c for r in self.rules for c in r.columns if c in names})
         self.descriptions = {r.name: r.description for r in self.rules}
         self.errors = [r.name for r in self.rules if r.severity == "error"]
+        self.names = [r.name for r in self.rules]
+        frame_schema = self._frame(schema.empty_table()).schema
+        # Rules judged column by column outside the select: uniqueness (not a per-row test) and regexes
+        # on text (matched once per distinct value when values repeat a lot).
+        self.eager = [
+            r
+            for r in self.rules
+            if r.kind == "unique" or (r.kind == "regex" and frame_schema[r.column or ""] == pl.String)
+        ]
+        self.exprs = [_failing(r, frame_schema).alias(r.name) for r in self.rules if r not in self.eager]
+
+    def _frame(self, data: pa.RecordBatch | pa.Table) -> pl.DataFrame:
+        """The columns the rules read as a Polars frame (converted, with ``__raw_<column>`` originals, and
+        absent columns as nulls)."""
+        if self.needed:
+            table = data.select(self.needed)
+            frame = pl.from_arrow(table if isinstance(table, pa.Table) else pa.Table.from_batches([table]))
+            assert isinstance(frame, pl.DataFrame)
+        else:
+            frame = pl.DataFrame(height=data.num_rows)
+        extra: list[pl.Expr | pl.Series] = [
+            _convert(frame[c], t).alias(c) for c, t in self.conversions.items()
+        ]
+        extra += [frame[c].alias(f"__raw_{c}") for c in self.conversions]
+        extra += [pl.lit(None).alias(c) for c in self.absent]
+        return frame.with_columns(extra) if extra else frame
 
     def evaluate(self, batch: pa.RecordBatch) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The columns the rules read (converted, with ``__raw_<column>`` originals) and one boolean
-        column per rule, true where the row breaks it."""
-        frame = pl.from_arrow(pa.Table.from_batches([batch]).select(self.needed)) if self.needed else None
-        if frame is None or isinstance(frame, pl.Series):
-            frame = pl.DataFrame(height=batch.num_rows)
-        if self.conversions:
-            frame = frame.with_columns(
-                [_convert(frame[c], t).alias(c) for c, t in self.conversions.items()]
-                + [frame[c].alias(f"__raw_{c}") for c in self.conversions]
-            )
-        for column in self.absent:
-            frame = frame.with_columns(pl.lit(None).alias(column))
-        fails = frame.select(
-            [_failing(r, frame.schema).alias(r.name) for r in self.rules if r.kind != "unique"]
-        )
-        unique = [_repeated(frame[r.column or ""]).alias(r.name) for r in self.rules if r.kind == "unique"]
-        if unique:
-            fails = fails.with_columns(unique).select([r.name for r in self.rules])
+        """The columns the rules read (see :meth:`_frame`) and one boolean column per rule, true where the
+        row breaks it: every rule but ``unique`` in one Polars ``select``."""
+        frame = self._frame(batch)
+        fails = frame.select(self.exprs)
+        if self.eager:
+            eager = [_column_failing(r, frame[r.column or ""]).alias(r.name) for r in self.eager]
+            fails = fails.with_columns(eager).select(self.names)
         return frame, fails
 
     def check(self, batch: pa.RecordBatch) -> RowOutcome:
         if not self.rules or batch.num_rows == 0:
             return RowOutcome(valid=[batch], quarantined=None, failed={})
         frame, fails = self.evaluate(batch)
-        counts = {name: int(n) for name, n in fails.sum().row(0, named=True).items()}
-        failed = {name: n for name, n in counts.items() if n}
-        bad_count = sum(counts[name] for name in self.errors)
-        if bad_count == 0:
+        counts = fails.sum().row(0, named=True)
+        failed = {name: int(n) for name, n in counts.items() if n}
+        if not any(name in failed for name in self.errors):
             return RowOutcome(valid=[self._converted(batch, frame)], quarantined=None, failed=failed)
-        error_fails = fails.select(self.errors)
-        bad_mask = error_fails.select(pl.any_horizontal(pl.all()).alias("bad")).to_series()
-        if not bad_mask.any():
-            return RowOutcome(valid=[self._converted(batch, frame)], quarantined=None, failed=failed)
-        mask = bad_mask.to_arrow()
+        # Details only for the failing rows: the rows' mask once, then the rules each of them broke.
+        bad_mask = fails.select(pl.any_horizontal(self.errors).alias("bad")).to_series()
         whole = self._converted(batch, frame)
         bad_rows = fails.filter(bad_mask)
         names = fails.columns
         broken = [[n for n, hit in zip(names, row, strict=True) if hit] for row in bad_rows.iter_rows()]
         reasons = ["; ".join(f"{name}: {self.descriptions[name]}" for name in rules) for rules in broken]
+        mask = bad_mask.to_arrow()
         quarantined = pa.Table.from_batches([whole.filter(mask)])
         quarantined = quarantined.append_column(
             pa.field(RULES_COLUMN, pa.list_(pa.string())), pa.array(broken, pa.list_(pa.string()))
         )
         quarantined = quarantined.append_column(REASON_COLUMN, pa.array(reasons, pa.string()))
-        quarantined = quarantined.append_column(RAW_COLUMN, self._raw(frame.filter(bad_mask)))
-        valid = _without(whole, bad_mask)
+        raw = self._raw(frame.filter(bad_mask)) if self.conversions else pa.nulls(len(broken), pa.string())
+        quarantined = quarantined.append_column(RAW_COLUMN, raw)
+        valid = [whole.filter(pc.invert(mask))]  # one filtered copy: cheaper for the writer than slices
         return RowOutcome(valid=valid, quarantined=quarantined, failed=failed)
 
     def _converted(self, batch: pa.RecordBatch, frame: pl.DataFrame) -> pa.RecordBatch:
@@ -170,12 +189,6 @@ class _Compiled:
             return pa.nulls(bad.height, pa.string())
         raws = bad.select([pl.col(f"__raw_{c}").alias(c) for c in self.conversions]).to_dicts()
         return pa.array([json.dumps(r) if any(v is not None for v in r.values()) else None for r in raws])
-
-
-def _without(batch: pa.RecordBatch, bad: pl.Series) -> list[pa.RecordBatch]:
-    """``batch`` without the rows ``bad`` marks (one filtered copy: cheaper for the writer than many
-    zero-copy slices)."""
-    return [batch.filter(pc.invert(bad.to_arrow()))]
 
 
 def _is_text(dtype: pa.DataType) -> bool:
@@ -235,6 +248,9 @@ def _failing(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
         return out.fill_null(False)
     if rule.kind == "allowed":
         typed = [_value(v, dtype) for v in rule.params["values"]]
+        if dtype == pl.String and 0 < len(typed) <= _EQUALITY_LIST and all(isinstance(v, str) for v in typed):
+            # A few text values: comparisons are ~3× cheaper than a hash lookup per row (same result).
+            return (column.is_not_null() & ~pl.any_horizontal([column == v for v in typed])).fill_null(False)
         values = pl.Series(typed, dtype=dtype)
         return column.is_not_null() & ~column.is_in(values.implode())
     if rule.kind == "regex":
@@ -242,11 +258,42 @@ def _failing(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     raise ValueError(f"{rule.kind} is not a row rule")
 
 
+def _column_failing(rule: Rule, values: pl.Series) -> pl.Series:
+    """True on the rows of ``values`` breaking ``rule`` (a ``unique`` rule or a ``regex`` on text)."""
+    if rule.kind == "unique":
+        return _repeated(values)
+    return _not_matching(values, rule.params["pattern"])
+
+
+def _not_matching(values: pl.Series, pattern: str) -> pl.Series:
+    """True on non-null text values not matching ``pattern``. Codes (SKUs, country codes, ...) repeat a
+    lot: when a sample of the values has few distinct ones, the regex runs once per distinct value and
+    the failing ones are marked by membership; otherwise once per row. Both give the same answer."""
+    n = values.len()
+    if n >= 4 * _DISTINCT_SAMPLE and values.head(_DISTINCT_SAMPLE).n_unique() * 4 <= _DISTINCT_SAMPLE:
+        distinct = values.drop_nulls().unique()
+        if distinct.len() * 4 <= n:
+            bad = distinct.filter(~distinct.str.contains(pattern))
+            if bad.is_empty():
+                return pl.repeat(False, n, eager=True, dtype=pl.Boolean).alias(values.name)
+            return values.is_in(bad.implode()).fill_null(False).alias(values.name)
+    return (values.is_not_null() & ~values.str.contains(pattern)).alias(values.name)
+
+
 def _repeated(values: pl.Series) -> pl.Series:
     """True on non-null values that occur more than once. Counting distinct values first is cheap and most
     checked columns have none; otherwise the repeated values are found by sorting (~15× cheaper than
     ``is_duplicated``) and marked by membership."""
-    present = values.len() - values.null_count()
+    n = values.len()
+    if n > 1 and not values.null_count() and (values.dtype.is_integer() or values.dtype == pl.String):
+        same = values.slice(1) == values.slice(0, n - 1)
+        if (
+            values.slice(1) >= values.slice(0, n - 1)
+        ).all():  # ascending (ids often are): repeats are adjacent
+            after = pl.concat([same, pl.Series([False])])
+            before = pl.concat([pl.Series([False]), same])
+            return (after | before).alias(values.name)
+    present = n - values.null_count()
     if values.n_unique() - (1 if values.null_count() else 0) == present:
         return pl.repeat(False, values.len(), eager=True, dtype=pl.Boolean).alias(values.name)
     ordered = values.drop_nulls().sort()
@@ -308,6 +355,10 @@ class TableRuleState:
         self._key_batches: list[pa.Table] = []
         self._keys = next((r.columns for r in self.rules if r.kind == "unique_keys"), ())
         self._fresh = next((r.column for r in self.rules if r.kind == "freshness"), None)
+        # One integer key ascending strictly over all batches so far: no key repeats (checked per batch,
+        # so judging needs no pass over all keys at the end).
+        self._ascending = len(self._keys) == 1
+        self._last: Any = None
 
     def update(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
@@ -315,10 +366,24 @@ class TableRuleState:
             return
         if self._keys and all(k in batch.schema.names for k in self._keys):
             self._key_batches.append(pa.Table.from_batches([batch]).select(list(self._keys)))
+            if self._ascending:
+                self._ascending = self._still_ascending(batch.column(self._keys[0]))
         if self._fresh and self._fresh in batch.schema.names:
             newest = pc.max(batch.column(self._fresh)).as_py()
             if newest is not None and (self.newest is None or newest > self.newest):
                 self.newest = newest
+
+    def _still_ascending(self, keys: pa.Array) -> bool:
+        if keys.null_count or not pa.types.is_integer(keys.type):
+            return False
+        n = len(keys)
+        first, last = keys[0].as_py(), keys[n - 1].as_py()
+        if self._last is not None and first <= self._last:
+            return False
+        if n > 1 and not pc.all(pc.greater(keys.slice(1), keys.slice(0, n - 1))).as_py():
+            return False
+        self._last = last
+        return True
 
     def evaluate(
         self,
@@ -339,7 +404,10 @@ class TableRuleState:
                 ok = (low is None or total >= low) and (high is None or total <= high)
                 results.append(RuleResult(rule, ok, self.rows, 0 if ok else 1, f"{total} rows"))
             elif rule.kind == "unique_keys":
-                duplicates = _duplicate_keys(self._key_batches, existing_keys, self._keys)
+                if self._ascending and (existing_keys is None or not existing_keys.num_rows):
+                    duplicates = 0
+                else:
+                    duplicates = _duplicate_keys(self._key_batches, existing_keys, self._keys)
                 results.append(
                     RuleResult(
                         rule, duplicates == 0, self.rows, duplicates, f"{duplicates} rows with a repeated key"

@@ -310,3 +310,133 @@ def test_build_suite_names_each_rule() -> None:
     assert kinds["email_regex"] == "ExpectColumnValuesToMatchRegex"
     assert kinds["code_unique"] == "ExpectColumnValuesToBeUnique"
     assert kinds["order_value"] == "ExpectColumnValuesToBeInSet"
+
+
+# --- the batched evaluation against a row-by-row reference -------------------------------------------
+
+FAST_CONTRACT = TableContract.model_validate(
+    {
+        "name": "fast_paths",
+        "keys": ["id"],
+        "columns": [
+            {"name": "id", "type": "int64", "unique": True},
+            {"name": "code", "type": "string", "regex": r"^C-\d{2}$"},  # few distinct values
+            {"name": "label", "type": "string", "regex": r"^[a-z]+\d*$"},  # mostly distinct values
+            {"name": "status", "type": "string", "allowed": ["placed", "paid", "shipped"]},
+            {"name": "name", "type": "string", "nullable": False, "unique": True},
+            {"name": "qty", "type": "int64", "min": 1, "max": 90},
+        ],
+        "rules": [{"name": "small_order", "sql": "qty * 2 < 150 OR status = 'paid'"}],
+    }
+)
+
+
+def _random_rows(n: int, seed: int, *, ascending_ids: bool) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    gaps = rng.integers(0, 3, n)  # 0: a repeated id next to its twin
+    ids: list[Any] = np.cumsum(gaps).tolist() if ascending_ids else rng.integers(0, n, n).tolist()
+    nulls = lambda share: rng.random(n) < share  # noqa: E731 - a one-line helper
+    codes = [f"C-{c:02d}" for c in rng.integers(0, 40, n)]
+    codes = [
+        None if m else ("C-7" if b else c) for c, m, b in zip(codes, nulls(0.05), nulls(0.01), strict=True)
+    ]
+    labels = [f"x{i}" if i % 97 else f"X{i}" for i in range(n)]
+    labels = [None if m else v for v, m in zip(labels, nulls(0.05), strict=True)]
+    status = rng.choice(["placed", "paid", "shipped", "lost", "PAID"], n, p=[0.4, 0.3, 0.28, 0.01, 0.01])
+    names = [f"n{i % (n - 15)}" for i in range(n)]
+    return pa.table(
+        {
+            # Ascending ids without nulls take the adjacent-repeats path of ``unique``.
+            "id": pa.array(
+                [None if m else v for v, m in zip(ids, nulls(0 if ascending_ids else 0.03), strict=True)],
+                pa.int64(),
+            ),
+            "code": pa.array(codes, pa.string()),
+            "label": pa.array(labels, pa.string()),
+            "status": pa.array([None if m else s for s, m in zip(status, nulls(0.05), strict=True)]),
+            "name": pa.array([None if m else v for v, m in zip(names, nulls(0.01), strict=True)]),
+            "qty": pa.array([int(q) for q in rng.integers(0, 100, n)], pa.int64()),
+        }
+    )
+
+
+def _reference(table: pa.Table) -> dict[str, list[int]]:
+    """Each rule's failing rows, judged one row at a time in Python (the SQL rule by DuckDB)."""
+    import collections
+    import re
+
+    import duckdb
+
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    failing: dict[str, list[int]] = {}
+    for rule in compile_rules(FAST_CONTRACT).row_rules:
+        values = columns.get(rule.column or "", [])
+        if rule.kind == "not_null":
+            bad = [v is None for v in values]
+        elif rule.kind == "unique":
+            seen = collections.Counter(v for v in values if v is not None)
+            bad = [v is not None and seen[v] > 1 for v in values]
+        elif rule.kind == "regex":
+            bad = [v is not None and re.search(rule.params["pattern"], v) is None for v in values]
+        elif rule.kind == "allowed":
+            bad = [v is not None and v not in rule.params["values"] for v in values]
+        elif rule.kind == "between":
+            low, high = rule.params["min"], rule.params["max"]
+            bad = [v is not None and (v < low or v > high) for v in values]
+        else:
+            assert rule.kind == "expr"
+            sql = f"SELECT NOT coalesce({rule.params['sql']}, true) AS bad FROM rows"
+            connection = duckdb.connect()
+            connection.register("rows", table)
+            bad = [row[0] for row in connection.execute(sql).fetchall()]
+            connection.close()
+        failing[rule.name] = [i for i, hit in enumerate(bad) if hit]
+    return failing
+
+
+@pytest.mark.parametrize("ascending_ids", [True, False])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_batched_evaluation_matches_row_by_row_reference(seed: int, ascending_ids: bool) -> None:
+    """All rules in one select (with the ascending-id, distinct-value-regex and few-allowed-values paths)
+    fail exactly the rows a row-by-row evaluation fails, and ``check`` quarantines exactly those rows."""
+    table = _random_rows(10_000, seed, ascending_ids=ascending_ids)
+    expected = _reference(table)
+    assert all(expected.values()), "the random data must break every rule"
+    checker = RowChecker(compile_rules(FAST_CONTRACT), FAST_CONTRACT)
+    assert checker.failing_rows(table) == expected
+
+    outcome = checker.check(table.combine_chunks().to_batches()[0])
+    assert outcome.failed == {name: len(rows) for name, rows in expected.items()}
+    bad_rows = sorted({i for rows in expected.values() for i in rows})
+    assert outcome.quarantined is not None
+    assert outcome.quarantined.column("name").to_pylist() == table.take(bad_rows).column("name").to_pylist()
+    broken = [sorted(name for name, rows in expected.items() if i in set(rows)) for i in bad_rows]
+    assert [sorted(r) for r in outcome.quarantined.column("_rules").to_pylist()] == broken
+    assert outcome.valid_rows == table.num_rows - len(bad_rows)
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[1, 2, 3], [4, 7, 9], [10]],  # ascending over all batches: judged as it goes
+        [[1, 2, 3], [3, 5]],  # a key repeating across two batches
+        [[5, 4], [6]],  # not ascending within a batch
+        [[1, 2], [None, 3]],  # a null key
+    ],
+)
+def test_unique_keys_judged_incrementally_as_in_one_pass(batches: list[list[int | None]]) -> None:
+    contract = TableContract.model_validate(
+        {
+            "name": "k",
+            "keys": ["id"],
+            "columns": [{"name": "id", "type": "int64"}],
+            "table_rules": {"unique_keys": {}},
+        }
+    )
+    state = TableRuleState(compile_rules(contract))
+    for keys in batches:
+        state.update(pa.record_batch({"id": pa.array(keys, pa.int64())}))
+    [result] = state.evaluate(existing_rows=0)
+    flat = [k for keys in batches for k in keys]
+    expected = sum(1 for k in flat if flat.count(k) > 1)
+    assert result.failed_rows == expected and result.passed == (expected == 0)
