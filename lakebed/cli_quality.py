@@ -84,7 +84,7 @@ def quarantine(table: str, limit: int, fmt: OutputFormat) -> None:
     """Show TABLE's quarantined rows: the rules they broke, why, where they came from (file and line, or
     topic, partition and offset) and the row itself."""
     from lakebed.pipelines.quality import QUARANTINE_COLUMNS, quarantine_rows
-    from lakebed.quality.polars_engine import REASON_COLUMN, RULES_COLUMN
+    from lakebed.quality.results import REASON_COLUMN, RULES_COLUMN
 
     rows = quarantine_rows(table, config=get_config())
     if not rows.num_rows:

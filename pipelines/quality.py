@@ -38,22 +38,14 @@ from lakebed.errors import ContractError, QualityError, TableNotFoundError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
-from lakebed.quality.polars_engine import (
-    RAW_COLUMN,
-    REASON_COLUMN,
-    RULES_COLUMN,
-    RowChecker,
-    RowOutcome,
-    TableRuleState,
-    row_results,
-)
-from lakebed.quality.results import CheckRun, RuleResult
+from lakebed.quality.results import RAW_COLUMN, REASON_COLUMN, RULES_COLUMN, CheckRun, RuleResult
 from lakebed.quality.rules import RuleSet, compile_rules
 from lakebed.schemas.contract import TableContract
 from lakebed.storage import arrow_dataset
 
 if TYPE_CHECKING:
     from lakebed.pipelines.delta import RunContext, WriteMode
+    from lakebed.quality.polars_engine import RowOutcome
 
 QUARANTINE_SUFFIX = "__quarantine"
 RESULTS_TABLE = "quality_results"
@@ -125,6 +117,10 @@ class WriteCheck:
     ) -> None:
         self.table = table
         self.quarantine_key = list(quarantine_key)
+        # The Polars engine is imported only by writes that check rules (an ingest without rules never
+        # loads Polars: less memory, faster start).
+        from lakebed.quality.polars_engine import RowChecker, TableRuleState
+
         self.rules = compile_rules(contract)
         self.checker = RowChecker(self.rules, contract)
         self.state = TableRuleState(self.rules)
@@ -198,6 +194,8 @@ class WriteCheck:
             self._write_quarantine()
 
     def _row_results(self) -> list[RuleResult]:
+        from lakebed.quality.polars_engine import row_results
+
         first = self.quarantined[0] if self.quarantined else None
         return row_results(self.rules, self.failed, self.rows, first)
 
@@ -397,6 +395,8 @@ def evaluate(
     rules: RuleSet, contract: TableContract, data: pa.Table, *, now: dt.datetime
 ) -> list[RuleResult]:
     """Every rule of ``rules`` on ``data`` as a whole, with the Polars engine (nothing is split off)."""
+    from lakebed.quality.polars_engine import RowChecker, TableRuleState, row_results
+
     checker = RowChecker(rules, contract)
     state = TableRuleState(rules)
     combined = data.combine_chunks()

@@ -25,15 +25,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakebed.quality.results import RuleResult
+from lakebed.quality.results import RAW_COLUMN, REASON_COLUMN, RULES_COLUMN, RuleResult
 from lakebed.quality.rules import Rule, RuleSet, type_rule
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.durations import format_duration
 from lakebed.schemas.types import polars_dtype, type_name
 
-RULES_COLUMN = "_rules"
-REASON_COLUMN = "_reason"
-RAW_COLUMN = "_raw"
 _SAMPLE_ROWS = 5
 _DISTINCT_SAMPLE = 2_048  # values sampled to decide whether a regex runs per distinct value
 _EQUALITY_LIST = 8  # allowed text values up to this many are checked by comparisons, not hashing
@@ -487,9 +484,6 @@ def samples(table: pa.Table | None, limit: int = _SAMPLE_ROWS) -> tuple[dict[str
 
 
 __all__ = [
-    "RAW_COLUMN",
-    "REASON_COLUMN",
-    "RULES_COLUMN",
     "RowChecker",
     "RowOutcome",
     "TableRuleState",

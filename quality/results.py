@@ -7,6 +7,11 @@ from typing import Any
 
 from lakebed.quality.rules import Rule
 
+# Columns a quarantine table adds to the rows it holds.
+RULES_COLUMN = "_rules"
+REASON_COLUMN = "_reason"
+RAW_COLUMN = "_raw"
+
 
 @dataclass(frozen=True)
 class RuleResult:
