@@ -88,7 +88,7 @@ class LineageIndex:
 
 
 def _columns(db: Any, sql: str) -> list[list[Any]]:
-    table = db.execute(sql).to_arrow_table()
+    table = db.sql(sql).to_arrow_table()
     return [table.column(i).to_pylist() for i in range(table.num_columns)]
 
 
@@ -100,7 +100,7 @@ def build_index(db: Any, make_dataset: Any) -> LineageIndex:
     def intern(value: Any) -> Any:
         return value if value is None else strings.setdefault(value, value)
 
-    details = db.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY run_id").to_arrow_table()
+    details = db.sql(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY run_id").to_arrow_table()
     runs: dict[str, IndexedRun] = {}
     jobs: dict[tuple[str, str], str] = {}
     run_ids = details.column("run_id").to_pylist()
