@@ -2,34 +2,35 @@
 
 ``lineage_batch``: one generated orders CSV of 1,000,000 rows (``--quick``: 50,000) ingested by
 ``ingest_files`` alternately with lineage off (``lineage_enabled=False``) and on (the default: START and
-COMPLETE events appended to ``HOME/lineage/events.jsonl``), each in a fresh lakebed home. Best of each
-(at least 7 rounds each, 3 with ``--quick``). Target: time(on) / time(off) ≤ 1.05. Both must commit every
-row; the on run must have written events and the off run none.
+COMPLETE events appended to ``HOME/lineage/events.jsonl``), each in a fresh lakebed home (at least 7
+rounds each, 3 with ``--quick``). The ratio of each alternating pair is on seconds / off seconds; target:
+median ≤ 1.03. Both must commit every row; the on run must have written events and the off run none.
 
 ``lineage_stream``: 200,000 small JSON messages (``--quick``: 10,000) on the embedded Kafka broker (the
 one ``bench.stream_ingest`` starts), ingested by ``ingest_stream(..., until_caught_up=True)`` in 40
 micro-batches (``max_records`` 5,000; ``--quick``: 250) alternately with lineage off and on. Each
-micro-batch is a child run of the worker's run. Best of at least 5 rounds each (3 with ``--quick``). Same
-target: ≤ 1.05. The on run must have recorded one completed child run per committed micro-batch.
+micro-batch is a child run of the worker's run. At least 5 rounds each (3 with ``--quick``). Same ratio
+and target: ≤ 1.03. The on run must have recorded one completed child run per committed micro-batch.
 
 In both, the wall time spent inside ``LineageRun.emit`` (building each event with ``run_event`` and
 appending it to the event file) is clocked in every run and printed beside the on run's time: a figure
 for where the overhead goes that does not drown in the round-to-round noise of a small machine. So is
 the process's CPU time (``time.process_time``, all threads); the verdict is on wall-clock time.
 
-``lineage_queries`` (informational, no target): a lineage store of 100,000 events (``--quick``: 10,000)
-of a synthetic pipeline: 50 tables over 7 levels (10 raw tables ingested from files, each further table
+``lineage_queries``: lineage stores of 100,000 and 1,000,000 events (``--quick``: 10,000 and 50,000) of
+a synthetic pipeline: 50 tables over 7 levels (10 raw tables ingested from files, each further table
 reading two tables of the level below at their latest versions), one run per table per round (START and
 COMPLETE, about 0.5% of the transforms FAIL), a Dagster run as the parent of each round. The events are
 built with ``lakebed.lineage.events.run_event`` once per table and kind (the real facets and shapes) and
 copied with fresh run ids, versions and times. They are appended to ``HOME/lineage/events.jsonl`` and
-loaded by one ``LineageStore.sync()`` (its time and events/s are reported). A fresh store's first call
-loads the Delta table into DuckDB (``refresh``, reported apart). Then, over 200 random calls each
-(``--quick``: 50), interleaved: ``store.producer(table, version)`` (any table and version),
-``store.upstream(table, version, depth=5)`` (a table of the two deepest levels, so the walk spans five
-runs back), and the baseline, a bare DuckDB scan of the same Delta table (``DeltaTable(uri)`` opened,
-``to_pyarrow_dataset()``, ``count(*) WHERE run_id = ?``). p50 and p99 of each, and their ratio to the
-scan's.
+loaded by one ``LineageStore.sync()`` (its time and events/s are logged). A fresh store's first call
+loads the Delta table into DuckDB and builds the lineage index (``refresh``; its time and the process's
+peak RSS are in the detail). Then 5 rounds of 40 calls each (``--quick``: 10), interleaved:
+``store.producer(table, version)`` (any table and version), ``store.upstream(table, version, depth=5)``
+and ``store.downstream(table, version, depth=5)`` (a table of the two deepest levels, so an upstream walk
+spans five runs back), and a few of the bare DuckDB scan of the same Delta table (``count(*) WHERE run_id
+= ?``) for scale. Reported per size: the p50 and the p99 of upstream and of downstream in each round
+(``lineage_queries_p50_100k``, ``lineage_downstream_p99_1m``, ...), in ms; targets p50 ≤ 30 ms, p99 ≤ 100 ms.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bench.common import BenchOptions, RoundTimes, fmt_size, lakebed_home, log, remove, timed, verdict
+from bench.common import BenchOptions, RoundTimes, fmt_size, lakebed_home, log, remove, report, timed
 
 if TYPE_CHECKING:
     from lakebed.config import LakebedConfig
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-OVERHEAD_TARGET = 1.05
+OVERHEAD_TARGET = 1.03
 ROUNDS = {"lineage_batch": 7, "lineage_stream": 5}  # at least, in a full run
 ROUNDS_QUICK = 3
 
@@ -73,10 +74,13 @@ MICRO_BATCHES = 40  # max_records = messages / MICRO_BATCHES
 STREAM_TABLE = "events_lineage_bench"
 _WARMUP_MESSAGES = 2_000
 
-STORE_EVENTS = 100_000
-STORE_EVENTS_QUICK = 10_000
-QUERY_CALLS = 200
+STORE_EVENTS = (100_000, 1_000_000)
+STORE_EVENTS_QUICK = (10_000, 50_000)
+QUERY_CALLS = 200  # per store size, in QUERY_ROUNDS rounds
 QUERY_CALLS_QUICK = 50
+QUERY_ROUNDS = 5
+QUERY_P50_TARGET_MS = 30.0
+QUERY_P99_TARGET_MS = 100.0
 LEVELS = (10, 10, 10, 8, 6, 4, 2)  # tables per level: 50 in all, 7 levels deep
 FAIL_SHARE = 0.005
 UPSTREAM_DEPTH = 5
@@ -170,19 +174,23 @@ def _round_detail(run: _Run, enabled: bool, rate: str) -> str:
 
 
 def _overhead_line(name: str, times: RoundTimes, runs: dict[str, list[_Run]], what: str, quick: bool) -> str:
-    """The summary: best on vs best off (wall clock, the verdict), with what the best on run spent emitting
-    and the best CPU times of each side as a cross-check less sensitive to other load on the machine."""
+    """The :func:`report` line of the per-pair ratios on seconds / off seconds (wall clock, the verdict),
+    with the best of each side, what the best on run spent emitting and the best CPU times of each side as
+    a cross-check less sensitive to other load on the machine."""
+    ratios = [
+        on / off if off > 0 else float("nan")
+        for off, on in zip(times.seconds["baseline"], times.seconds["lakebed"], strict=True)
+    ]
     off, on = min(times.seconds["baseline"]), min(times.seconds["lakebed"])
-    ratio = on / off
     best = min(runs["lakebed"], key=lambda r: r.seconds)
     cpu_off = min(r.cpu_seconds for r in runs["baseline"])
     cpu_on = min(r.cpu_seconds for r in runs["lakebed"])
-    return (
-        f"{name}: lineage on {on:.2f} s vs off {off:.2f} s for {what} ({best.events} events, emit "
-        f"{_ms(best.emit_seconds)} = {best.emit_seconds / on:.1%} of the on run; best CPU on/off "
-        f"{cpu_on / cpu_off:.3f}×) → {ratio:.3f}× (target ≤ {OVERHEAD_TARGET:.2f}×) "
-        f"{verdict(ratio <= OVERHEAD_TARGET)}{' [quick]' if quick else ''}"
+    detail = (
+        f"lineage on vs off for {what}: best {on:.2f} s vs {off:.2f} s ({best.events} events, emit "
+        f"{_ms(best.emit_seconds)} = {best.emit_seconds / on:.1%} of the best on run; best CPU on/off "
+        f"{cpu_on / cpu_off:.3f}×)"
     )
+    return report(name, ratios, target=OVERHEAD_TARGET, better="lower", detail=detail, quick=quick)
 
 
 # --- lineage_batch -----------------------------------------------------------------------------------
@@ -532,94 +540,148 @@ def _check_producer(store: LineageStore, table: str, version: int) -> None:
         raise RuntimeError(f"producer({table!r}, {version}) is run {info.run_id}, which did not write it")
 
 
-def run_queries(opts: BenchOptions) -> str:
+def _store_size(events: int) -> str:
+    return f"{events // 1_000_000}m" if events >= 1_000_000 else f"{events // 1000}k"
+
+
+def _queries_at(opts: BenchOptions, events: int, calls: int) -> list[str]:
+    """One store of ``events`` events: sync, first load, then ``QUERY_ROUNDS`` rounds of interleaved
+    producer / upstream / downstream / bare-scan calls; the report lines of p50 and p99 per round."""
     import duckdb
 
     from lakebed.lineage.store import LineageStore
 
-    events = STORE_EVENTS_QUICK if opts.quick else STORE_EVENTS
-    calls = QUERY_CALLS_QUICK if opts.quick else QUERY_CALLS
-    log(
-        f"lineage_queries{opts.label}: lineage store of {events:,} events ({len(LEVELS)} levels, "
-        f"{sum(LEVELS)} tables): sync, first load, producer / upstream(depth {UPSTREAM_DEPTH}) vs a bare scan"
-    )
-    with lakebed_home(opts.workdir / "lineage_store_home") as config:
+    size = _store_size(events)
+    with lakebed_home(opts.workdir / f"lineage_store_home_{size}") as config:
         path = _events_file(config)
-        seconds, tables = timed(lambda: _pipeline(config))
-        log(f"  built event templates of {len(tables)} tables with run_event in {seconds:.2f} s")
+        tables = _pipeline(config)
         seconds, (written, rounds) = timed(lambda: _write_store_events(path, tables, events))
         log(
-            f"  appended {written:,} events ({rounds:,} pipeline rounds, {fmt_size(path.stat().st_size)}) "
-            f"to {path.name} in {seconds:.1f} s"
+            f"  [{size}] appended {written:,} events ({rounds:,} pipeline rounds, "
+            f"{fmt_size(path.stat().st_size)}) to {path.name} in {seconds:.1f} s"
         )
-
         sync_seconds, added = timed(LineageStore(config).sync)
         if added != written:
             raise RuntimeError(f"sync loaded {added:,} of {written:,} events")
-        log(f"  sync: {added:,} events in {sync_seconds:.2f} s ({added / sync_seconds:,.0f} events/s)")
+        log(
+            f"  [{size}] sync: {added:,} events in {sync_seconds:.1f} s ({added / sync_seconds:,.0f} events/s)"
+        )
+        remove(path)  # the Delta table holds them now (and the disk is freed)
 
         store = LineageStore(config)
+        rss_before = _rss_mib()
         load_seconds, _ = timed(store.refresh)
-        first_seconds, _ = timed(lambda: _check_producer(store, tables[-1].name, tables[-1].version))
+        rss_after = _rss_mib()
+        _check_producer(store, tables[-1].name, tables[-1].version)
         log(
-            f"  first call: refresh (load into DuckDB) {load_seconds:.2f} s, then the first producer() "
-            f"{_ms(first_seconds)}"
+            f"  [{size}] first load (DuckDB copy + index) {load_seconds:.1f} s, peak RSS "
+            f"{rss_before:,.0f} → {rss_after:,.0f} MiB"
         )
 
         rng = random.Random(7)
         deep = [t for t in tables if t.level >= len(LEVELS) - 2]
         db = duckdb.connect()
-        run_ids = [r["run_id"] for r in store.runs(limit=events)]
+        run_ids = [r["run_id"] for r in store.runs(limit=64)]
         for table in (tables[0], deep[0]):  # untimed warm-up of each call
             _check_producer(store, table.name, table.version)
             store.upstream(table.name, table.version, depth=UPSTREAM_DEPTH)
+            store.downstream(deep[0].name, deep[0].version, depth=UPSTREAM_DEPTH)
         _bare_scan(store.uri, db, run_ids[0])
 
-        latency: dict[str, list[float]] = {"producer": [], "upstream": [], "scan": []}
+        kinds = ("producer", "upstream", "downstream", "scan")
+        per_round: dict[str, list[list[float]]] = {k: [] for k in kinds}
         nodes: list[int] = []
+        down_nodes: list[int] = []
         gc.collect()
-        for _ in range(calls):
-            table = rng.choice(tables)
-            version = rng.randint(0, table.version)
-            start = time.perf_counter()
-            info = store.producer(table.name, version)
-            latency["producer"].append(time.perf_counter() - start)
-            if not any(o.table == table.name and o.version == str(version) for o in info.outputs):
-                raise RuntimeError(f"producer({table.name!r}, {version}) named a run that did not write it")
+        for _ in range(QUERY_ROUNDS):
+            latency: dict[str, list[float]] = {k: [] for k in kinds}
+            for _ in range(max(1, calls // QUERY_ROUNDS)):
+                table = rng.choice(tables)
+                version = rng.randint(0, table.version)
+                start = time.perf_counter()
+                info = store.producer(table.name, version)
+                latency["producer"].append(time.perf_counter() - start)
+                if not any(o.table == table.name and o.version == str(version) for o in info.outputs):
+                    raise RuntimeError(
+                        f"producer({table.name!r}, {version}) named a run that did not write it"
+                    )
 
-            table = rng.choice(deep)
-            version = rng.randint(0, table.version)
-            start = time.perf_counter()
-            graph = store.upstream(table.name, version, depth=UPSTREAM_DEPTH)
-            latency["upstream"].append(time.perf_counter() - start)
-            nodes.append(len(graph.nodes))
+                table = rng.choice(deep)
+                version = rng.randint(0, table.version)
+                start = time.perf_counter()
+                graph = store.upstream(table.name, version, depth=UPSTREAM_DEPTH)
+                latency["upstream"].append(time.perf_counter() - start)
+                nodes.append(len(graph.nodes))
 
-            run_id = rng.choice(run_ids)
-            start = time.perf_counter()
-            found = _bare_scan(store.uri, db, run_id)
-            latency["scan"].append(time.perf_counter() - start)
-            if found != 2:
-                raise RuntimeError(f"the bare scan found {found} events of run {run_id}, not 2")
+                table = rng.choice(deep)
+                version = rng.randint(0, table.version)
+                start = time.perf_counter()
+                graph = store.downstream(table.name, version, depth=UPSTREAM_DEPTH)
+                latency["downstream"].append(time.perf_counter() - start)
+                down_nodes.append(len(graph.edges))
+
+                if len(latency["scan"]) < 10:  # the baseline scan is slow at size: a few per round
+                    run_id = rng.choice(run_ids)
+                    start = time.perf_counter()
+                    found = _bare_scan(store.uri, db, run_id)
+                    latency["scan"].append(time.perf_counter() - start)
+                    if found != 2:
+                        raise RuntimeError(f"the bare scan found {found} events of run {run_id}, not 2")
+            for k in kinds:
+                per_round[k].append(latency[k])
         if min(nodes) < 2 * UPSTREAM_DEPTH:
             raise RuntimeError(f"upstream graphs of only {min(nodes)} nodes: the walk did not go deep")
 
-    p50 = {k: _quantile(v, 0.50) for k, v in latency.items()}
-    p99 = {k: _quantile(v, 0.99) for k, v in latency.items()}
-    for key, label in (
-        ("producer", "producer(table, version)"),
-        ("upstream", f"upstream(depth={UPSTREAM_DEPTH})"),
-        ("scan", "bare DuckDB scan"),
-    ):
-        span = f"{min(nodes)}" if min(nodes) == max(nodes) else f"{min(nodes)}–{max(nodes)}"
-        extra = f"  ({span} graph nodes)" if key == "upstream" else ""
+    every = {k: [x for r in v for x in r] for k, v in per_round.items()}
+    for key in kinds:
         log(
-            f"  {label + ':':26} p50 {_ms(p50[key]):>9}  p99 {_ms(p99[key]):>9}  "
-            f"→ {p50[key] / p50['scan']:.2f}× / {p99[key] / p99['scan']:.2f}× the scan{extra}"
+            f"  [{size}] {key + ':':12} p50 {_ms(_quantile(every[key], 0.5)):>9}  "
+            f"p99 {_ms(_quantile(every[key], 0.99)):>9}  over {len(every[key])} calls"
         )
-    return (
-        f"lineage_queries: {written:,} events, sync {sync_seconds:.1f} s ({written / sync_seconds:,.0f} events/s), "
-        f"first load {load_seconds:.2f} s; p50/p99 producer {_ms(p50['producer'])}/{_ms(p99['producer'])}, "
-        f"upstream(depth {UPSTREAM_DEPTH}) {_ms(p50['upstream'])}/{_ms(p99['upstream'])} vs bare DuckDB scan "
-        f"{_ms(p50['scan'])}/{_ms(p99['scan'])} → p50 ratio producer {p50['producer'] / p50['scan']:.2f}×, "
-        f"upstream {p50['upstream'] / p50['scan']:.2f}× (no target){opts.label}"
+    scan = _quantile(every["scan"], 0.5)
+    lines = []
+    for key, name, extent in (
+        ("upstream", "lineage_queries", f"{min(nodes)}–{max(nodes)} graph nodes"),
+        ("downstream", "lineage_downstream", f"{min(down_nodes)}–{max(down_nodes)} graph edges"),
+    ):
+        for q, target in ((0.5, QUERY_P50_TARGET_MS), (0.99, QUERY_P99_TARGET_MS)):
+            values = [_quantile(r, q) * 1000 for r in per_round[key]]
+            detail = (
+                f"{key}(depth {UPSTREAM_DEPTH}) over {written:,} events, {extent}; first load "
+                f"{load_seconds:.1f} s, RSS {rss_after:,.0f} MiB; producer p50 "
+                f"{_ms(_quantile(every['producer'], 0.5))}, bare DuckDB scan p50 {_ms(scan)}"
+            )
+            lines.append(
+                report(
+                    f"{name}_p{round(q * 100)}_{size}",
+                    values,
+                    target=target,
+                    better="lower",
+                    unit="ms",
+                    detail=detail,
+                    quick=opts.quick,
+                )
+            )
+    for line in lines:
+        log("  " + line)
+    return lines
+
+
+def _rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_queries(opts: BenchOptions) -> str:
+    sizes = STORE_EVENTS_QUICK if opts.quick else STORE_EVENTS
+    calls = QUERY_CALLS_QUICK if opts.quick else QUERY_CALLS
+    log(
+        f"lineage_queries{opts.label}: lineage stores of {' and '.join(f'{e:,}' for e in sizes)} events "
+        f"({len(LEVELS)} levels, {sum(LEVELS)} tables): sync, first load, producer / upstream / downstream "
+        f"(depth {UPSTREAM_DEPTH}) in {QUERY_ROUNDS} rounds"
     )
+    lines: list[str] = []
+    for events in sizes:
+        lines.extend(_queries_at(opts, events, calls))
+    return "\n".join(lines)

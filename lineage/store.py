@@ -32,6 +32,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import LineageNotFoundError
 from lakebed.lineage.emit import events_path
 from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
+from lakebed.lineage.index import TERMINAL_SQL, LineageIndex, build_index
 from lakebed.storage import arrow_dataset
 
 log = logging.getLogger("lakebed.lineage")
@@ -131,6 +132,7 @@ class LineageStore:
         self._loaded_version: int | None = -2
         self._seen_size = -1
         self._db: Any = None
+        self._index: LineageIndex | None = None
 
     # --- loading ----------------------------------------------------------------------------------
 
@@ -262,6 +264,11 @@ class LineageStore:
                 FROM events GROUP BY run_id
                 """
             )
+            db.execute(
+                "CREATE TABLE edges AS SELECT DISTINCT run_id, role, namespace, name, version FROM io "
+                f"WHERE role = 'input' OR event_type IN {TERMINAL_SQL}"
+            )
+            self._index = build_index(db, DatasetVersion)
             self._db = db
             self._loaded_version = version
 
@@ -274,101 +281,45 @@ class LineageStore:
 
     # --- datasets ---------------------------------------------------------------------------------
 
+    def _indexed(self) -> LineageIndex:
+        """The index of the current state (one snapshot: a walk holds on to it)."""
+        self.refresh()
+        with self._lock:
+            assert self._index is not None
+            return self._index
+
     def resolve(self, table: str) -> tuple[str, str]:
         """The (namespace, name) of a lakebed table (or of a dataset given as ``namespace:name``)."""
-        rows = self._query(
-            "SELECT namespace, name FROM io WHERE table_name = ? ORDER BY event_time DESC LIMIT 1", [table]
-        )
-        if rows:
-            return rows[0]["namespace"], rows[0]["name"]
-        for candidate in self._query("SELECT DISTINCT namespace, name FROM io"):
-            if f"{candidate['namespace']}:{candidate['name']}" == table or candidate["name"] == table:
-                return candidate["namespace"], candidate["name"]
-        raise LineageNotFoundError(f"no lineage for table or dataset {table!r}")
+        return _resolve(self._indexed(), table)
 
     def _latest_version(self, namespace: str, name: str) -> str | None:
-        rows = self._query(
-            "SELECT version FROM io WHERE role = 'output' AND event_type IN ('COMPLETE', 'FAIL', 'ABORT') AND namespace = ? "
-            "AND name = ? AND version IS NOT NULL ORDER BY TRY_CAST(version AS BIGINT) DESC NULLS LAST, "
-            "event_time DESC LIMIT 1",
-            [namespace, name],
-        )
-        return rows[0]["version"] if rows else None
+        return self._indexed().latest.get((namespace, name))
 
     def _producing_run(self, namespace: str, name: str, version: str) -> str | None:
-        rows = self._query(
-            "SELECT run_id FROM io WHERE role = 'output' AND event_type IN ('COMPLETE', 'FAIL', 'ABORT') AND namespace = ? "
-            "AND name = ? AND version = ? ORDER BY event_time DESC LIMIT 1",
-            [namespace, name, version],
-        )
-        return rows[0]["run_id"] if rows else None
+        return self._indexed().producers.get((namespace, name, version))
 
     # --- the auditor's questions ------------------------------------------------------------------
 
     def producer(self, table: str, version: int | str | None = None) -> RunInfo:
         """The run that wrote ``table`` at ``version`` (default: its latest): job, code version, inputs at
         their versions, quality results, times, and the Dagster run it belongs to."""
-        namespace, name = self.resolve(table)
-        wanted = str(version) if version is not None else self._latest_version(namespace, name)
+        index = self._indexed()
+        namespace, name = _resolve(index, table)
+        wanted = str(version) if version is not None else index.latest.get((namespace, name))
         if wanted is None:
             raise LineageNotFoundError(f"no version of {table!r} was written with lineage")
-        run_id = self._producing_run(namespace, name, wanted)
+        run_id = index.producers.get((namespace, name, wanted))
         if run_id is None:
             known = self.history(table)
             versions = ", ".join(str(v["version"]) for v in known[:10])
             raise LineageNotFoundError(
                 f"no run in the lineage store wrote version {wanted} of {table!r} (known versions: {versions})"
             )
-        return self.run(run_id)
+        return _run_info(index, run_id)
 
     def run(self, run_id: str) -> RunInfo:
         """Everything known about one run."""
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", [run_id])
-        if not rows:
-            raise LineageNotFoundError(f"no run {run_id!r} in the lineage store")
-        row = rows[0]
-        datasets = self._query(
-            "SELECT DISTINCT role, namespace, name, version, table_name, quality FROM io WHERE run_id = ? "
-            "AND (role = 'input' OR event_type IN ('COMPLETE', 'FAIL', 'ABORT')) ORDER BY role, name, version",
-            [run_id],
-        )
-        quality: dict[str, list[dict[str, Any]]] = {}
-        for d in datasets:
-            if d["role"] == "output" and d["quality"]:
-                quality[d["table_name"] or d["name"]] = json.loads(d["quality"])
-        return RunInfo(
-            run_id=run_id,
-            job_namespace=row["job_namespace"],
-            job_name=row["job_name"],
-            state=row["state"],
-            started_at=row["started_at"],
-            ended_at=row["ended_at"],
-            code_version=row["code_version"],
-            processing=row["processing"],
-            parent_run_id=row["parent_run_id"],
-            parent_job=f"{row['parent_job_namespace']}:{row['parent_job_name']}"
-            if row["parent_run_id"]
-            else None,
-            error=row["error"],
-            dagster_run_id=self._dagster_run(row),
-            inputs=tuple(_version(d) for d in datasets if d["role"] == "input"),
-            outputs=tuple(_version(d) for d in datasets if d["role"] == "output"),
-            quality=quality,
-        )
-
-    def _dagster_run(self, row: dict[str, Any]) -> str | None:
-        from lakebed.lineage.runs import DAGSTER_NAMESPACE
-
-        for _ in range(4):  # a micro-batch's parent is the worker, whose parent may be the Dagster run
-            if row.get("parent_run_id") is None:
-                return None
-            if row.get("parent_job_namespace") == DAGSTER_NAMESPACE:
-                return str(row["parent_run_id"])
-            parents = self._query("SELECT * FROM runs WHERE run_id = ?", [row["parent_run_id"]])
-            if not parents:
-                return None
-            row = parents[0]
-        return None
+        return _run_info(self._indexed(), run_id)
 
     def history(self, table: str) -> list[dict[str, Any]]:
         """Every version of ``table`` written with lineage, newest first: run, job, time, code version."""
@@ -404,27 +355,29 @@ class LineageStore:
     ) -> Graph:
         """Where ``table`` at ``version`` came from, ``depth`` runs back: each producing run and the exact
         versions it read. With ``column``: only the columns that column derives from."""
-        namespace, name = self.resolve(table)
-        start = str(version) if version is not None else self._latest_version(namespace, name)
-        if start is not None and self._producing_run(namespace, name, start) is None:
+        index = self._indexed()
+        producers, runs = index.producers, index.runs
+        namespace, name = _resolve(index, table)
+        start = str(version) if version is not None else index.latest.get((namespace, name))
+        if start is not None and (namespace, name, start) not in producers:
             raise LineageNotFoundError(f"no run in the lineage store wrote version {start} of {table!r}")
-        builder = _GraphBuilder(self)
+        builder = _GraphBuilder(index)
         builder.dataset(namespace, name, start, columns=[column] if column else None)
         frontier: list[tuple[str, str, str | None, str | None]] = [(namespace, name, start, column)]
         seen: set[tuple[str, str, str | None, str | None]] = set()
         for _ in range(depth):
             following: list[tuple[str, str, str | None, str | None]] = []
             for ns, nm, ver, col in frontier:
-                if (ns, nm, ver, col) in seen or ver is None:
+                if ver is None or (ns, nm, ver, col) in seen:
                     continue
                 seen.add((ns, nm, ver, col))
-                run_id = self._producing_run(ns, nm, ver)
+                run_id = producers.get((ns, nm, ver))
                 if run_id is None:
                     continue
-                run = self.run(run_id)
-                job = builder.job(run)
+                run = runs[run_id]
+                job = builder.job(run.job_id, run.job_namespace, run.job_name, run_id)
                 builder.edge(job, dataset_id(ns, nm), f"v{ver}")
-                sources = self._column_sources(run_id, ns, nm, ver, col) if col else None
+                sources = index.column_sources(run_id, ns, nm, ver, col) if col else None
                 for source in run.inputs:
                     if sources is not None and (source.namespace, source.name) not in sources:
                         continue
@@ -436,30 +389,17 @@ class LineageStore:
             frontier = following
         return builder.graph()
 
-    def _column_sources(
-        self, run_id: str, namespace: str, name: str, version: str, column: str
-    ) -> dict[tuple[str, str], set[str]]:
-        rows = self._query(
-            "SELECT column_lineage FROM io WHERE run_id = ? AND role = 'output' AND namespace = ? AND name = ? "
-            "AND version = ? AND column_lineage IS NOT NULL LIMIT 1",
-            [run_id, namespace, name, version],
-        )
-        sources: dict[tuple[str, str], set[str]] = {}
-        if not rows:
-            return sources
-        fields = json.loads(rows[0]["column_lineage"]).get(column, {})
-        for source in fields.get("inputFields", []):
-            sources.setdefault((source["namespace"], source["name"]), set()).add(source["field"])
-        return sources
-
     def downstream(self, table: str, version: int | str | None = None, *, depth: int = 5) -> Graph:
         """What was made from ``table`` (from ``version`` on, default any version), ``depth`` runs forward."""
-        namespace, name = self.resolve(table)
-        builder = _GraphBuilder(self)
-        builder.dataset(namespace, name, None if version is None else str(version))
-        frontier: list[tuple[str, str, str | None]] = [
-            (namespace, name, None if version is None else str(version))
-        ]
+        index = self._indexed()
+        readers_of, runs = index.readers, index.runs
+        namespace, name = _resolve(index, table)
+        start = None if version is None else str(version)
+        builder = _GraphBuilder(index)
+        builder.dataset(namespace, name, start)
+        # Only the start dataset is filtered by version (TRY_CAST(version AS BIGINT) >= TRY_CAST(start ...)).
+        least = self._as_bigint(start) if start is not None else None
+        frontier: list[tuple[str, str, str | None]] = [(namespace, name, start)]
         seen: set[tuple[str, str]] = set()
         for _ in range(depth):
             following: list[tuple[str, str, str | None]] = []
@@ -467,25 +407,25 @@ class LineageStore:
                 if (ns, nm) in seen:
                     continue
                 seen.add((ns, nm))
-                readers = self._query(
-                    "SELECT DISTINCT run_id, version FROM io WHERE role = 'input' AND namespace = ? AND name = ?"
-                    + (
-                        " AND TRY_CAST(version AS BIGINT) >= TRY_CAST(? AS BIGINT)" if ver is not None else ""
-                    ),
-                    [ns, nm, ver] if ver is not None else [ns, nm],
-                )
-                for reader in readers:
-                    run = self.run(reader["run_id"])
-                    job = builder.job(run)
-                    builder.edge(
-                        dataset_id(ns, nm), job, f"v{reader['version']}" if reader["version"] else None
-                    )
+                readers = readers_of.get((ns, nm), ())
+                if ver is not None:
+                    readers = [r for r in readers if least is not None and r[2] is not None and r[2] >= least]
+                source = dataset_id(ns, nm)
+                for run_id, read, _number in readers:
+                    run = runs[run_id]
+                    job = builder.job(run.job_id, run.job_namespace, run.job_name, run_id)
+                    builder.edge(source, job, f"v{read}" if read else None)
                     for out in run.outputs:
                         node = builder.dataset(out.namespace, out.name, out.version)
                         builder.edge(job, node, f"v{out.version}" if out.version else None)
                         following.append((out.namespace, out.name, None))
             frontier = following
         return builder.graph()
+
+    def _as_bigint(self, value: str) -> int | None:
+        """``TRY_CAST(value AS BIGINT)`` as DuckDB does it."""
+        rows = self._query("SELECT TRY_CAST(? AS BIGINT) AS n", [value])
+        return None if rows[0]["n"] is None else int(rows[0]["n"])
 
     def graph(self, *, as_of: dt.datetime | None = None, include_system: bool = False) -> Graph:
         """Every job and dataset and how they connect, from the events up to ``as_of`` (default: now)."""
@@ -498,7 +438,7 @@ class LineageStore:
             f"WHERE event_time <= ? AND (role = 'input' OR event_type IN ('COMPLETE', 'FAIL', 'ABORT')){system}",
             [cutoff],
         )
-        builder = _GraphBuilder(self)
+        builder = _GraphBuilder(self._indexed())
         for row in rows:
             job = builder.job_named(row["job_namespace"], row["job_name"])
             node = builder.dataset(row["namespace"], row["name"], None, table=row["table_name"])
@@ -580,9 +520,14 @@ class LineageStore:
 
 
 class _GraphBuilder:
-    def __init__(self, store: LineageStore) -> None:
-        self.store = store
-        self.nodes: dict[str, Node] = {}
+    """Collects nodes and edges in the order they are first met; the nodes are made at the end."""
+
+    def __init__(self, index: LineageIndex) -> None:
+        self.index = index
+        # node id → [label, namespace, name, versions, versions seen, columns] or [name, namespace, runs]
+        self.datasets: dict[str, list[Any]] = {}
+        self.jobs: dict[str, list[Any]] = {}
+        self.order: dict[str, None] = {}
         self.edges: dict[tuple[str, str, str | None], Edge] = {}
 
     def dataset(
@@ -595,48 +540,118 @@ class _GraphBuilder:
         table: str | None = None,
     ) -> str:
         node_id = dataset_id(namespace, name)
-        existing = self.nodes.get(node_id)
-        versions = list(existing.details.get("versions", [])) if existing else []
-        if version is not None and version not in versions:
-            versions.append(version)
-        known_columns = list(existing.details.get("columns", [])) if existing else []
-        for column in columns or []:
-            if column not in known_columns:
-                known_columns.append(column)
-        label = table or (existing.label if existing else None) or _table_label(self.store, namespace, name)
-        details: dict[str, Any] = {"versions": versions}
-        if known_columns:
-            details["columns"] = known_columns
-        self.nodes[node_id] = Node(node_id, "dataset", label, namespace, name, details)
+        entry = self.datasets.get(node_id)
+        if entry is None:
+            label = table or _table_label(self.index, namespace, name)
+            entry = self.datasets[node_id] = [label, namespace, name, [], set(), []]
+            self.order[node_id] = None
+        elif table:
+            entry[0] = table
+        if version is not None and version not in entry[4]:
+            entry[3].append(version)
+            entry[4].add(version)
+        if columns:
+            known = entry[5]
+            for column in columns:
+                if column not in known:
+                    known.append(column)
         return node_id
 
-    def job(self, run: RunInfo) -> str:
-        node_id = self.job_named(run.job_namespace, run.job_name)
-        node = self.nodes[node_id]
-        runs = [*node.details.get("runs", []), run.run_id]
-        self.nodes[node_id] = Node(node_id, "job", node.label, node.namespace, node.name, {"runs": runs})
+    def job(self, node_id: str, namespace: str, name: str, run_id: str) -> str:
+        entry = self.jobs.get(node_id)
+        if entry is None:
+            entry = self.jobs[node_id] = [name, namespace, [run_id]]
+            self.order[node_id] = None
+        elif entry[2] is None:
+            entry[2] = [run_id]
+        else:
+            entry[2].append(run_id)
         return node_id
 
     def job_named(self, namespace: str, name: str) -> str:
         node_id = job_id(namespace, name)
-        self.nodes.setdefault(node_id, Node(node_id, "job", name, namespace, name, {}))
+        if node_id not in self.jobs:
+            self.jobs[node_id] = [name, namespace, None]
+            self.order[node_id] = None
         return node_id
 
     def edge(self, source: str, target: str, label: str | None = None) -> None:
-        self.edges.setdefault((source, target, label), Edge(source, target, label))
+        key = (source, target, label)
+        if key not in self.edges:
+            self.edges[key] = Edge(source, target, label)
 
     def graph(self) -> Graph:
-        return Graph(tuple(self.nodes.values()), tuple(self.edges.values()))
+        nodes: list[Node] = []
+        for node_id in self.order:
+            entry = self.datasets.get(node_id)
+            if entry is not None:
+                details: dict[str, Any] = {"versions": entry[3]}
+                if entry[5]:
+                    details["columns"] = entry[5]
+                nodes.append(Node(node_id, "dataset", entry[0], entry[1], entry[2], details))
+            else:
+                name, namespace, runs = self.jobs[node_id]
+                nodes.append(
+                    Node(node_id, "job", name, namespace, name, {} if runs is None else {"runs": runs})
+                )
+        return Graph(tuple(nodes), tuple(self.edges.values()))
 
 
-def _table_label(store: LineageStore, namespace: str, name: str) -> str:
-    rows = store._query(
-        "SELECT table_name FROM io WHERE namespace = ? AND name = ? AND table_name IS NOT NULL LIMIT 1",
-        [namespace, name],
-    )
-    if rows:
-        return str(rows[0]["table_name"])
+def _table_label(index: LineageIndex, namespace: str, name: str) -> str:
+    label = index.labels.get((namespace, name))
+    if label is not None:
+        return label
     return name if namespace != "file" else Path(name).name
+
+
+def _resolve(index: LineageIndex, table: str) -> tuple[str, str]:
+    found = index.by_table.get(table) or index.by_text.get(table)
+    if found is None:
+        raise LineageNotFoundError(f"no lineage for table or dataset {table!r}")
+    return found
+
+
+def _run_info(index: LineageIndex, run_id: str) -> RunInfo:
+    from lakebed.lineage.runs import DAGSTER_NAMESPACE
+
+    run = index.runs.get(run_id)
+    if run is None:
+        raise LineageNotFoundError(f"no run {run_id!r} in the lineage store")
+    row = index.detail(run)
+    dagster_run_id = None
+    parent = row
+    for _ in range(4):  # a micro-batch's parent is the worker, whose parent may be the Dagster run
+        if parent.get("parent_run_id") is None:
+            break
+        if parent.get("parent_job_namespace") == DAGSTER_NAMESPACE:
+            dagster_run_id = str(parent["parent_run_id"])
+            break
+        above = index.runs.get(parent["parent_run_id"])
+        if above is None:
+            break
+        parent = index.detail(above)
+    quality: dict[str, list[dict[str, Any]]] = {}
+    for label, assertions in run.quality:
+        quality[label] = json.loads(assertions)
+    return RunInfo(
+        run_id=run_id,
+        job_namespace=row["job_namespace"],
+        job_name=row["job_name"],
+        state=row["state"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        code_version=row["code_version"],
+        processing=row["processing"],
+        parent_run_id=row["parent_run_id"],
+        parent_job=f"{row['parent_job_namespace']}:{row['parent_job_name']}"
+        if row["parent_run_id"]
+        else None,
+        error=row["error"],
+        dagster_run_id=dagster_run_id,
+        inputs=tuple(run.inputs),
+        outputs=tuple(run.outputs),
+        quality=quality,
+    )
 
 
 def _component(graph: Graph, start: str, depth: int) -> Graph:
@@ -655,10 +670,6 @@ def _component(graph: Graph, start: str, depth: int) -> Graph:
         tuple(n for n in graph.nodes if n.id in keep),
         tuple(e for e in graph.edges if e.source in keep and e.target in keep),
     )
-
-
-def _version(row: dict[str, Any]) -> DatasetVersion:
-    return DatasetVersion(row["namespace"], row["name"], row["version"], row["table_name"])
 
 
 def _row(event: dict[str, Any], raw: str, offset: int) -> dict[str, Any]:
