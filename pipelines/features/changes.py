@@ -120,9 +120,11 @@ def iter_segments(
     assert isinstance(frame, pl.DataFrame)
     keys = list(view.entities)
     frame = frame.with_columns((pl.struct(keys).hash() % parts).alias(_PART))
-    for group in frame.partition_by(_PART, include_key=False):
-        yield compute_segments(group, view)
-        del group
+    groups = frame.partition_by(_PART, include_key=False)
+    del frame
+    groups.reverse()
+    while groups:  # each group is let go once evaluated
+        yield compute_segments(groups.pop(), view)
 
 
 def dense_rows(segments: pa.Table, view: FeatureView) -> pa.Table:

@@ -280,6 +280,11 @@ def _bucket_nodes(frame: pl.DataFrame, view: FeatureView) -> tuple[list[_Partial
     return partials, nodes
 
 
+def _alone(first: str) -> pl.Expr:
+    """``__alone``: the row is the only one of its run of sorted rows (``first`` marks each run's first)."""
+    return (pl.col(first) & pl.col(first).shift(-1).fill_null(True)).alias("__alone")
+
+
 def _pairwise_sums(frame: pl.DataFrame, keys: list[str], columns: dict[str, str]) -> pl.DataFrame:
     """Float sums per (entity, bucket), each the same bits whatever the row order or engine threading:
     values are sorted, then added two at a time (a + b == b + a exactly) up a binary tree."""
@@ -289,9 +294,7 @@ def _pairwise_sums(frame: pl.DataFrame, keys: list[str], columns: dict[str, str]
     )
     values = values.sort([*keys, _B, *names])
     first = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in [*keys, _B]]).fill_null(True)
-    values = values.with_columns(first.alias("__first")).with_columns(
-        (pl.col("__first") & pl.col("__first").shift(-1).fill_null(True)).alias("__alone")
-    )
+    values = values.with_columns(first.alias("__first")).with_columns(_alone("__first"))
     # A bucket's lone event is its own sum (a one-value group sums to that value, bit for bit): only the
     # buckets with several events go up the tree, ranked by their position from the bucket's first row.
     alone = values.filter(pl.col("__alone")).select(*keys, _B, *names)
@@ -407,7 +410,7 @@ def block_folds(
     number = pl.col(_I) // span
     boundary = ((pl.col(_K) != pl.col(_K).shift(1)) | (number != number.shift(1))).fill_null(True)
     blocks = nodes.select(*combines, boundary.alias("__first")).with_columns(
-        (pl.col("__first") & pl.col("__first").shift(-1).fill_null(True)).alias("__alone"),
+        _alone("__first"),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"),
     )
     # A node alone in its block is its own prefix and suffix (an `add` fold starts from zero, so it is
