@@ -13,11 +13,12 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 install: $(STAMP)
 
 # The exact versions in uv.lock; `--locked` fails when pyproject.toml and the lock disagree (`uv lock`
-# updates it). lakebed itself is installed editable (docs/design.md, "Packaging").
+# updates it). lakebed itself is installed editable (docs/design.md, "Packaging"). Bytecode is compiled at
+# install: every CLI call, Dagster process and test subprocess then starts in a third of the time.
 $(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
-	$(BIN)/uv sync --locked --extra dev --quiet
+	$(BIN)/uv sync --locked --extra dev --quiet --compile-bytecode
 	touch $(STAMP)
 
 demo: install

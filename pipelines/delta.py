@@ -38,6 +38,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import CommitError, SchemaDriftError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run, record_output
+from lakebed.pipelines.arrays import last_per_key
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.deltalog import added_bytes, find_commit
 from lakebed.pipelines.quality import WriteCheck, checks_writes
@@ -313,6 +314,9 @@ def _write(
                     commit_properties=properties,
                 )
             metrics = {}
+        # A streamed write leaves Arrow's allocator holding the freed batches' memory: hand it back before
+        # the bookkeeping that follows (catalog, lineage), so a large ingest peaks once, not twice.
+        pa.default_memory_pool().release_unused()
     except CommitFailedError:
         raise  # callers with exactly-once bookkeeping re-read their transaction and retry
     except Exception as exc:
@@ -368,20 +372,16 @@ def _merge(
     """Upsert ``source`` by ``keys`` (and delete the rows of the ``delete`` keys). A merge that meets a concurrent commit is merged again into the new
     version (its source is in memory), unless it carries application transactions: their callers re-read
     the transactions and decide (exactly-once bookkeeping)."""
-    import polars as pl
-
-    # Delta refuses a merge where two source rows match one target row: keep the last row per key.
-    frame = pl.from_arrow(source.read_all())
-    assert isinstance(frame, pl.DataFrame)
-    missing = [k for k in keys if k not in frame.columns]
+    data = source.read_all()
+    missing = [k for k in keys if k not in data.column_names]
     if missing:
         raise SchemaDriftError(
             f"merge into {table_name!r}: key columns {missing} are not in the data",
             table=table_name,
             columns=missing,
         )
-    table = frame.unique(subset=keys, keep="last", maintain_order=True).to_arrow()
-    table = table.cast(source.schema) if table.schema != source.schema else table
+    # Delta refuses a merge where two source rows match one target row: keep the last row per key.
+    table = last_per_key(data, keys)
     if existing is None:
         _ensure_parent(uri)
         write_deltalake(
