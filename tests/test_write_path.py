@@ -13,6 +13,7 @@ from deltalake import DeltaTable, Transaction
 
 import lakebed
 from lakebed.errors import InvalidTableNameError, SchemaDriftError, TableNotFoundError
+from lakebed.pipelines.arrays import last_per_key
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
 from lakebed.schemas.contract import TableContract
@@ -37,6 +38,18 @@ def test_append_overwrite_merge() -> None:
     assert lakebed.read_table("people").to_pylist() == [{"id": 9, "name": "linus"}]
     # Time travel still sees every earlier version.
     assert lakebed.read_table("people", version=0).num_rows == 2
+
+
+def test_last_row_per_key_keeps_table_order_and_matches_nulls() -> None:
+    data = pa.table({"k": [1, 2, 1, None, None, 3], "j": ["a", "a", "a", "x", "x", "b"], "v": list("uvwxyz")})
+    assert last_per_key(data, ["k"]).to_pydict() == {
+        "k": [2, 1, None, 3],
+        "j": ["a", "a", "x", "b"],
+        "v": ["v", "w", "y", "z"],
+    }
+    assert last_per_key(data, ["k", "j"]).column("v").to_pylist() == ["v", "w", "y", "z"]
+    unique = data.slice(0, 2)
+    assert last_per_key(unique, ["k"]) is unique  # nothing repeats: no copy
 
 
 def test_merge_needs_keys() -> None:
