@@ -531,3 +531,24 @@ def test_a_reload_after_new_events_updates_the_index() -> None:
     _compare(store, events, random.Random(9), samples=30)
     changed = [t for t in before if store.producer(t).run_id != before[t]]
     assert changed  # new versions were written: the latest producers moved on
+
+
+def test_walks_pause_the_cyclic_collector_and_restore_it() -> None:
+    import gc
+
+    from lakebed.lineage.store import _cyclic_gc_paused
+
+    assert gc.isenabled()
+    with _cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), _cyclic_gc_paused():
+        raise RuntimeError("walk failed")
+    assert gc.isenabled()
