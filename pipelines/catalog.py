@@ -125,7 +125,7 @@ class Catalog:
             registered_at=existing.registered_at if existing else dt.datetime.now(dt.UTC),
         )
         with self._lock:
-            self._upsert(entry)
+            self._upsert(entry, new=existing is None)
         return entry
 
     @retry(
@@ -134,7 +134,10 @@ class Catalog:
         wait=wait_random_exponential(multiplier=0.05, max=1),
         reraise=True,
     )
-    def _upsert(self, entry: TableEntry) -> None:
+    def _upsert(self, entry: TableEntry, *, new: bool) -> None:
+        """Write ``entry``: a new name is appended (a third of a merge's cost; the first commit of a local
+        table is serialised by its creation lock, and a repeated row of one name reads as one entry), a
+        changed contract is merged into its row."""
         row = pa.Table.from_pylist(
             [
                 {
@@ -152,6 +155,9 @@ class Catalog:
         except DeltaTableNotFoundError:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
             write_deltalake(self.uri, row, mode="append", name="lakebed_catalog")
+            return
+        if new:
+            write_deltalake(table, row, mode="append")
             return
         (
             table.merge(row, predicate='t."name" = s."name"', source_alias="s", target_alias="t")

@@ -150,12 +150,14 @@ class WriteCheck:
     def apply(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """The valid rows of ``batches``; after the last one, judge the table rules and quarantine.
 
-        Each batch is checked on a worker thread while the writer takes the previous one (Polars releases
-        the GIL), so checking overlaps reading and writing; at most two batches are in flight."""
+        Consecutive batches of one schema are checked together, up to ``batch_rows`` rows per Polars pass
+        (readers hand over ~1 MiB blocks: many small batches, each pass has fixed costs). Each group is
+        checked on a worker thread while the writer takes the previous one (Polars releases the GIL), so
+        checking overlaps reading and writing; at most two groups are in flight."""
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lakebed-quality") as pool:
-            pending: concurrent.futures.Future[tuple[pa.RecordBatch, RowOutcome]] | None = None
-            for batch in batches:
-                following = pool.submit(self._check, batch)
+            pending: concurrent.futures.Future[tuple[int, RowOutcome]] | None = None
+            for group in self._groups(batches):
+                following = pool.submit(self._check, group)
                 if pending is not None:
                     yield from self._take(*pending.result())
                 pending = following
@@ -164,11 +166,23 @@ class WriteCheck:
         # Still inside the Delta writer (before it commits): a blocking failure here aborts the write.
         _outside_writer(self._context, self._finish)
 
-    def _check(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, RowOutcome]:
-        return batch, self.checker.check(batch)
+    def _groups(self, batches: Iterator[pa.RecordBatch]) -> Iterator[list[pa.RecordBatch]]:
+        group: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in batches:
+            if group and (rows + batch.num_rows > self.config.batch_rows or batch.schema != group[0].schema):
+                yield group
+                group, rows = [], 0
+            group.append(batch)
+            rows += batch.num_rows
+        if group:
+            yield group
 
-    def _take(self, batch: pa.RecordBatch, outcome: RowOutcome) -> Iterator[pa.RecordBatch]:
-        self.rows += batch.num_rows
+    def _check(self, group: list[pa.RecordBatch]) -> tuple[int, RowOutcome]:
+        return sum(b.num_rows for b in group), self.checker.check_together(group)
+
+    def _take(self, rows: int, outcome: RowOutcome) -> Iterator[pa.RecordBatch]:
+        self.rows += rows
         self.failed.update(outcome.failed)
         if outcome.quarantined is not None:
             self.quarantined.append(outcome.quarantined)

@@ -15,8 +15,9 @@ newest event time, the keys) and judges them at the end.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -71,6 +72,15 @@ class RowChecker:
 
     def check(self, batch: pa.RecordBatch) -> RowOutcome:
         return self._compile(batch.schema).check(batch)
+
+    def check_together(self, batches: Sequence[pa.RecordBatch]) -> RowOutcome:
+        """The outcome of checking ``batches`` (all of one schema) one by one, in one Polars pass: per-pass
+        costs (the frame, the select, the split) are paid once for many small reader batches. ``unique``
+        is still judged within each batch, as :meth:`check` judges it."""
+        if len(batches) == 1:
+            return self.check(batches[0])
+        together = pa.concat_batches(batches)
+        return self._compile(together.schema).check(together, [b.num_rows for b in batches])
 
     def failing_rows(self, data: pa.Table) -> dict[str, list[int]]:
         """For each row rule, the indices of the rows of ``data`` breaking it (for reports and for
@@ -132,20 +142,23 @@ class _Compiled:
         extra += [pl.lit(None).alias(c) for c in self.absent]
         return frame.with_columns(extra) if extra else frame
 
-    def evaluate(self, batch: pa.RecordBatch) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def evaluate(
+        self, batch: pa.RecordBatch, lengths: Sequence[int] = ()
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The columns the rules read (see :meth:`_frame`) and one boolean column per rule, true where the
-        row breaks it: every rule but ``unique`` in one Polars ``select``."""
+        row breaks it: every rule but ``unique`` in one Polars ``select``. ``lengths`` splits ``batch``
+        into the batches it was made of, within which ``unique`` is judged (default: the whole batch)."""
         frame = self._frame(batch)
         fails = frame.select(self.exprs)
         if self.eager:
-            eager = [_column_failing(r, frame[r.column or ""]).alias(r.name) for r in self.eager]
+            eager = [_column_failing(r, frame[r.column or ""], lengths).alias(r.name) for r in self.eager]
             fails = fails.with_columns(eager).select(self.names)
         return frame, fails
 
-    def check(self, batch: pa.RecordBatch) -> RowOutcome:
+    def check(self, batch: pa.RecordBatch, lengths: Sequence[int] = ()) -> RowOutcome:
         if not self.rules or batch.num_rows == 0:
             return RowOutcome(valid=[batch], quarantined=None, failed={})
-        frame, fails = self.evaluate(batch)
+        frame, fails = self.evaluate(batch, lengths)
         counts = fails.sum().row(0, named=True)
         failed = {name: int(n) for name, n in counts.items() if n}
         if not any(name in failed for name in self.errors):
@@ -255,10 +268,14 @@ def _failing(rule: Rule, schema: Mapping[str, pl.DataType]) -> pl.Expr:
     raise ValueError(f"{rule.kind} is not a row rule")
 
 
-def _column_failing(rule: Rule, values: pl.Series) -> pl.Series:
-    """True on the rows of ``values`` breaking ``rule`` (a ``unique`` rule or a ``regex`` on text)."""
+def _column_failing(rule: Rule, values: pl.Series, lengths: Sequence[int] = ()) -> pl.Series:
+    """True on the rows of ``values`` breaking ``rule`` (a ``unique`` rule, judged within each run of
+    ``lengths`` rows when given, or a ``regex`` on text)."""
     if rule.kind == "unique":
-        return _repeated(values)
+        if len(lengths) <= 1:
+            return _repeated(values)
+        starts = itertools.accumulate(lengths, initial=0)
+        return pl.concat([_repeated(values.slice(s, n)) for s, n in zip(starts, lengths, strict=False)])
     return _not_matching(values, rule.params["pattern"])
 
 

@@ -440,3 +440,27 @@ def test_unique_keys_judged_incrementally_as_in_one_pass(batches: list[list[int 
     flat = [k for keys in batches for k in keys]
     expected = sum(1 for k in flat if flat.count(k) > 1)
     assert result.failed_rows == expected and result.passed == (expected == 0)
+
+
+@pytest.mark.parametrize("ascending_ids", [True, False])
+def test_batches_checked_together_as_one_by_one(ascending_ids: bool) -> None:
+    """Checking consecutive batches in one pass (as the write path does) fails, quarantines and keeps
+    exactly what checking them one by one does: ``unique`` stays judged within each batch."""
+    table = _random_rows(6_000, 3, ascending_ids=ascending_ids)
+    batches = table.combine_chunks().to_batches(max_chunksize=1_000)
+    # A value repeated across two batches (not within one) is no repeat for `unique`.
+    assert len(batches) == 6
+    checker = RowChecker(compile_rules(FAST_CONTRACT), FAST_CONTRACT)
+    alone = [checker.check(b) for b in batches]
+    together = checker.check_together(batches)
+
+    summed: dict[str, int] = {}
+    for outcome in alone:
+        for name, n in outcome.failed.items():
+            summed[name] = summed.get(name, 0) + n
+    assert together.failed == summed and any(summed.values())
+    quarantined = [o.quarantined for o in alone if o.quarantined is not None]
+    assert together.quarantined is not None
+    assert together.quarantined.to_pylist() == pa.concat_tables(quarantined).to_pylist()
+    kept = pa.Table.from_batches([b for o in alone for b in o.valid])
+    assert pa.Table.from_batches(together.valid).to_pylist() == kept.to_pylist()
