@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from typing import Literal
 
 import polars as pl
 import pyarrow as pa
@@ -227,3 +228,26 @@ def test_filters_work_after_merges() -> None:
     assert lakebed.sql("SELECT id FROM people WHERE name = 'ALAN'").to_pylist() == [{"id": 2}]
     assert lakebed.scan_table("people").filter(pl.col("name") == "ada").collect()["id"].to_list() == [1]
     assert lakebed.read_table("people").schema.field("name").type == pa.string()
+
+
+@pytest.mark.parametrize("mode", ["append", "merge"])
+def test_position_columns_are_delta_encoded(mode: Literal["append", "merge"]) -> None:
+    """Line and offset columns are stored DELTA_BINARY_PACKED (no dictionary), other columns as default;
+    the rows read back unchanged."""
+    import pyarrow.parquet as pq
+
+    rows = pa.table(
+        {"id": pa.array(range(1000), pa.int64()), "_source_line": pa.array(range(2, 1002), pa.int64())}
+    )
+    result = commit("positions", rows, mode=mode, keys=["id"] if mode == "merge" else None)
+    table = DeltaTable(result.uri)
+    [path] = table.file_uris()
+    encodings = {}
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    for i in range(group.num_columns):
+        encodings[group.column(i).path_in_schema] = set(group.column(i).encodings)
+    assert "DELTA_BINARY_PACKED" in encodings["_source_line"]
+    assert "RLE_DICTIONARY" not in encodings["_source_line"]
+    assert "DELTA_BINARY_PACKED" not in encodings["id"]
+    assert {group.column(i).compression for i in range(group.num_columns)} == {"SNAPPY"}
+    assert table.to_pyarrow_table().sort_by("id").equals(rows)
