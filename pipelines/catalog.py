@@ -38,6 +38,12 @@ TABLE_KINDS = ("table", "rejects", "system")
 
 # Parsed catalog entries by catalog URI, with the catalog version they were read at.
 _ENTRIES: dict[str, tuple[int, dict[str, TableEntry]]] = {}
+# The open catalog table per URI with the identity of its first commit file: every commit looks tables up
+# here, and opening a Delta table replays its log (≈ 10 ms for a catalog of 40 commits) where bringing an
+# open one up to date lists only the newer commits (≈ 1.5 ms). A catalog removed and created again (a
+# fresh home at the same path) has a new first commit file, so it is opened afresh.
+_OPEN: dict[str, tuple[tuple[int, int], DeltaTable]] = {}
+_OPEN_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,29 @@ class Catalog:
         root = self.config.system_root if kind == "system" else self.config.tables_root
         return str(Path(root) / validate_table_name(name))
 
-    def _load(self) -> dict[str, TableEntry]:
+    def _table(self) -> DeltaTable | None:
+        """The catalog table at its latest version (None before the first registration)."""
         try:
-            table = DeltaTable(self.uri)
-        except DeltaTableNotFoundError:
+            first = (Path(self.uri) / "_delta_log" / f"{0:020d}.json").stat()
+        except FileNotFoundError:
+            first = None
+        with _OPEN_LOCK:
+            cached = _OPEN.get(self.uri)
+            identity = (first.st_ino, first.st_mtime_ns) if first is not None else None
+            if cached is not None and cached[0] == identity:
+                cached[1].update_incremental()
+                return cached[1]
+            try:
+                table = DeltaTable(self.uri)
+            except DeltaTableNotFoundError:
+                return None
+            if identity is not None:  # (a log cleaned up to a checkpoint has no first commit: not cached)
+                _OPEN[self.uri] = (identity, table)
+            return table
+
+    def _load(self) -> dict[str, TableEntry]:
+        table = self._table()
+        if table is None:
             return {}
         # Entries are parsed once per catalog version (every commit looks its table up here).
         version = table.version()
@@ -150,21 +175,21 @@ class Catalog:
             ],
             schema=_CATALOG_SCHEMA,
         )
-        try:
-            table = DeltaTable(self.uri)
-        except DeltaTableNotFoundError:
-            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            write_deltalake(self.uri, row, mode="append", name="lakebed_catalog")
-            return
-        if new:
-            write_deltalake(table, row, mode="append")
-            return
-        (
-            table.merge(row, predicate='t."name" = s."name"', source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
+        with _OPEN_LOCK:  # the open table is shared: one thread at a time reads or writes through it
+            table = self._table()
+            if table is None:
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                write_deltalake(self.uri, row, mode="append", name="lakebed_catalog")
+                return
+            if new:
+                write_deltalake(table, row, mode="append")
+                return
+            (
+                table.merge(row, predicate='t."name" = s."name"', source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
 
     def drop(self, name: str) -> None:
         """Forget a table (its data stays where it is)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -251,3 +252,23 @@ def test_position_columns_are_delta_encoded(mode: Literal["append", "merge"]) ->
     assert "DELTA_BINARY_PACKED" not in encodings["id"]
     assert {group.column(i).compression for i in range(group.num_columns)} == {"SNAPPY"}
     assert table.to_pyarrow_table().sort_by("id").equals(rows)
+
+
+def test_catalog_sees_other_writers_and_a_home_made_again(lakebed_home: Path) -> None:
+    """The catalog's open table follows registrations made through another Catalog (another process
+    would do the same through the log), from several threads at once, and a catalog removed and created
+    again at the same path is read afresh, never from the old one's state."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    first, second = Catalog(), Catalog()
+    assert first.find("one") is None
+    commit("one", _people([1], ["a"]))
+    assert second.get("one").name == "one"
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: commit(f"t{i}", _people([i], ["x"])), range(8)))
+    assert {e.name for e in first.list()} == {"one", *(f"t{i}" for i in range(8))}
+
+    shutil.rmtree(lakebed_home)
+    commit("two", _people([2], ["b"]))
+    assert [e.name for e in first.list()] == ["two"]
