@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import graphlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from lakebed.schemas.contract import TableContract
 from lakebed.schemas.cron import check_cron
 from lakebed.schemas.features import FeatureView
 from lakebed.schemas.loading import problems, read_yaml
+from lakebed.schemas.models import SqlModel, read_sql_model
 from lakebed.schemas.naming import table_name_validator
 
 
@@ -39,6 +42,7 @@ class PathsSection(_Strict):
     sources: str = "sources"
     contracts: str = "contracts"
     feature_views: str = "feature_views"
+    models: str = "models"
 
 
 class RunSpec(_Strict):
@@ -134,6 +138,7 @@ class Project:
     contracts: Mapping[str, TableContract]  # by table
     feature_views: Mapping[str, FeatureView]  # by name:vN
     origins: Mapping[str, Path] = field(default_factory=dict)  # "source:T", "contract:T", "view:K" → file
+    models: Mapping[str, SqlModel] = field(default_factory=dict)  # by table, in dependency order
 
     def sources_of(self, table: str) -> list[FilesSource | UnstructuredSource | StreamSource]:
         return [s for s in self.sources if s.table == table]
@@ -160,9 +165,10 @@ def load_project(root: str | Path) -> Project:
     views = _views(root / paths.feature_views, origins)
     sources = _sources(root / paths.sources, origins)
     by_table = {c.name: c for c in contracts.values()}
+    models = _models(root / paths.models)
     loaded = Project(root, project.name, project.description, paths, sources, by_table, views, origins)
-    _check(loaded, contracts)
-    return loaded
+    _check(loaded, contracts, models)
+    return dataclasses.replace(loaded, models=_check_models(loaded, models, contracts))
 
 
 def _section(model: type[_Strict], data: object, path: Path, what: str) -> Any:
@@ -231,9 +237,9 @@ def _sources(
     return tuple(sources)
 
 
-def _check(project: Project, contracts: Mapping[str, TableContract]) -> None:
+def _check(project: Project, contracts: Mapping[str, TableContract], models: Mapping[str, SqlModel]) -> None:
     """References between the files: contract files exist and name their table, paths outside the project
-    exist, every feature view reads a table a source produces."""
+    exist, every feature view reads a table a source or a model produces."""
     targets: dict[str, str | None] = {}
     for source in project.sources:
         where = f"{project.origins[f'source:{source.table}']}: source {source.table}"
@@ -259,13 +265,62 @@ def _check(project: Project, contracts: Mapping[str, TableContract]) -> None:
             resolved = Path(project.resolve(path)) if "://" not in path else None
             if resolved is not None and not resolved.is_relative_to(project.root) and not _exists(resolved):
                 raise ProjectError(f"{where}: path: {path!r} does not exist (outside the project)")
-    produced = {s.table for s in project.sources}
+    produced = {s.table for s in project.sources} | set(models)
     for key, view in project.feature_views.items():
         if view.source.table not in produced:
             raise ProjectError(
                 f"{project.origins[f'view:{key}']}: feature view {key}: source.table {view.source.table!r} "
-                "is not the table of any source in the project"
+                "is not the table of any source or model in the project"
             )
+
+
+def _models(folder: Path) -> dict[str, SqlModel]:
+    return (
+        {m.name: m for m in (read_sql_model(p) for p in sorted(folder.glob("*.sql")))}
+        if folder.is_dir()
+        else {}
+    )
+
+
+def _check_models(
+    project: Project, models: Mapping[str, SqlModel], contracts: Mapping[str, TableContract]
+) -> dict[str, SqlModel]:
+    """Models read tables the project makes (sources, feature views, other models), make a table nothing
+    else does, name contract files that exist, and form no cycle; returned in dependency order."""
+    made: dict[str, str] = {
+        s.table: f"source in {project.origins[f'source:{s.table}']}" for s in project.sources
+    }
+    for key, view in project.feature_views.items():
+        made[view.offline_table] = f"feature view {key}"
+    for model in models.values():
+        if model.name in made:
+            raise ProjectError(
+                f"{model.path}: model {model.name!r}: table {model.name!r} is made by a {made[model.name]}"
+            )
+        contract = model.options.contract
+        if (
+            contract is not None
+            and contracts.get(contract) is None
+            and contracts.get(f"{contract}.yaml") is None
+        ):
+            folder = project.root / project.paths.contracts
+            raise ProjectError(f"{model.path}: contract: no file {contract!r} in {folder}")
+    for model in models.values():
+        for ref in model.reads:
+            if ref.name not in made and ref.name not in models:
+                known = ", ".join(sorted([*made, *models])) or "none"
+                raise ProjectError(
+                    f"{model.path}:{ref.line}: table {ref.name!r} is made by nothing in the project "
+                    f"(tables made here: {known})"
+                )
+    graph = {name: [t for t in model.inputs if t in models] for name, model in models.items()}
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        files = " → ".join(str(models[name].path.name) for name in cycle)
+        raise ProjectError(f"{models[cycle[0]].path}: models read each other in a cycle: {files}") from None
+    return {name: models[name] for name in order}
 
 
 def _exists(path: Path) -> bool:

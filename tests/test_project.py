@@ -94,8 +94,8 @@ def test_bad_projects_name_the_file_and_the_entry(tmp_path: Path, sources: str, 
 def test_settings_problems_name_lakebed_toml(tmp_path: Path) -> None:
     with pytest.raises(ProjectError, match=r"lakebed.toml: \[project\] is missing"):
         load_project(_project(tmp_path / "a", toml="[kafka]\nbootstrap = 'x:1'\n"))
-    with pytest.raises(ProjectError, match=r"lakebed.toml: \[paths\]: models: Extra inputs"):
-        load_project(_project(tmp_path / "b", toml='[project]\nname = "b"\n[paths]\nmodels = "m"\n'))
+    with pytest.raises(ProjectError, match=r"lakebed.toml: \[paths\]: widgets: Extra inputs"):
+        load_project(_project(tmp_path / "b", toml='[project]\nname = "b"\n[paths]\nwidgets = "m"\n'))
     with pytest.raises(ProjectError, match="not a lakebed project"):
         load_project(tmp_path / "nothing")
 
@@ -124,3 +124,49 @@ def test_the_shop_example_is_a_valid_project() -> None:
     for source in project.sources:
         for path in getattr(source, "paths", ()) or [getattr(source, "path", "data")]:
             assert Path(project.resolve(path)).exists(), path
+
+
+def _models(root: Path, **files: str) -> Path:
+    (root / "models").mkdir(exist_ok=True)
+    for name, text in files.items():
+        (root / "models" / f"{name}.sql").write_text(text)
+    return root
+
+
+def test_models_load_in_dependency_order_and_may_feed_a_feature_view(tmp_path: Path) -> None:
+    root = _models(
+        _project(tmp_path / "shop"),
+        daily="SELECT day, sum(amount) AS total FROM orders_clean GROUP BY day",
+        orders_clean="SELECT order_id, amount, current_date AS day FROM orders WHERE amount > 0",
+        spend_by_day="SELECT * FROM daily JOIN fv_spend_v1 ON true",
+        taps="SELECT * FROM clicks",
+    )
+    (root / "feature_views" / "spend.yaml").write_text(VIEW.replace("table: clicks", "table: taps"))
+    project = load_project(root)
+    order = list(project.models)
+    assert order.index("orders_clean") < order.index("daily") < order.index("spend_by_day")
+    assert project.models["daily"].inputs == ("orders_clean",)
+    assert project.models["spend_by_day"].inputs == ("daily", "fv_spend_v1")
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"clean": "SELECT *\nFROM orderz"},
+            r"clean\.sql:2: table 'orderz' is made by nothing in the project",
+        ),
+        (
+            {"a": "SELECT * FROM b", "b": "SELECT * FROM c", "c": "SELECT * FROM a"},
+            r"models read each other in a cycle: (a|b|c)\.sql → .*\.sql → .*\.sql",
+        ),
+        ({"orders": "SELECT 1 AS x"}, r"orders\.sql: model 'orders': table 'orders' is made by a source in"),
+        ({"fv_spend_v1": "SELECT 1 AS x"}, r"is made by a feature view spend:v1"),
+        ({"m": "/* lakebed\ncontract: nope.yaml */ SELECT 1"}, r"m\.sql: contract: no file 'nope\.yaml'"),
+    ],
+)
+def test_bad_models_name_the_file(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    root = _models(_project(tmp_path / "shop"), **files)
+    with pytest.raises(ProjectError, match=message) as caught:
+        load_project(root)
+    assert str(root.resolve()) in str(caught.value)
