@@ -199,26 +199,30 @@ def connect(*, config: LakebedConfig | None = None) -> duckdb.DuckDBPyConnection
     connection = duckdb.connect()
     for entry in Catalog(config).list():
         try:
-            hot = DeltaTable(entry.uri)
-            found = open_tiers(entry, hot, config)
-            # View-typed dataset schema: DuckDB then reads files written as string or string_view alike.
-            schema = view_schema(hot)
-            parts = found.parts()
-            if len(parts) == 1:
-                connection.register(entry.name, arrow_dataset(hot, schema))
-                continue
-            selects = []
-            for index, part in enumerate(parts):
-                hidden = f"__{entry.name}__tier{index}"
-                connection.register(hidden, arrow_dataset(part.table, schema))
-                where = ""
-                if part.below and found.column and found.watermark is not None and found.dtype:
-                    where = f" WHERE {sql_units(found.column, found.dtype)} < {found.watermark}"
-                selects.append(f'SELECT * FROM "{hidden}"{where}')
-            connection.execute(f'CREATE VIEW "{entry.name}" AS ' + " UNION ALL BY NAME ".join(selects))
+            register(connection, entry.name, open_tiers(entry, DeltaTable(entry.uri), config))
         except (DeltaError, TierError):
             continue  # registered but never written, or its cold tier unreachable: nothing to query
     return connection
+
+
+def register(connection: duckdb.DuckDBPyConnection, name: str, found: Tiers) -> None:
+    """Table ``name`` in ``connection``: the rows of ``found`` (both tiers of a tiered table, at the versions
+    loaded), scanned lazily through Arrow datasets."""
+    # View-typed dataset schema: DuckDB then reads files written as string or string_view alike.
+    schema = view_schema(found.hot)
+    parts = found.parts()
+    if len(parts) == 1:
+        connection.register(name, arrow_dataset(found.hot, schema))
+        return
+    selects = []
+    for index, part in enumerate(parts):
+        hidden = f"__{name}__tier{index}"
+        connection.register(hidden, arrow_dataset(part.table, schema))
+        where = ""
+        if part.below and found.column and found.watermark is not None and found.dtype:
+            where = f" WHERE {sql_units(found.column, found.dtype)} < {found.watermark}"
+        selects.append(f'SELECT * FROM "{hidden}"{where}')
+    connection.execute(f'CREATE VIEW "{name}" AS ' + " UNION ALL BY NAME ".join(selects))
 
 
 def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:
@@ -263,4 +267,4 @@ def _as_datetime(value: AsOf) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-__all__ = ["connect", "dataset", "fetch_arrow", "open_table", "read_table", "scan_table", "sql"]
+__all__ = ["connect", "dataset", "fetch_arrow", "open_table", "read_table", "register", "scan_table", "sql"]

@@ -47,6 +47,9 @@ class ModelOptions(BaseModel):
     description: str | None = None
     owners: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    # The input whose new rows an incremental or merge run reads (the other inputs are read whole); needed
+    # when the model reads several tables.
+    incremental_on: str | None = None
 
     @model_validator(mode="after")
     def _merge_keys(self) -> ModelOptions:
@@ -79,6 +82,13 @@ class SqlModel:
         return tuple(dict.fromkeys(ref.name for ref in self.reads))
 
     @property
+    def incremental_input(self) -> str | None:
+        """The input whose new rows an incremental or merge run reads (None for ``table`` models)."""
+        if self.options.materialized == "table":
+            return None
+        return self.options.incremental_on or self.inputs[0]
+
+    @property
     def code_version(self) -> str:
         """A digest of the model's SQL and options: it changes exactly when what the model makes may."""
         options = self.options.model_dump_json()
@@ -96,8 +106,22 @@ def read_sql_model(path: Path) -> SqlModel:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{path}: cannot read the model: {exc}") from None
     options = _options(path, text)
-    statement = _parse(path, text)
-    return SqlModel(name, path, text, options, _reads(path, statement))
+    model = SqlModel(name, path, text, options, _reads(path, _parse(path, text)))
+    _check_incremental(model)
+    return model
+
+
+def _check_incremental(model: SqlModel) -> None:
+    chosen, inputs = model.options.incremental_on, model.inputs
+    if chosen is not None and chosen not in inputs:
+        raise ProjectError(
+            f"{model.path}: incremental_on: {chosen!r} is not a table the model reads ({inputs})"
+        )
+    if model.options.materialized != "table" and chosen is None and len(inputs) != 1:
+        raise ProjectError(
+            f"{model.path}: materialized: {model.options.materialized} reads the new rows of one input: "
+            f"name it with incremental_on (the model reads {', '.join(inputs) or 'no table'})"
+        )
 
 
 def _options(path: Path, text: str) -> ModelOptions:

@@ -297,14 +297,18 @@ def _check_models(
             raise ProjectError(
                 f"{model.path}: model {model.name!r}: table {model.name!r} is made by a {made[model.name]}"
             )
-        contract = model.options.contract
-        if (
-            contract is not None
-            and contracts.get(contract) is None
-            and contracts.get(f"{contract}.yaml") is None
-        ):
+        wanted = model.options.contract
+        if wanted is None:
+            continue
+        contract = contracts.get(wanted) or contracts.get(f"{wanted}.yaml")
+        if contract is None:
             folder = project.root / project.paths.contracts
-            raise ProjectError(f"{model.path}: contract: no file {contract!r} in {folder}")
+            raise ProjectError(f"{model.path}: contract: no file {wanted!r} in {folder}")
+        if contract.name != model.name:
+            raise ProjectError(
+                f"{model.path}: contract: {wanted} is the contract of table {contract.name!r}, "
+                f"not {model.name!r}"
+            )
     for model in models.values():
         for ref in model.reads:
             if ref.name not in made and ref.name not in models:

@@ -13,6 +13,7 @@ from lakebed.schemas.models import ModelOptions, TableRef, read_sql_model
 REVENUE = """/* lakebed
 materialized: merge
 keys: [day, category]
+incremental_on: orders_clean
 tags: [finance]
 description: Daily revenue by product category.
 */
@@ -38,12 +39,14 @@ def test_header_options_tables_read_and_lines(tmp_path: Path) -> None:
     assert model.options == ModelOptions(
         materialized="merge",
         keys=("day", "category"),
+        incremental_on="orders_clean",
         tags=("finance",),
         description="Daily revenue by product category.",
     )
     # the CTE `paid` and the table function `range` are not tables
-    assert model.reads == (TableRef("orders_clean", 8), TableRef("products", 12))
+    assert model.reads == (TableRef("orders_clean", 9), TableRef("products", 13))
     assert model.inputs == ("orders_clean", "products")
+    assert model.incremental_input == "orders_clean"
 
 
 def test_sidecar_options_and_code_version(tmp_path: Path) -> None:
@@ -97,6 +100,19 @@ def test_sidecar_options_and_code_version(tmp_path: Path) -> None:
             r"twice\.yaml: option 'tags' is also given in",
         ),
         ("Bad-Name", "SELECT 1", None, r"Bad-Name\.sql: the file name is the model's table name"),
+        (
+            "several",
+            "/* lakebed\nmaterialized: incremental */ SELECT * FROM a JOIN b USING (k)",
+            None,
+            r"several\.sql: materialized: incremental reads the new rows of one input: name it with "
+            r"incremental_on \(the model reads a, b\)",
+        ),
+        (
+            "other",
+            "/* lakebed\nincremental_on: c */ SELECT * FROM a",
+            None,
+            r"other\.sql: incremental_on: 'c' is not a table the model reads",
+        ),
     ],
 )
 def test_bad_model_files_name_the_file_and_line(

@@ -1,0 +1,1 @@
+"""Transformation models: derived tables declared in a project (docs/models.md)."""

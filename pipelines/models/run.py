@@ -1,0 +1,227 @@
+"""Running a model (docs/models.md): its SELECT over its inputs pinned at the versions read now, written
+through the one write path (contract, quality rules, quarantine, drift policy, lineage).
+
+Exactly once: the model's commit carries one application transaction per input, ``model:<model>:<input>``
+at the input version the run consumed, atomically with the rows. An incremental (or merge) run reads only
+the files its incremental input added since the version its last commit recorded; a crash before the commit
+leaves the table as it was and the rerun reads from the same version, a crash after it finds the versions
+recorded. A commit in between that is not an append (an overwrite, merge, delete or tier move of the input)
+makes the run a full rebuild, said in its result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, Transaction
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import ProjectError, TableNotFoundError
+from lakebed.lineage.events import table_dataset
+from lakebed.lineage.runs import lineage_run
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.delta import RunContext, WriteMode, commit, open_delta
+from lakebed.pipelines.models.columns import column_lineage
+from lakebed.pipelines.read import register, tiers
+from lakebed.pipelines.tiering import Tiers, view_schema
+from lakebed.schemas.contract import TableContract
+from lakebed.schemas.models import SqlModel
+from lakebed.storage import arrow_dataset
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from lakebed.lineage.events import DatasetRef
+    from lakebed.schemas.project import Project
+
+APP_ID = "model:{model}:{input}"
+METADATA_KEY = "lakebed.model"
+Status = Literal["rebuilt", "incremental", "up_to_date"]
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What one run of a model did: ``rebuilt`` (every input row read), ``incremental`` (the new rows of
+    its incremental input), or ``up_to_date`` (its code and inputs unchanged since its last commit)."""
+
+    model: str
+    status: Status
+    rows: int = 0
+    version: int | None = None
+    inputs: dict[str, int] = field(default_factory=dict)  # input table → the version read
+    reason: str | None = None  # why a rebuild, when the model could have run incrementally
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "status": self.status,
+            "rows": self.rows,
+            "version": self.version,
+            "inputs": self.inputs,
+            "reason": self.reason,
+        }
+
+
+def run_model(
+    project: Project,
+    name: str,
+    *,
+    full_refresh: bool = False,
+    run: RunContext | None = None,
+    config: LakebedConfig | None = None,
+) -> ModelResult:
+    """Build model ``name`` of ``project`` once (see the module docstring)."""
+    model = project.models.get(name)
+    if model is None:
+        known = ", ".join(project.models) or "none"
+        raise ProjectError(f"{project.root}: no model named {name!r} (models: {known})")
+    config = config or get_config()
+    catalog = Catalog(config)
+    run = run or RunContext(job=f"model:{name}")
+    entry = catalog.find(name)
+    existing = open_delta(entry.uri) if entry is not None else None
+    consumed = _consumed(existing, model)
+    with lineage_run(run, config=config) as lineage:
+        found = {table: _input(model, table, config) for table in model.inputs}
+        versions = {table: f.hot.version() for table, f in found.items()}
+        recorded = _recorded(existing)
+        if (
+            not full_refresh
+            and recorded.get("code_version") == model.code_version
+            and all(consumed.get(t) == v for t, v in versions.items())
+        ):
+            return ModelResult(
+                name, "up_to_date", version=existing.version() if existing else None, inputs=versions
+            )
+        incremental, reason = _plan(model, existing, recorded, consumed, found, full_refresh)
+        connection = _connection(config)
+        try:
+            for table, tiered in found.items():
+                if table == incremental:
+                    connection.register(table, _added(tiered, consumed[table]))
+                else:
+                    register(connection, table, tiered)
+            for column, sources in column_lineage(
+                model, {t: f.hot.schema().to_arrow() for t, f in found.items()}
+            ).items():
+                refs = [(_ref(t, found[t]), c, how) for t, c, how in sources]
+                lineage.add_column_lineage(name, column, refs)
+            reader = connection.sql(model.sql).to_arrow_reader(config.batch_rows)
+            result = commit(
+                name,
+                reader,
+                mode=_mode(model, incremental),
+                keys=model.options.keys or None,
+                partition_by=model.options.partition_by or None,
+                drift=model.options.drift,
+                contract=_contract(project, model),
+                run=run,
+                metadata={METADATA_KEY: json.dumps({"code_version": model.code_version, "inputs": versions})},
+                app_transactions=[
+                    Transaction(app_id=APP_ID.format(model=name, input=t), version=v)
+                    for t, v in versions.items()
+                ],
+                config=config,
+                catalog=catalog,
+            )
+        finally:
+            connection.close()
+    status: Status = "incremental" if incremental is not None else "rebuilt"
+    return ModelResult(name, status, rows=result.rows, version=result.version, inputs=versions, reason=reason)
+
+
+def _input(model: SqlModel, table: str, config: LakebedConfig) -> Tiers:
+    try:
+        return tiers(table, config=config)  # also an input of the run, at the version read
+    except TableNotFoundError:
+        raise TableNotFoundError(
+            f"model {model.name!r} ({model.path}) reads table {table!r}, which has not been written yet: "
+            "build what makes it first"
+        ) from None
+
+
+def _consumed(existing: DeltaTable | None, model: SqlModel) -> dict[str, int]:
+    if existing is None:
+        return {}
+    versions = {
+        t: existing.transaction_version(APP_ID.format(model=model.name, input=t)) for t in model.inputs
+    }
+    return {t: v for t, v in versions.items() if v is not None}
+
+
+def _recorded(existing: DeltaTable | None) -> dict[str, object]:
+    """What the model's last commit recorded (code version and input versions), {} when none."""
+    if existing is None:
+        return {}
+    for commit_info in existing.history(20):
+        if METADATA_KEY in commit_info:
+            recorded = json.loads(str(commit_info[METADATA_KEY]))
+            return recorded if isinstance(recorded, dict) else {}
+    return {}
+
+
+def _plan(
+    model: SqlModel,
+    existing: DeltaTable | None,
+    recorded: dict[str, object],
+    consumed: dict[str, int],
+    found: dict[str, Tiers],
+    full_refresh: bool,
+) -> tuple[str | None, str | None]:
+    """The input read incrementally (None: a full rebuild) and, for a rebuild of an incremental model, why."""
+    table = model.incremental_input
+    if table is None:
+        return None, None
+    if full_refresh:
+        return None, "--full-refresh"
+    if existing is None or table not in consumed:
+        return None, "first run"
+    if recorded.get("code_version") != model.code_version:
+        return None, "the model's code or options changed"
+    if found[table].tiered:
+        return None, f"input {table!r} is tiered: its rows move between tiers"
+    before = DeltaTable(found[table].hot.table_uri, version=consumed[table])
+    if not set(before.file_uris()) <= set(found[table].hot.file_uris()):
+        return None, f"input {table!r} had a commit other than an append since version {consumed[table]}"
+    return table, None
+
+
+def _added(found: Tiers, since: int) -> ds.Dataset:
+    """The rows of the files ``found``'s hot table added after version ``since`` (appends only)."""
+    hot = found.hot
+    old = set(DeltaTable(hot.table_uri, version=since).file_uris())
+    everything = arrow_dataset(hot, view_schema(hot))
+    assert isinstance(everything, ds.FileSystemDataset)
+    keep = {uri.rsplit("/", 1)[-1] for uri in hot.file_uris() if uri not in old}
+    fragments = [f for f in everything.get_fragments() if f.path.rsplit("/", 1)[-1] in keep]
+    return ds.FileSystemDataset(fragments, everything.schema, everything.format, everything.filesystem)
+
+
+def _mode(model: SqlModel, incremental: str | None) -> WriteMode:
+    if incremental is None:
+        return "overwrite"
+    return "merge" if model.options.materialized == "merge" else "append"
+
+
+def _contract(project: Project, model: SqlModel) -> TableContract | None:
+    """The model's contract (the project checked that its file names the model's table)."""
+    return project.contracts.get(model.name) if model.options.contract is not None else None
+
+
+def _ref(table: str, found: Tiers) -> DatasetRef:
+    return table_dataset(table, found.hot.table_uri, found.hot.version())
+
+
+def _connection(config: LakebedConfig) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that spills to the home's temporary folder instead of running out of memory."""
+    import duckdb
+
+    spill = config.system_root / "duckdb_tmp"
+    spill.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(config={"temp_directory": str(spill), "preserve_insertion_order": False})
+
+
+__all__ = ["APP_ID", "ModelResult", "run_model"]

@@ -1,0 +1,154 @@
+"""Running SQL models on real Delta tables: a full build, exact increments (equal to a rebuild), up-to-date
+runs, the bookkeeping in the commit, column lineage, and a failing model leaving its table untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from deltalake import DeltaTable
+
+from lakebed.config import LakebedConfig, project_config
+from lakebed.pipelines.catalog import Catalog
+from lakebed.pipelines.models.run import APP_ID, run_model
+from lakebed.pipelines.read import read_table
+from lakebed.pipelines.sources import ingest_source
+from lakebed.schemas.project import Project, load_project
+
+SOURCES = """sources:
+  - {table: orders, kind: files, path: data/orders, format: csv}
+  - {table: products, kind: files, path: data/products.csv, format: csv}
+"""
+CLEAN = """/* lakebed
+materialized: incremental
+description: Paid orders with a positive quantity.
+*/
+SELECT order_id, sku, quantity, quantity * price AS amount, CAST(day AS DATE) AS day
+FROM orders
+WHERE status = 'paid' AND quantity > 0
+"""
+REVENUE = """SELECT o.day, p.category, sum(o.amount) AS revenue, count(*) AS orders
+FROM orders_clean o JOIN products p USING (sku)
+GROUP BY ALL
+"""
+
+
+def _orders(path: Path, first: int, count: int) -> None:
+    ids = list(range(first, first + count))
+    pacsv.write_csv(
+        pa.table(
+            {
+                "order_id": ids,
+                "sku": [f"S{i % 7}" for i in ids],
+                "quantity": [i % 5 for i in ids],
+                "price": [float(i % 11) + 0.5 for i in ids],
+                "status": ["paid" if i % 3 else "open" for i in ids],
+                "day": [f"2026-11-{1 + i % 28:02d}" for i in ids],
+            }
+        ),
+        path,
+    )
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> tuple[Project, LakebedConfig]:
+    root = tmp_path / "shop"
+    for folder in ("sources", "models", "data/orders"):
+        (root / folder).mkdir(parents=True)
+    (root / "lakebed.toml").write_text('[project]\nname = "shop"\n')
+    (root / "sources" / "shop.yaml").write_text(SOURCES)
+    (root / "models" / "orders_clean.sql").write_text(CLEAN)
+    (root / "models" / "revenue.sql").write_text(REVENUE)
+    _orders(root / "data" / "orders" / "day1.csv", 1, 300)
+    categories = {"sku": [f"S{i}" for i in range(7)], "category": ["tea", "coffee"] * 3 + ["cups"]}
+    pacsv.write_csv(pa.table(categories), root / "data" / "products.csv")
+    project = load_project(root)
+    config = project_config(root)
+    _ingest(project, config)
+    return project, config
+
+
+def _ingest(project: Project, config: LakebedConfig) -> None:
+    for source in project.sources:
+        ingest_source(project, source, config=config)  # type: ignore[arg-type]
+
+
+def _expected(project: Project, config: LakebedConfig, sql: str) -> list[dict[str, object]]:
+    """``sql`` in bare DuckDB over the raw CSV files (an independent reading of the inputs)."""
+    connection = duckdb.connect()
+    data = project.root / "data"
+    connection.execute(f"CREATE VIEW orders AS SELECT * FROM read_csv('{data}/orders/*.csv')")
+    connection.execute(f"CREATE VIEW products AS SELECT * FROM read_csv('{data}/products.csv')")
+    connection.execute(f"CREATE VIEW orders_clean AS {CLEAN.split('*/', 1)[1]}")
+    return sorted(connection.sql(sql).to_arrow_table().to_pylist(), key=_key)
+
+
+def _rows(table: str, config: LakebedConfig, columns: list[str]) -> list[dict[str, object]]:
+    return sorted(read_table(table, columns=columns, config=config).to_pylist(), key=_key)
+
+
+def _key(row: dict[str, object]) -> str:
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+def test_models_build_then_increment_exactly(shop: tuple[Project, LakebedConfig]) -> None:
+    project, config = shop
+    clean_columns = ["order_id", "sku", "quantity", "amount", "day"]
+    first = run_model(project, "orders_clean", config=config)
+    assert first.status == "rebuilt" and first.reason == "first run" and first.rows > 0
+    revenue = run_model(project, "revenue", config=config)
+    assert revenue.status == "rebuilt"
+    assert _rows("orders_clean", config, clean_columns) == _expected(
+        project, config, "SELECT * FROM orders_clean"
+    )
+    assert _rows("revenue", config, ["day", "category", "revenue", "orders"]) == _expected(
+        project, config, REVENUE
+    )
+
+    # Nothing changed: nothing to do.
+    assert run_model(project, "orders_clean", config=config).status == "up_to_date"
+
+    # A new day of orders: the incremental model reads only its rows, and equals a rebuild.
+    _orders(project.root / "data" / "orders" / "day2.csv", 301, 120)
+    _ingest(project, config)
+    second = run_model(project, "orders_clean", config=config)
+    assert second.status == "incremental" and second.rows == len(
+        _expected(project, config, "SELECT * FROM orders_clean WHERE order_id > 300")
+    )
+    table = DeltaTable(Catalog(config).get("orders_clean").uri)
+    assert table.history(1)[0]["operation"] == "WRITE" and "append" in json.dumps(table.history(1)[0]).lower()
+    assert _rows("orders_clean", config, clean_columns) == _expected(
+        project, config, "SELECT * FROM orders_clean"
+    )
+    orders_version = DeltaTable(Catalog(config).get("orders").uri).version()
+    assert table.transaction_version(APP_ID.format(model="orders_clean", input="orders")) == orders_version
+    recorded = json.loads(table.history(1)[0]["lakebed.model"])
+    assert recorded == {
+        "code_version": project.models["orders_clean"].code_version,
+        "inputs": {"orders": orders_version},
+    }
+    run_model(project, "revenue", config=config)
+    assert _rows("revenue", config, ["day", "category", "revenue", "orders"]) == _expected(
+        project, config, REVENUE
+    )
+
+    rebuilt = run_model(project, "orders_clean", full_refresh=True, config=config)
+    assert rebuilt.status == "rebuilt" and rebuilt.reason == "--full-refresh"
+    assert _rows("orders_clean", config, clean_columns) == _expected(
+        project, config, "SELECT * FROM orders_clean"
+    )
+
+
+def test_a_failing_model_leaves_its_table_untouched(shop: tuple[Project, LakebedConfig]) -> None:
+    project, config = shop
+    run_model(project, "orders_clean", config=config)
+    before = DeltaTable(Catalog(config).get("orders_clean").uri).version()
+    broken = project.root / "models" / "orders_clean.sql"
+    broken.write_text(CLEAN.replace("quantity * price AS amount", "CAST('x' || sku AS INTEGER) AS amount"))
+    with pytest.raises(duckdb.ConversionException, match="Could not convert string"):
+        run_model(load_project(project.root), "orders_clean", config=config)
+    assert DeltaTable(Catalog(config).get("orders_clean").uri).version() == before
