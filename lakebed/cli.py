@@ -13,6 +13,7 @@ import click
 
 from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
+from lakebed.cli_models import register as register_model_commands
 from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
 from lakebed.cli_project import register as register_project_commands
 from lakebed.cli_quality import quality
@@ -329,6 +330,7 @@ main.add_command(lineage)
 main.add_command(tier)
 register_stream_commands(main)
 register_project_commands(main)
+register_model_commands(main)
 
 
 def run() -> None:

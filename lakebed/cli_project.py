@@ -50,7 +50,8 @@ def init(directory: Path, example: str | None) -> None:
 _STYLES = {"action": {"create": "green", "update": "yellow", "refuse": "bold red", "unchanged": "dim"}}
 
 
-def _current_project() -> Project:
+def current_project() -> Project:
+    """The project the command runs in (``--project``, ``LAKEBED_PROJECT`` or the nearest lakebed.toml)."""
     from lakebed.config import find_project
     from lakebed.schemas.project import load_project
 
@@ -79,7 +80,7 @@ def plan(fmt: OutputFormat) -> None:
     from lakebed.pipelines.project_plan import PlanRefusedError, refusal, summary
     from lakebed.pipelines.project_plan import plan as make_plan
 
-    project = _current_project()
+    project = current_project()
     result = make_plan(project, get_config())
     _emit(result.changes, fmt, f"plan of project {project.name} ({project.root})")
     click.echo(f"plan: {summary(result.changes)}", err=True)
@@ -96,7 +97,7 @@ def apply(fmt: OutputFormat) -> None:
     from lakebed.pipelines.project_plan import apply as apply_plan
     from lakebed.pipelines.project_plan import plan as make_plan
 
-    project = _current_project()
+    project = current_project()
     config = get_config()
     done = apply_plan(make_plan(project, config), config)
     _emit(done, fmt, f"applied to the lake of project {project.name} ({config.home})")

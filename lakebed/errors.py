@@ -36,6 +36,10 @@ class ProjectError(LakebedError):
     """A project's files are invalid or do not fit together (names the file, the entry and the field)."""
 
 
+class ModelError(LakebedError):
+    """A model failed to build (names the model; its table is untouched)."""
+
+
 class ContractError(LakebedError):
     """A table contract is invalid (names the contract and field)."""
 

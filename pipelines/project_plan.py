@@ -28,7 +28,7 @@ from lakebed.schemas.project import Project
 from lakebed.schemas.types import delta_type, type_name, widens_to
 from lakebed.storage import is_local
 
-ChangeKind = Literal["table", "feature_view"]
+ChangeKind = Literal["table", "model", "feature_view"]
 Action = Literal["create", "update", "unchanged", "refuse"]
 CHANGE_COLUMNS = ("kind", "name", "action", "detail", "file")
 
@@ -90,7 +90,8 @@ def plan(project: Project, config: LakebedConfig | None = None) -> Plan:
             project.feature_views.items(), key=lambda item: (item[1].name, item[1].version)
         )
     ]
-    return Plan(project, (*tables, *views))
+    models = [_model_change(project, name, catalog.find(name)) for name in project.models]
+    return Plan(project, (*tables, *models, *views))
 
 
 def apply(plan: Plan, config: LakebedConfig | None = None) -> list[Change]:
@@ -102,6 +103,8 @@ def apply(plan: Plan, config: LakebedConfig | None = None) -> list[Change]:
     catalog, registry = Catalog(config), FeatureRegistry(config)
     done = []
     for change in plan.pending:
+        if change.kind == "model":
+            continue  # a model's table is made by `lakebed run` (or its Dagster asset)
         if change.kind == "table":
             # A catalog entry only: the table's data is written by its first ingest.
             catalog.register(change.name, kind="table", contract=change.contract)
@@ -137,6 +140,20 @@ def _table_change(project: Project, table: str, entry: TableEntry | None) -> Cha
         detail = "; ".join([*refusals, *changes])
         return Change("table", table, "refuse", detail, file, contract=contract)
     return Change("table", table, "update", "; ".join(changes), file, contract=contract)
+
+
+def _model_change(project: Project, name: str, entry: TableEntry | None) -> Change:
+    from lakebed.pipelines.models.run import last_code_version
+
+    model = project.models[name]
+    file = _shown(project, model.path)
+    what = f"{model.options.materialized} model reading {', '.join(model.inputs) or 'no table'}"
+    if entry is None:
+        return Change("model", name, "create", f"new {what}; built by `lakebed run`", file)
+    built = last_code_version(open_delta(entry.uri))
+    if built != model.code_version:
+        return Change("model", name, "update", f"{what}; its code changed: the next run rebuilds it", file)
+    return Change("model", name, "unchanged", what, file)
 
 
 def _shown(project: Project, path: Path | None) -> Path | None:

@@ -4,6 +4,9 @@ runs, the bookkeeping in the commit, column lineage, and a failing model leaving
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -13,8 +16,10 @@ import pytest
 from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig, project_config
+from lakebed.errors import ProjectError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.models.run import APP_ID, run_model
+from lakebed.pipelines.models.select import select_models
 from lakebed.pipelines.read import read_table
 from lakebed.pipelines.sources import ingest_source
 from lakebed.schemas.project import Project, load_project
@@ -152,3 +157,66 @@ def test_a_failing_model_leaves_its_table_untouched(shop: tuple[Project, Lakebed
     with pytest.raises(duckdb.ConversionException, match="Could not convert string"):
         run_model(load_project(project.root), "orders_clean", config=config)
     assert DeltaTable(Catalog(config).get("orders_clean").uri).version() == before
+
+
+def test_selection_follows_dbt_syntax(shop: tuple[Project, LakebedConfig]) -> None:
+    project, _ = shop
+    (project.root / "models" / "top_days.sql").write_text(
+        "/* lakebed\ntags: [daily] */\nSELECT * FROM revenue"
+    )
+    project = load_project(project.root)
+    assert select_models(project) == ["orders_clean", "revenue", "top_days"]
+    assert select_models(project, "revenue") == ["revenue"]
+    assert select_models(project, "+revenue") == ["orders_clean", "revenue"]
+    assert select_models(project, "revenue+") == ["revenue", "top_days"]
+    assert select_models(project, "orders_clean+ tag:daily") == ["orders_clean", "revenue", "top_days"]
+    with pytest.raises(
+        ProjectError, match=r"--select reveneu: no model named 'reveneu' \(models: orders_clean"
+    ):
+        select_models(project, "reveneu")
+    with pytest.raises(ProjectError, match=r"no model is tagged 'weekly' \(tags: daily\)"):
+        select_models(project, "tag:weekly")
+
+
+def _cli(project: Project, config: LakebedConfig, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LAKEBED_HOME": str(config.home)}
+    return subprocess.run(
+        [sys.executable, "-m", "lakebed.cli", *args],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_lakebed_run_and_plan_from_the_cli(shop: tuple[Project, LakebedConfig]) -> None:
+    project, config = shop
+    planned = json.loads(_cli(project, config, "plan", "--format", "json").stdout)
+    models = {c["name"]: c for c in planned if c["kind"] == "model"}
+    assert models["orders_clean"]["action"] == "create" and models["revenue"]["file"] == "models/revenue.sql"
+
+    done = _cli(project, config, "run", "--select", "+revenue", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    results = {r["model"]: r for r in json.loads(done.stdout)}
+    assert [results[m]["status"] for m in ("orders_clean", "revenue")] == ["rebuilt", "rebuilt"]
+    assert results["revenue"]["rows"] == len(_expected(project, config, REVENUE))
+    assert "run: 2 model(s) built, 0 up to date" in done.stderr
+    again = json.loads(_cli(project, config, "run", "--format", "json").stdout)
+    assert {r["status"] for r in again} == {"up_to_date"}
+    planned = json.loads(_cli(project, config, "plan", "--format", "json").stdout)
+    assert {c["action"] for c in planned if c["kind"] == "model"} == {"unchanged"}
+
+    (project.root / "models" / "orders_clean.sql").write_text(CLEAN.replace("quantity > 0", "quantity > 1"))
+    planned = json.loads(_cli(project, config, "plan", "--format", "json").stdout)
+    assert {c["name"]: c["action"] for c in planned if c["kind"] == "model"}["orders_clean"] == "update"
+
+    (project.root / "models" / "orders_clean.sql").write_text(
+        CLEAN.replace("quantity * price AS amount", "CAST('x' || sku AS INTEGER) AS amount")
+    )
+    failed = _cli(project, config, "run")
+    assert failed.returncode == 1
+    assert "model 'orders_clean' failed: Conversion Error" in failed.stderr
+    assert "not run: revenue" in failed.stderr
+    unknown = _cli(project, config, "run", "--select", "nope")
+    assert unknown.returncode == 1 and "no model named 'nope'" in unknown.stderr

@@ -143,6 +143,11 @@ def _input(model: SqlModel, table: str, config: LakebedConfig) -> Tiers:
         ) from None
 
 
+def last_code_version(table: DeltaTable | None) -> object:
+    """The code version the model's last commit into ``table`` recorded (None when there is none)."""
+    return _recorded(table).get("code_version")
+
+
 def _consumed(existing: DeltaTable | None, model: SqlModel) -> dict[str, int]:
     if existing is None:
         return {}
@@ -224,4 +229,4 @@ def _connection(config: LakebedConfig) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config={"temp_directory": str(spill), "preserve_insertion_order": False})
 
 
-__all__ = ["APP_ID", "ModelResult", "run_model"]
+__all__ = ["APP_ID", "ModelResult", "last_code_version", "run_model"]
