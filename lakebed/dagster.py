@@ -10,6 +10,7 @@ picks up a new or edited YAML file. Three ways in, one result:
 
 from __future__ import annotations
 
+import graphlib
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +24,7 @@ from lakebed.assets.ingest import (
     source_jobs_and_schedules,
     source_sensors,
 )
+from lakebed.assets.models import model_assets
 from lakebed.assets.quality import contract_checks
 from lakebed.assets.resources import LakebedResource
 from lakebed.assets.streaming import kafka_offsets_sensor, stream_assets, stream_maintenance
@@ -43,8 +45,17 @@ def project_dir(project: str | Path) -> Path:
 
 
 def project_assets(project: Project) -> list[dg.AssetsDefinition]:
-    """Every asset of the project in dependency order: sources, raw streams, then feature views."""
-    return [*source_assets(project), *stream_assets(project), *feature_assets(project)]
+    """Every asset of the project in dependency order (sources and raw streams first; a model may read a
+    feature table and a feature view a model's table, so the order follows the assets' dependencies)."""
+    assets = [
+        *source_assets(project),
+        *stream_assets(project),
+        *model_assets(project),
+        *feature_assets(project),
+    ]
+    by_key = {asset.key: asset for asset in assets}
+    graph = {asset.key: [k for k in asset.dependency_keys if k in by_key] for asset in assets}
+    return [by_key[key] for key in graphlib.TopologicalSorter(graph).static_order()]
 
 
 def project_checks(project: Project) -> list[dg.AssetChecksDefinition]:
@@ -63,6 +74,7 @@ def definitions(
     """
     loaded = load_project(project_dir(project))
     sources, streams, features = source_assets(loaded), stream_assets(loaded), feature_assets(loaded)
+    models = model_assets(loaded)
     source_jobs, source_schedules = source_jobs_and_schedules(loaded)
     maintenance_job, maintenance_schedule = stream_maintenance(loaded)
     jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition] = [
@@ -84,7 +96,7 @@ def definitions(
             )
         )
     return dg.Definitions(
-        assets=[*sources, *streams, *features],
+        assets=[*sources, *streams, *models, *features],
         asset_checks=project_checks(loaded),
         jobs=jobs,
         sensors=sensors,

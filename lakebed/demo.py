@@ -75,7 +75,7 @@ def run_demo(*, directory: Path, fresh: bool = False, console: Console) -> None:
 
         defs = definitions(root)
         assert defs.resources is not None
-        assets = project_assets(shop)  # sources, raw streams, feature views
+        assets = project_assets(shop)  # in dependency order: sources, raw streams, models, feature views
         runner = _Materializer(
             progress,
             task,

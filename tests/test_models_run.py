@@ -220,3 +220,52 @@ def test_lakebed_run_and_plan_from_the_cli(shop: tuple[Project, LakebedConfig]) 
     assert "not run: revenue" in failed.stderr
     unknown = _cli(project, config, "run", "--select", "nope")
     assert unknown.returncode == 1 and "no model named 'nope'" in unknown.stderr
+
+
+def test_models_are_dagster_assets_materialised_with_their_inputs(
+    shop: tuple[Project, LakebedConfig],
+) -> None:
+    """A real Dagster materialisation of the project: the sources' and models' assets in one run, models
+    after what they read, with column lineage; a failing model fails the run naming it."""
+    import dagster as dg
+
+    from lakebed.dagster import definitions, project_assets
+
+    project, config = shop
+    order = [a.key.to_user_string() for a in project_assets(project)]
+    assert order.index("orders") < order.index("orders_clean") < order.index("revenue")
+    assert order.index("products") < order.index("revenue")
+    defs = definitions(project.root, home=config.home)
+    revenue = next(
+        a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.key.path == ["revenue"]
+    )
+    assert {k.to_user_string() for k in revenue.dependency_keys} == {"orders_clean", "products"}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(list(defs.assets or []), instance=instance, resources=defs.resources)
+        assert result.success
+        events = {
+            e.asset_key.to_user_string(): e.materialization for e in result.get_asset_materialization_events()
+        }
+        assert {"orders", "products", "orders_clean", "revenue"} <= set(events)
+        metadata = events["revenue"].metadata
+        assert metadata["dagster/row_count"].value == len(_expected(project, config, REVENUE))
+        lineage = metadata["dagster/column_lineage"].value.deps_by_column
+        assert {(d.asset_key.to_user_string(), d.column_name) for d in lineage["category"]} == {
+            ("products", "category")
+        }
+        assert {d.column_name for d in lineage["revenue"]} == {"amount"}
+
+        (project.root / "models" / "revenue.sql").write_text(
+            REVENUE.replace("sum(o.amount)", "sum(CAST('x' || o.sku AS INTEGER))")
+        )
+        broken = definitions(project.root, home=config.home)
+        failed = dg.materialize(
+            list(broken.assets or []),
+            selection=["revenue"],
+            instance=instance,
+            resources=broken.resources,
+            raise_on_error=False,
+        )
+        assert not failed.success
+        [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert "model 'revenue'" in str(failure.event_specific_data)

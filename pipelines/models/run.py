@@ -24,7 +24,7 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, WriteMode, commit, open_delta
-from lakebed.pipelines.models.columns import column_lineage
+from lakebed.pipelines.models.columns import ColumnSources, column_lineage
 from lakebed.pipelines.read import register, tiers
 from lakebed.pipelines.tiering import Tiers, view_schema
 from lakebed.schemas.contract import TableContract
@@ -53,6 +53,7 @@ class ModelResult:
     version: int | None = None
     inputs: dict[str, int] = field(default_factory=dict)  # input table → the version read
     reason: str | None = None  # why a rebuild, when the model could have run incrementally
+    columns: ColumnSources = field(default_factory=dict)  # output column → input columns (lineage)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -104,11 +105,11 @@ def run_model(
                     connection.register(table, _added(tiered, consumed[table]))
                 else:
                     register(connection, table, tiered)
-            for column, sources in column_lineage(
-                model, {t: f.hot.schema().to_arrow() for t, f in found.items()}
-            ).items():
-                refs = [(_ref(t, found[t]), c, how) for t, c, how in sources]
-                lineage.add_column_lineage(name, column, refs)
+            columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
+            for column, sources in columns.items():
+                lineage.add_column_lineage(
+                    name, column, [(_ref(t, found[t]), c, how) for t, c, how in sources]
+                )
             reader = connection.sql(model.sql).to_arrow_reader(config.batch_rows)
             result = commit(
                 name,
@@ -130,7 +131,15 @@ def run_model(
         finally:
             connection.close()
     status: Status = "incremental" if incremental is not None else "rebuilt"
-    return ModelResult(name, status, rows=result.rows, version=result.version, inputs=versions, reason=reason)
+    return ModelResult(
+        name,
+        status,
+        rows=result.rows,
+        version=result.version,
+        inputs=versions,
+        reason=reason,
+        columns=columns,
+    )
 
 
 def _input(model: SqlModel, table: str, config: LakebedConfig) -> Tiers:
