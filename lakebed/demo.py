@@ -23,10 +23,11 @@ DEMO_FEATURES = [
     "customer_activity:v1:last_event_type",
 ]
 
+# Read from the example's models (models/orders_clean.sql → models/daily_revenue.sql).
 REVENUE_SQL = """
-SELECT p.category, count(*) AS order_lines, sum(o.quantity * o.unit_price)::DECIMAL(14,2) AS revenue
-FROM orders o JOIN products p USING (sku)
-GROUP BY p.category ORDER BY revenue DESC
+SELECT category, sum(order_lines) AS order_lines, round(sum(revenue), 2) AS revenue
+FROM daily_revenue
+GROUP BY category ORDER BY revenue DESC
 """
 
 
@@ -255,7 +256,10 @@ def _summary(console: Console) -> None:
     console.print(tables)
 
     revenue = sql(REVENUE_SQL, config=config)
-    by_category = _table(*revenue.column_names, title="Revenue by category (lakebed sql, orders ⋈ products)")
+    by_category = _table(
+        *revenue.column_names,
+        title="Revenue by category (model daily_revenue ← orders_clean ← orders ⋈ products)",
+    )
     for row in revenue.to_pylist():
         by_category.add_row(*(str(v) for v in row.values()))
     console.print(by_category)
@@ -357,10 +361,12 @@ def _where_to_look(console: Console, root: Path, seconds: float) -> None:
     here = shlex.quote(os.path.relpath(root))
     lines = [
         f"\n[green]Done in {seconds:.1f} s.[/] Where to look next:",
-        f"  • the project:         {root}  (sources/, contracts/, feature_views/ — edit them, then"
-        f" cd {here} && lakebed plan)",
+        f"  • the project:         {root}  (sources/, contracts/, models/, feature_views/ — edit them,"
+        f" then cd {here} && lakebed plan)",
         f"  • tables (Delta Lake):  {config.tables_root}",
         '  • query them:          lakebed sql "SELECT * FROM orders LIMIT 5"  ·  lakebed tables',
+        '  • models:              lakebed sql "SELECT * FROM daily_revenue ORDER BY revenue DESC LIMIT 5"'
+        "  ·  lakebed run --select +daily_revenue",
         "  • time travel:         lakebed history orders  ·  lakebed show orders --version 0",
         "  • data quality:        lakebed quality quarantine orders  ·  lakebed quality check orders"
         "  ·  lakebed quality results --failed",

@@ -37,7 +37,13 @@ def test_definitions_hold_every_asset_sensor_and_job() -> None:
         "online_customer_activity_v1",  # feature views, offline and online
         "fv_customer_spend_fast_v1",
         "online_customer_spend_fast_v1",
+        "orders_clean",
+        "daily_revenue",  # models
+        "fv_customer_orders_v1",
+        "online_customer_orders_v1",  # a feature view reading a model's table
     }
+    upstream = repository.asset_graph.get(dg.AssetKey("daily_revenue")).parent_keys
+    assert {k.to_user_string() for k in upstream} == {"orders_clean", "products"}
     assert {s.name for s in repository.sensor_defs} == {
         "orders_files_sensor",  # orders: run.sensor
         "landing_sensor",

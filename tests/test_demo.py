@@ -32,6 +32,13 @@ def test_demo_runs_the_shop_example_project_and_prints_where_to_look(
     assert Catalog().get("orders").contract is not None
     tables = {e.name for e in Catalog().list()}
     assert {"customers", "orders", "products", "web_events", "documents", "ingested_files"} <= tables
+    # The example's models and the feature view reading one of them.
+    assert {"orders_clean", "daily_revenue", "fv_customer_orders_v1"} <= tables
+    clean = lakebed.read_table("orders_clean")
+    assert (
+        clean.num_rows
+        == lakebed.sql("SELECT count(*) AS n FROM orders WHERE status <> 'returned'")["n"][0].as_py()
+    )
     assert "http://127.0.0.1:3000" in result.output
     assert "Revenue by category" in result.output
     assert lakebed.read_table("customers").num_rows == 2_000

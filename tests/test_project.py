@@ -120,7 +120,13 @@ def test_the_shop_example_is_a_valid_project() -> None:
         "documents",
         "shop_events",
     }
-    assert set(project.feature_views) == {"customer_activity:v1", "customer_spend_fast:v1"}
+    assert set(project.feature_views) == {
+        "customer_activity:v1",
+        "customer_orders:v1",
+        "customer_spend_fast:v1",
+    }
+    assert list(project.models) == ["orders_clean", "daily_revenue"]
+    assert project.models["daily_revenue"].inputs == ("orders_clean", "products")
     for source in project.sources:
         for path in getattr(source, "paths", ()) or [getattr(source, "path", "data")]:
             assert Path(project.resolve(path)).exists(), path
