@@ -269,3 +269,43 @@ def test_models_are_dagster_assets_materialised_with_their_inputs(
         assert not failed.success
         [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
         assert "model 'revenue'" in str(failure.event_specific_data)
+
+
+def test_a_rerun_after_kill_9_mid_run_gives_the_same_table(shop: tuple[Project, LakebedConfig]) -> None:
+    """``lakebed run`` killed (SIGKILL) while it writes an increment's files, before its commit: the table is
+    as it was, and the rerun reads the same new rows once, equal to a rebuild."""
+    import signal
+    import time
+
+    project, config = shop
+    run_model(project, "orders_clean", config=config)
+    uri = Path(Catalog(config).get("orders_clean").uri)
+    before = DeltaTable(str(uri)).version()
+    committed = {p.name for p in uri.glob("*.parquet")}
+    _orders(project.root / "data" / "orders" / "day2.csv", 301, 1_500_000)
+    _ingest(project, config)
+
+    env = {**os.environ, "LAKEBED_HOME": str(config.home)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "lakebed.cli", "run", "--select", "orders_clean"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if {p.name for p in uri.glob("*.parquet")} - committed:  # an increment's file written
+            break
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert DeltaTable(str(uri)).version() == before  # its commit never landed
+
+    again = run_model(project, "orders_clean", config=config)
+    assert again.status == "incremental"
+    clean_columns = ["order_id", "sku", "quantity", "amount", "day"]
+    assert _rows("orders_clean", config, clean_columns) == _expected(
+        project, config, "SELECT * FROM orders_clean"
+    )
