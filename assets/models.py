@@ -10,7 +10,7 @@ from lakebed.assets.resources import LakebedResource
 from lakebed.errors import ModelError
 from lakebed.pipelines.models.columns import ColumnSources
 from lakebed.pipelines.models.run import run_model
-from lakebed.schemas.models import SqlModel
+from lakebed.schemas.models import Model, SqlModel
 from lakebed.schemas.project import Project
 
 GROUP = "models"
@@ -25,7 +25,7 @@ def _column_lineage(columns: ColumnSources) -> dg.TableColumnLineage:
     )
 
 
-def _asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
+def _asset(project: Project, model: Model) -> dg.AssetsDefinition:
     name = model.name
 
     @dg.asset(
@@ -33,7 +33,7 @@ def _asset(project: Project, model: SqlModel) -> dg.AssetsDefinition:
         group_name=GROUP,
         code_version=model.code_version,
         deps=list(model.inputs),
-        kinds={"delta", "duckdb", "sql"},
+        kinds={"delta", "duckdb", "sql"} if isinstance(model, SqlModel) else {"delta", "polars", "python"},
         description=model.options.description or f"{model.options.materialized} model {model.path.name}",
         owners=owners_of(name, model.options.owners, model.path),
         tags={tag: "" for tag in model.options.tags},

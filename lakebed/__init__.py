@@ -28,6 +28,7 @@ _PUBLIC: dict[str, str] = {
     "LakebedError": "lakebed.errors",
     "LineageStore": "lakebed.lineage.store",
     "check_table": "lakebed.pipelines.quality",
+    "model": "lakebed.schemas.python_models",
 }
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "get_config",
     "ingest_files",
     "ingest_unstructured",
+    "model",
     "read_content",
     "read_table",
     "scan_table",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from lakebed.pipelines.read import read_table, scan_table, sql
     from lakebed.pipelines.unstructured import ingest_unstructured, read_content
     from lakebed.schemas.contract import TableContract
+    from lakebed.schemas.python_models import model
 
 
 def __getattr__(name: str) -> Any:

@@ -67,18 +67,17 @@ class TableRef:
 
 
 @dataclass(frozen=True)
-class SqlModel:
-    """One parsed SQL model file."""
+class Model:
+    """What every model has: its table name, its file, its options and the tables it reads."""
 
     name: str
     path: Path
-    sql: str
     options: ModelOptions
     reads: tuple[TableRef, ...]
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """The tables read, each once, in the order the SQL first names them."""
+        """The tables read, each once, in the order the model first names them."""
         return tuple(dict.fromkeys(ref.name for ref in self.reads))
 
     @property
@@ -90,9 +89,23 @@ class SqlModel:
 
     @property
     def code_version(self) -> str:
-        """A digest of the model's SQL and options: it changes exactly when what the model makes may."""
-        options = self.options.model_dump_json()
-        return hashlib.sha256(json.dumps([self.sql, options]).encode()).hexdigest()[:16]
+        """A digest of the model's code and options: it changes exactly when what the model makes may."""
+        return hashlib.sha256(json.dumps([self.code(), self.options.model_dump_json()]).encode()).hexdigest()[
+            :16
+        ]
+
+    def code(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SqlModel(Model):
+    """One parsed SQL model file."""
+
+    sql: str
+
+    def code(self) -> str:
+        return self.sql
 
 
 def read_sql_model(path: Path) -> SqlModel:
@@ -106,12 +119,13 @@ def read_sql_model(path: Path) -> SqlModel:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{path}: cannot read the model: {exc}") from None
     options = _options(path, text)
-    model = SqlModel(name, path, text, options, _reads(path, _parse(path, text)))
-    _check_incremental(model)
+    model = SqlModel(name, path, options, _reads(path, _parse(path, text)), text)
+    check_incremental(model)
     return model
 
 
-def _check_incremental(model: SqlModel) -> None:
+def check_incremental(model: Model) -> None:
+    """An incremental or merge model names the input whose new rows it reads when it reads several."""
     chosen, inputs = model.options.incremental_on, model.inputs
     if chosen is not None and chosen not in inputs:
         raise ProjectError(
@@ -221,4 +235,13 @@ def _position(node: exp.Expression) -> tuple[int, int]:
     return (line if isinstance(line, int) else 0, start if isinstance(start, int) else 0)
 
 
-__all__ = ["DIALECT", "Materialized", "ModelOptions", "SqlModel", "TableRef", "read_sql_model"]
+__all__ = [
+    "DIALECT",
+    "Materialized",
+    "Model",
+    "ModelOptions",
+    "SqlModel",
+    "TableRef",
+    "check_incremental",
+    "read_sql_model",
+]

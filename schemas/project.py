@@ -23,7 +23,7 @@ from lakebed.schemas.contract import TableContract
 from lakebed.schemas.cron import check_cron
 from lakebed.schemas.features import FeatureView
 from lakebed.schemas.loading import problems, read_yaml
-from lakebed.schemas.models import SqlModel, read_sql_model
+from lakebed.schemas.models import Model, read_sql_model
 from lakebed.schemas.naming import table_name_validator
 
 
@@ -138,7 +138,7 @@ class Project:
     contracts: Mapping[str, TableContract]  # by table
     feature_views: Mapping[str, FeatureView]  # by name:vN
     origins: Mapping[str, Path] = field(default_factory=dict)  # "source:T", "contract:T", "view:K" → file
-    models: Mapping[str, SqlModel] = field(default_factory=dict)  # by table, in dependency order
+    models: Mapping[str, Model] = field(default_factory=dict)  # by table, in dependency order
 
     def sources_of(self, table: str) -> list[FilesSource | UnstructuredSource | StreamSource]:
         return [s for s in self.sources if s.table == table]
@@ -237,7 +237,7 @@ def _sources(
     return tuple(sources)
 
 
-def _check(project: Project, contracts: Mapping[str, TableContract], models: Mapping[str, SqlModel]) -> None:
+def _check(project: Project, contracts: Mapping[str, TableContract], models: Mapping[str, Model]) -> None:
     """References between the files: contract files exist and name their table, paths outside the project
     exist, every feature view reads a table a source or a model produces."""
     targets: dict[str, str | None] = {}
@@ -274,17 +274,27 @@ def _check(project: Project, contracts: Mapping[str, TableContract], models: Map
             )
 
 
-def _models(folder: Path) -> dict[str, SqlModel]:
-    return (
-        {m.name: m for m in (read_sql_model(p) for p in sorted(folder.glob("*.sql")))}
-        if folder.is_dir()
-        else {}
-    )
+def _models(folder: Path) -> dict[str, Model]:
+    """The models of ``models/*.sql`` and ``models/*.py`` by table name."""
+    from lakebed.schemas.python_models import read_python_models
+
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Model] = {}
+    read: list[Model] = [read_sql_model(p) for p in sorted(folder.glob("*.sql"))]
+    read += [m for p in sorted(folder.glob("*.py")) for m in read_python_models(p)]
+    for model in read:
+        if model.name in found:
+            raise ProjectError(
+                f"{model.path}: model {model.name!r} is also defined in {found[model.name].path}"
+            )
+        found[model.name] = model
+    return found
 
 
 def _check_models(
-    project: Project, models: Mapping[str, SqlModel], contracts: Mapping[str, TableContract]
-) -> dict[str, SqlModel]:
+    project: Project, models: Mapping[str, Model], contracts: Mapping[str, TableContract]
+) -> dict[str, Model]:
     """Models read tables the project makes (sources, feature views, other models), make a table nothing
     else does, name contract files that exist, and form no cycle; returned in dependency order."""
     made: dict[str, str] = {

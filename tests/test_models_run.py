@@ -16,7 +16,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakebed.config import LakebedConfig, project_config
-from lakebed.errors import ProjectError
+from lakebed.errors import ModelError, ProjectError
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.models.run import APP_ID, run_model
 from lakebed.pipelines.models.select import select_models
@@ -309,3 +309,60 @@ def test_a_rerun_after_kill_9_mid_run_gives_the_same_table(shop: tuple[Project, 
     assert _rows("orders_clean", config, clean_columns) == _expected(
         project, config, "SELECT * FROM orders_clean"
     )
+
+
+PY_MODEL = """
+import polars as pl
+
+import lakebed
+
+
+@lakebed.model(inputs=["orders_clean"], columns={"total": ["orders_clean.amount"]}, tags=["py"])
+def sku_totals(orders_clean: pl.LazyFrame) -> pl.LazyFrame:
+    return orders_clean.group_by("sku").agg(pl.col("amount").sum().alias("total"), pl.len().alias("lines"))
+"""
+
+
+def test_python_models_read_lazy_frames_and_declare_lineage(shop: tuple[Project, LakebedConfig]) -> None:
+    project, config = shop
+    (project.root / "models" / "sku_totals.py").write_text(PY_MODEL)
+    project = load_project(project.root)
+    assert project.models["sku_totals"].inputs == ("orders_clean",)
+    assert list(project.models).index("orders_clean") < list(project.models).index("sku_totals")
+    run_model(project, "orders_clean", config=config)
+    built = run_model(project, "sku_totals", config=config)
+    assert built.status == "rebuilt" and built.columns == {
+        "total": [("orders_clean", "amount", "DIRECT:TRANSFORMATION")]
+    }
+    expected = _expected(
+        project, config, "SELECT sku, sum(amount) AS total, count(*) AS lines FROM orders_clean GROUP BY sku"
+    )
+    got = _rows("sku_totals", config, ["sku", "total", "lines"])
+    assert [r["sku"] for r in got] == [r["sku"] for r in expected] and [r["lines"] for r in got] == [
+        r["lines"] for r in expected
+    ]
+    assert [r["total"] for r in got] == pytest.approx([r["total"] for r in expected])
+    assert run_model(project, "sku_totals", config=config).status == "up_to_date"
+
+    path = project.root / "models" / "sku_totals.py"
+    path.write_text(PY_MODEL.replace("return orders_clean.group_by", "return {}\n    orders_clean.group_by"))
+    with pytest.raises(
+        ModelError, match=r"model 'sku_totals' .*sku_totals\.py\) returned dict: a model returns"
+    ):
+        run_model(load_project(project.root), "sku_totals", config=config)
+    path.write_text(PY_MODEL.replace("def sku_totals(orders_clean", "def sku_totals(orders"))
+    with pytest.raises(
+        ProjectError,
+        match=r"sku_totals\.py:\d+: model 'sku_totals': its function must take one parameter per input",
+    ):
+        load_project(project.root)
+    path.write_text(PY_MODEL.replace('"orders_clean.amount"', '"orders.amount"'))
+    with pytest.raises(
+        ProjectError, match=r"columns: 'orders\.amount' is not `<input table>\.<column>` of an input"
+    ):
+        load_project(project.root)
+    path.write_text("import no_such_module\n")
+    with pytest.raises(
+        ProjectError, match=r"sku_totals\.py: the model file fails on import: ModuleNotFoundError"
+    ):
+        load_project(project.root)

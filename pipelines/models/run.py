@@ -11,15 +11,17 @@ makes the run a full rebuild, said in its result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, Transaction
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import ProjectError, TableNotFoundError
+from lakebed.errors import ModelError, ProjectError, TableNotFoundError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
@@ -28,7 +30,8 @@ from lakebed.pipelines.models.columns import ColumnSources, column_lineage
 from lakebed.pipelines.read import register, tiers
 from lakebed.pipelines.tiering import Tiers, view_schema
 from lakebed.schemas.contract import TableContract
-from lakebed.schemas.models import SqlModel
+from lakebed.schemas.models import Model, SqlModel
+from lakebed.schemas.python_models import PythonModel
 from lakebed.storage import arrow_dataset
 
 if TYPE_CHECKING:
@@ -98,19 +101,12 @@ def run_model(
                 name, "up_to_date", version=existing.version() if existing else None, inputs=versions
             )
         incremental, reason = _plan(model, existing, recorded, consumed, found, full_refresh)
-        connection = _connection(config)
-        try:
-            for table, tiered in found.items():
-                if table == incremental:
-                    connection.register(table, _added(tiered, consumed[table]))
-                else:
-                    register(connection, table, tiered)
-            columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
+        with contextlib.ExitStack() as stack:
+            reader, columns = _compute(model, found, incremental, consumed, config, stack)
             for column, sources in columns.items():
                 lineage.add_column_lineage(
                     name, column, [(_ref(t, found[t]), c, how) for t, c, how in sources]
                 )
-            reader = connection.sql(model.sql).to_arrow_reader(config.batch_rows)
             result = commit(
                 name,
                 reader,
@@ -128,8 +124,6 @@ def run_model(
                 config=config,
                 catalog=catalog,
             )
-        finally:
-            connection.close()
     status: Status = "incremental" if incremental is not None else "rebuilt"
     return ModelResult(
         name,
@@ -142,7 +136,58 @@ def run_model(
     )
 
 
-def _input(model: SqlModel, table: str, config: LakebedConfig) -> Tiers:
+def _compute(
+    model: Model,
+    found: dict[str, Tiers],
+    incremental: str | None,
+    consumed: dict[str, int],
+    config: LakebedConfig,
+    stack: contextlib.ExitStack,
+) -> tuple[pa.RecordBatchReader, ColumnSources]:
+    """The model's rows as a stream (read by the write path) and its column lineage."""
+    if isinstance(model, SqlModel):
+        connection = stack.enter_context(_connection(config))
+        for table, tiered in found.items():
+            if table == incremental:
+                connection.register(table, _added(tiered, consumed[table]))
+            else:
+                register(connection, table, tiered)
+        columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
+        return connection.sql(model.sql).to_arrow_reader(config.batch_rows), columns
+    assert isinstance(model, PythonModel)
+    import polars as pl
+
+    frames = {
+        t: pl.scan_pyarrow_dataset(
+            _added(f, consumed[t]) if t == incremental else f.dataset(view_schema(f.hot))
+        )
+        for t, f in found.items()
+    }
+    output = model.function(**frames)
+    declared = {
+        out: [(t, c, "DIRECT:TRANSFORMATION") for t, c in refs] for out, refs in model.columns.items()
+    }
+    return _as_reader(model, output, config.batch_rows), declared
+
+
+def _as_reader(model: Model, output: object, batch_rows: int) -> pa.RecordBatchReader:
+    import polars as pl
+
+    if isinstance(output, pl.LazyFrame):
+        output = output.collect(engine="streaming")
+    if isinstance(output, pl.DataFrame):
+        output = output.to_arrow()
+    if isinstance(output, pa.Table):
+        return pa.RecordBatchReader.from_batches(output.schema, output.to_batches(max_chunksize=batch_rows))
+    if isinstance(output, pa.RecordBatchReader):
+        return output
+    raise ModelError(
+        f"model {model.name!r} ({model.path}) returned {type(output).__name__}: a model returns a pyarrow "
+        "Table or RecordBatchReader, or a polars DataFrame or LazyFrame"
+    )
+
+
+def _input(model: Model, table: str, config: LakebedConfig) -> Tiers:
     try:
         return tiers(table, config=config)  # also an input of the run, at the version read
     except TableNotFoundError:
@@ -157,7 +202,7 @@ def last_code_version(table: DeltaTable | None) -> object:
     return _recorded(table).get("code_version")
 
 
-def _consumed(existing: DeltaTable | None, model: SqlModel) -> dict[str, int]:
+def _consumed(existing: DeltaTable | None, model: Model) -> dict[str, int]:
     if existing is None:
         return {}
     versions = {
@@ -178,7 +223,7 @@ def _recorded(existing: DeltaTable | None) -> dict[str, object]:
 
 
 def _plan(
-    model: SqlModel,
+    model: Model,
     existing: DeltaTable | None,
     recorded: dict[str, object],
     consumed: dict[str, int],
@@ -214,13 +259,13 @@ def _added(found: Tiers, since: int) -> ds.Dataset:
     return ds.FileSystemDataset(fragments, everything.schema, everything.format, everything.filesystem)
 
 
-def _mode(model: SqlModel, incremental: str | None) -> WriteMode:
+def _mode(model: Model, incremental: str | None) -> WriteMode:
     if incremental is None:
         return "overwrite"
     return "merge" if model.options.materialized == "merge" else "append"
 
 
-def _contract(project: Project, model: SqlModel) -> TableContract | None:
+def _contract(project: Project, model: Model) -> TableContract | None:
     """The model's contract (the project checked that its file names the model's table)."""
     return project.contracts.get(model.name) if model.options.contract is not None else None
 
