@@ -114,6 +114,20 @@ def test_models_build_then_increment_exactly(shop: tuple[Project, LakebedConfig]
         project, config, REVENUE
     )
 
+    # Lineage: the inputs at the versions read, the output with its column lineage.
+    events = [
+        json.loads(line) for line in (config.home / "lineage" / "events.jsonl").read_text().splitlines()
+    ]
+    [done] = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == "model:revenue"]
+    versions = {
+        i["name"].rsplit("/", 1)[-1]: i["facets"]["version"]["datasetVersion"] for i in done["inputs"]
+    }
+    assert versions == {"orders_clean": str(first.version), "products": "0"}
+    [output] = done["outputs"]
+    fields = output["facets"]["columnLineage"]["fields"]
+    assert {f["field"] for f in fields["revenue"]["inputFields"]} == {"amount"}
+    assert fields["category"]["inputFields"][0]["name"].endswith("products")
+
     # Nothing changed: nothing to do.
     assert run_model(project, "orders_clean", config=config).status == "up_to_date"
 
@@ -157,6 +171,11 @@ def test_a_failing_model_leaves_its_table_untouched(shop: tuple[Project, Lakebed
     with pytest.raises(duckdb.ConversionException, match="Could not convert string"):
         run_model(load_project(project.root), "orders_clean", config=config)
     assert DeltaTable(Catalog(config).get("orders_clean").uri).version() == before
+    events = [
+        json.loads(line) for line in (config.home / "lineage" / "events.jsonl").read_text().splitlines()
+    ]
+    [failed] = [e for e in events if e["eventType"] == "FAIL" and e["job"]["name"] == "model:orders_clean"]
+    assert "Could not convert string" in failed["run"]["facets"]["errorMessage"]["message"]
 
 
 def test_selection_follows_dbt_syntax(shop: tuple[Project, LakebedConfig]) -> None:
