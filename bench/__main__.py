@@ -3,7 +3,8 @@
 Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_peak_rss`` (alias ``rss``),
 ``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
 ``features_sparse`` + ``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
-``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``); none given runs
+``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``), ``models`` (a SQL model vs bare
+DuckDB, and ``models_incremental``); none given runs
 them all.
 Each ratio is the median of at least 5 alternating baseline/lakebed pairs (``--rounds``, default 5; fewer
 only with ``--quick``), printed with the min–max of the pairs; the run ends with a table of every result
@@ -28,6 +29,7 @@ from bench import (
     features,
     ingest_csv,
     lineage,
+    models,
     online_lookup,
     pit_retrieval,
     quality,
@@ -68,6 +70,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "lineage_queries": lineage.run_queries,
     "tier_move": tiering.run_move,
     "tier_read": tiering.run_read,
+    "models": models.run,
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(BENCHMARKS),
