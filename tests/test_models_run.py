@@ -387,3 +387,22 @@ def test_python_models_read_lazy_frames_and_declare_lineage(shop: tuple[Project,
         ProjectError, match=r"sku_totals\.py: the model file fails on import: ModuleNotFoundError"
     ):
         load_project(project.root)
+
+
+def test_a_model_is_held_to_its_contract(shop: tuple[Project, LakebedConfig]) -> None:
+    """A model's contract applies to what it returns: a column its strict contract lacks is refused (the
+    error names the column) and the table is not written."""
+    from lakebed.errors import SchemaDriftError
+
+    project, config = shop
+    (project.root / "contracts").mkdir(exist_ok=True)
+    (project.root / "contracts" / "sku_totals.yaml").write_text(
+        "name: sku_totals\ndrift: strict\ncolumns:\n  - {name: sku, type: string}\n  - {name: total, type: float64}\n"
+    )
+    model = PY_MODEL.replace('tags=["py"]', 'tags=["py"], contract="sku_totals.yaml"')
+    (project.root / "models" / "sku_totals.py").write_text(model)
+    project = load_project(project.root)
+    run_model(project, "orders_clean", config=config)
+    with pytest.raises(SchemaDriftError, match=r"lines"):
+        run_model(project, "sku_totals", config=config)
+    assert Catalog(config).find("sku_totals") is None
