@@ -53,7 +53,11 @@ def test_offsets_sensor_and_available_now_materialisation(shop_topic: str) -> No
         )
         assert idle.run_requests == []
 
-        assets = [*stream_assets(PROJECT), *feature_assets(PROJECT)]
+        on_stream = {k for k, v in PROJECT.feature_views.items() if v.source.table == TOPIC}
+        features = [
+            a for a in feature_assets(PROJECT) if a.metadata_by_key[a.key]["lakebed/view"] in on_stream
+        ]
+        assets = [*stream_assets(PROJECT), *features]
         result = dg.materialize(assets, instance=instance, resources=resources)
         assert result.success
         events = lakebed.read_table(TOPIC)
