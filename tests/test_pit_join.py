@@ -201,3 +201,23 @@ def test_a_stored_column_named_like_a_virtual_one_reads_through_arrow(
     )
     result = get_historical_features(entities, [f"odd:v1:{column}"], config=config)
     assert result.column(f"odd__{column}").to_pylist() == [5, 6, None]
+
+
+def test_a_feature_column_added_later_reads_as_nulls_from_older_files(config: LakebedConfig) -> None:
+    rng = np.random.default_rng(13)
+    stored = segments(rng)
+    half = stored.num_rows // 2
+    register("grown", config)
+    register("grown_parted", config)
+    older, newer = stored.slice(0, half).drop_columns(["page"]), stored.slice(half)
+    for rows in (older, newer):  # the second commit evolves the schema by the `page` column
+        commit("fv_grown_v1", rows, config=config)
+        commit("fv_grown_parted_v1", rows, partition_by=["region"], config=config)
+    assert files_read("grown", config) is not None
+    entities = entity_rows(rng, 3_000)
+    plain = get_historical_features(entities, features_of("grown"), config=config)
+    parted = get_historical_features(entities, features_of("grown_parted"), config=config)
+    assert rows_of(plain, "grown").equals(rows_of(parted, "grown_parted"))
+    matched = pc.is_valid(plain.column("grown__amount"))
+    pages = plain.column("grown__page").filter(matched)
+    assert 0 < pages.null_count < len(pages)  # older rows' pages are null, newer ones' are not

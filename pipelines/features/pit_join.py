@@ -4,10 +4,10 @@
 The time goes into DuckDB's ASOF sort of the stored rows, so the join sorts as little as it can. When
 DuckDB's own ``read_parquet`` reads the offline table's files exactly as Delta does (:func:`parquet_files`),
 the ASOF carries only the key columns, ``feature_ts`` and the stored row's place (file index and row number
-in its file), and a second scan fetches the valid-to and feature columns of the matched rows only; the ttl
-is applied after that. Otherwise (a cold tier on an object store, a recall in flight, deletion vectors,
-partition or mapped columns) the rows are streamed from the tables' Arrow dataset through one ASOF that
-carries them all.
+in its file); the valid-to and feature columns of the matched rows are then read from the row groups that
+hold them and taken by position (no second join over every stored row), and the ttl is applied to them.
+Otherwise (a cold tier on an object store, a recall in flight, deletion vectors, partition or mapped
+columns) the rows are streamed from the tables' Arrow dataset through one ASOF that carries them all.
 """
 
 from __future__ import annotations
@@ -66,15 +66,16 @@ def pit_join(
     try:
         if files is not None:
             assert lo is not None and hi is not None
-            query = _two_scan_query(plan, files, segments, left_name, lo, hi)
+            places = fetch_arrow(connection.sql(_places_query(plan, files, segments, left_name, lo, hi)))
         else:
             connection.register(right_name, _feature_frame(plan, table, schema, segments, lo, hi))
-            query = _one_scan_query(plan, segments, left_name, right_name)
-        result = fetch_arrow(connection.sql(query))
+            result = fetch_arrow(connection.sql(_one_scan_query(plan, segments, left_name, right_name)))
     finally:
         connection.unregister(left_name)
         if files is None:
             connection.unregister(right_name)
+    if files is not None:
+        return _matched_features(plan, files, places, schema, segments, ts_us)
     columns = []
     for selection in plan.features:
         column = result.column(selection.column)
@@ -131,7 +132,7 @@ def _quote(name: str) -> str:
 
 
 def _fresh(plan: ViewPlan, segments: bool) -> str:
-    """SQL: whether the matched row ``f`` is fresh at the entity row ``e``'s time. The matched segment's
+    """SQL (:func:`_matched_features` tests the same in numpy): whether the matched row ``f`` is fresh at the entity row ``e``'s time. The matched segment's
     hop end at ts is the last hop end at or before ts, or the segment's last one when its windows emptied
     before ts; fresh while that end is younger than the ttl. A dense table's row holds for its own hop end
     only."""
@@ -167,34 +168,82 @@ def _time(us: int) -> str:
     return f"('epoch'::TIMESTAMPTZ + to_microseconds({int(us)}::BIGINT))"
 
 
-def _two_scan_query(plan: ViewPlan, files: list[str], segments: bool, left: str, lo: int, hi: int) -> str:
+def _places_query(plan: ViewPlan, files: list[str], segments: bool, left: str, lo: int, hi: int) -> str:
     """The ASOF over the narrow stored rows that can be the fresh match of an entity time in ``[lo, hi]``
-    (see :func:`_feature_frame`), then the matched rows' columns by their place in the files."""
-    scan = (
-        "read_parquet(["
-        + ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        + "], union_by_name=true)"
-    )
-    key_columns = ", ".join(_quote(k) for k in plan.entities)
+    (see :func:`_feature_frame`): per entity row with a match, the matched row's file and row number."""
+    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    scan = f"read_parquet([{paths}], union_by_name=true)"
     ts = _quote(FEATURE_TS)
     last = _quote(FEATURE_VALID_TO) if segments else ts
     bound = lo - plan.ttl_us + (plan.spec.hop_us if segments else 0)
     narrow = (
-        f"SELECT {key_columns}, {ts}, file_index, file_row_number FROM {scan} "
-        f"WHERE {ts} <= {_time(hi)} AND {last} > {_time(bound)}"
-    )
-    wanted = dict.fromkeys(
-        [FEATURE_VALID_TO if segments else FEATURE_TS, *(s.feature for s in plan.features)]
-    )
-    wide = f"SELECT file_index, file_row_number, {', '.join(_quote(c) for c in wanted)} FROM {scan}"
-    matched = (
-        f"SELECT e.{_ROW}, e.{_TS}, f.file_index AS {_FILE}, f.file_row_number AS {_ROW_IN_FILE} "
-        f"FROM {left} e ASOF LEFT JOIN ({narrow}) f ON {_on(plan)}"
+        f"SELECT {', '.join(_quote(k) for k in plan.entities)}, {ts}, file_index, file_row_number "
+        f"FROM {scan} WHERE {ts} <= {_time(hi)} AND {last} > {_time(bound)}"
     )
     return (
-        f"WITH m AS ({matched}) SELECT {_select(plan, segments)} FROM m e LEFT JOIN ({wide}) f "
-        f"ON e.{_FILE} = f.file_index AND e.{_ROW_IN_FILE} = f.file_row_number ORDER BY e.{_ROW}"
+        f"SELECT e.{_ROW} AS {_ROW}, f.file_index AS {_FILE}, f.file_row_number AS {_ROW_IN_FILE} "
+        f"FROM {left} e ASOF JOIN ({narrow}) f ON {_on(plan)}"
     )
+
+
+def _matched_features(
+    plan: ViewPlan, files: list[str], places: pa.Table, schema: pa.Schema, segments: bool, ts_us: pa.Array
+) -> list[pa.ChunkedArray]:
+    """The feature columns for every entity row from the matched stored rows at ``places``: the values
+    of a fresh match (:func:`_fresh`, the same test in numpy), nulls elsewhere."""
+    end = FEATURE_VALID_TO if segments else FEATURE_TS
+    wanted = list(dict.fromkeys([end, *(s.feature for s in plan.features)]))
+    entity_row, stored = _stored_rows(files, places, wanted, schema)
+    ts = pc.fill_null(ts_us, 0).to_numpy()[entity_row]  # a matched row's time is never null
+    ends = stored.column(end).cast(pa.int64())
+    last = pc.fill_null(ends, 0).to_numpy() - (plan.spec.hop_us if segments else 0)
+    hop_end = ts - np.mod(ts, plan.spec.hop_us)
+    fresh = (np.minimum(hop_end, last) > ts - plan.ttl_us) & np.asarray(ends.is_valid())
+    source = np.full(len(ts_us), -1, dtype=np.int64)
+    source[entity_row[fresh]] = np.flatnonzero(fresh)
+    index = pa.array(source, mask=source < 0)
+    return [stored.column(s.feature).take(index) for s in plan.features]
+
+
+def _stored_rows(
+    files: list[str], places: pa.Table, columns: list[str], schema: pa.Schema
+) -> tuple[np.ndarray, pa.Table]:
+    """The ``columns`` (typed as the table's schema) of the stored rows at ``places``, read file by file
+    from the row groups that hold one, and the entity row each belongs to, in the same order."""
+    import pyarrow.parquet as pq
+
+    file_index = places.column(_FILE).to_numpy().astype(np.int64)
+    row = places.column(_ROW_IN_FILE).to_numpy()
+    entity_row = places.column(_ROW).to_numpy()
+    order = np.lexsort((row, file_index))
+    file_index, row, entity_row = file_index[order], row[order], entity_row[order]
+    bounds = np.searchsorted(file_index, np.arange(len(files) + 1))
+    target = pa.schema([pa.field(c, plain_type(schema.field(c).type)) for c in columns])
+    pieces = [target.empty_table()]
+    for i, path in enumerate(files):
+        rows = row[bounds[i] : bounds[i + 1]]
+        if not len(rows):
+            continue
+        with pq.ParquetFile(path) as parquet:
+            present = [c for c in columns if c in parquet.schema_arrow.names]
+            start = 0
+            for group in range(parquet.metadata.num_row_groups):
+                count = parquet.metadata.row_group(group).num_rows
+                first, stop = np.searchsorted(rows, [start, start + count])
+                if stop > first:
+                    read = parquet.read_row_group(group, columns=present)
+                    pieces.append(_typed(read.take(pa.array(rows[first:stop] - start)), target))
+                start += count
+    return entity_row, pa.concat_tables(pieces)
+
+
+def _typed(rows: pa.Table, target: pa.Schema) -> pa.Table:
+    """``rows`` with ``target``'s columns and types (columns a file predates are nulls)."""
+    columns = [
+        rows.column(f.name).cast(f.type) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+        for f in target
+    ]
+    return pa.Table.from_arrays(columns, schema=target)
 
 
 def _feature_frame(
