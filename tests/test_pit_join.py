@@ -221,3 +221,15 @@ def test_a_feature_column_added_later_reads_as_nulls_from_older_files(config: La
     matched = pc.is_valid(plain.column("grown__amount"))
     pages = plain.column("grown__page").filter(matched)
     assert 0 < pages.null_count < len(pages)  # older rows' pages are null, newer ones' are not
+
+
+def test_no_entity_row_matching_gives_typed_nulls(config: LakebedConfig) -> None:
+    stored = segments(np.random.default_rng(17))
+    register("none", config)
+    commit("fv_none_v1", stored, config=config)
+    assert files_read("none", config) is not None
+    times = pa.array([T0_US + HOP_US, T0_US - HOP_US], pa.int64()).cast(TIME)
+    entities = pa.table({"user_id": [99, 1], "region": ["eu", "eu"], "event_timestamp": times})
+    result = get_historical_features(entities, features_of("none"), config=config)
+    assert result.column("none__amount").to_pylist() == [None, None]  # unknown key; before any row
+    assert result.schema.field("none__page").type == pa.string()
