@@ -20,7 +20,8 @@ epoch microseconds), a row number to restore input order, and the ttl applied af
 match older than the ttl yields nulls, never an older row, which is the same thing because the as-of match
 is the greatest ``feature_ts <= ts``). Entity timestamps may be any timestamp unit or a date; naive ones
 are read as UTC; finer-than-microsecond ones are floored to the microsecond, which is exact because
-``feature_ts`` and ttl are whole microseconds.
+``feature_ts`` and ttl are whole microseconds. How the join reads the stored rows and keeps DuckDB's
+ASOF sort narrow is in :mod:`lakebed.pipelines.features.pit_join`.
 
 Reproducible training sets (:mod:`lakebed.pipelines.features.training`) and online reads
 (:mod:`lakebed.pipelines.features.online_read`) build on the reference resolution and entity-row handling
@@ -36,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import (
@@ -48,20 +48,14 @@ from lakebed.errors import (
     TrainingSetIntegrityError,
     UnknownFeatureError,
 )
-from lakebed.schemas.features import FEATURE_TS, FEATURE_VALID_TO, FeatureRef, FeatureView
+from lakebed.schemas.features import FeatureRef, FeatureView
 
 if TYPE_CHECKING:
-    import duckdb
-
     from lakebed.pipelines.tiering import Tiers
 
 ENTITY_TIMESTAMP = "event_timestamp"
 """Default name of the entity rows' timestamp column (override with ``timestamp_column=``)."""
 COLUMN_SEPARATOR = "__"
-
-_ROW = "__lakebed_row"
-_TS = "__lakebed_ts"
-_AT = "__lakebed_at"
 
 
 # Resolution of references ---------------------------------------------------------------------------
@@ -275,128 +269,6 @@ def plain_type(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _feature_frame(
-    plan: ViewPlan, table: Tiers, lo_us: int | None, hi_us: int | None
-) -> tuple[pa.Table | pa.RecordBatchReader, pa.Schema, bool]:
-    """The offline rows the join can use, streamed from the table's files: key, time and requested
-    feature columns, and only the rows that can be the fresh match of an entity timestamp in ``[lo, hi]``
-    (row groups outside are skipped). Also the table's schema and whether it holds segments.
-
-    Offline tables hold segments (``feature_valid_to``, docs/streaming.md "Offline layout"); a table of the
-    earlier dense layout (one row per hop end, no ``feature_valid_to``) reads as segments of one hop."""
-    # The table's own (plain-typed) schema: files that delta-rs merges rewrote with string_view columns
-    # are cast to it while scanning.
-    data = table.dataset()
-    schema = pa.schema(table.schema().to_arrow())
-    wanted = [*plan.entities, FEATURE_TS, *(s.feature for s in plan.features)]
-    missing = [c for c in wanted if schema.get_field_index(c) < 0]
-    if missing:
-        raise FeatureRetrievalError(
-            f"the offline table {plan.table!r} of feature view {plan.key} lacks column(s) {missing}"
-        )
-    segments = schema.get_field_index(FEATURE_VALID_TO) >= 0
-    if segments:
-        wanted.insert(len(plan.entities) + 1, FEATURE_VALID_TO)
-    ts_type = schema.field(FEATURE_TS).type
-    if hi_us is None or lo_us is None:  # no entity row has a timestamp: nothing can match
-        return schema.empty_table().select(wanted), schema, segments
-    condition: ds.Expression | None = None
-    if pa.types.is_timestamp(ts_type):
-        upper = pa.scalar(hi_us, pa.timestamp("us", tz=ts_type.tz)).cast(ts_type)
-        lower = pa.scalar(lo_us - plan.ttl_us, pa.timestamp("us", tz=ts_type.tz)).cast(ts_type)
-        # A segment is still fresh at ts while its last hop end (feature_valid_to - hop) > ts - ttl.
-        last = ds.field(FEATURE_VALID_TO) if segments else ds.field(FEATURE_TS)
-        bound = lower if not segments else pa.scalar(lo_us - plan.ttl_us + plan.spec.hop_us, lower.type)
-        condition = (ds.field(FEATURE_TS) <= upper) & (last > bound)
-    return data.scanner(columns=wanted, filter=condition).to_reader(), schema, segments
-
-
-def _pit_join(
-    connection: duckdb.DuckDBPyConnection,
-    entities: pa.Table,
-    ts_us: pa.Array,
-    plan: ViewPlan,
-    table: Tiers,
-) -> list[pa.ChunkedArray]:
-    """The feature columns of ``plan`` for every entity row, in input order."""
-    from lakebed.pipelines.read import fetch_arrow
-
-    n = entities.num_rows
-    valid = pc.drop_null(ts_us)
-    lo = pc.min(valid).as_py() if len(valid) else None
-    hi = pc.max(valid).as_py() if len(valid) else None
-    features, schema, segments = _feature_frame(plan, table, lo, hi)
-    keys = {}
-    for key in plan.entities:
-        keys[key] = _align_key(entities.column(key), schema.field(key).type, key, plan)
-    # The entity times also in the offline table's own timestamp type, so the ASOF compares the stored
-    # column as it is (no conversion of every stored row).
-    at = ts_us.cast(pa.timestamp("us", tz="UTC")).cast(schema.field(FEATURE_TS).type)
-    left = pa.table({**keys, _TS: ts_us, _AT: at, _ROW: pa.array(np.arange(n, dtype=np.int64))})
-    left_name, right_name = "__lakebed_entities", "__lakebed_features"
-    connection.register(left_name, left)
-    connection.register(right_name, features)
-    try:
-        on = " AND ".join(f"e.{_quote(k)} = f.{_quote(k)}" for k in plan.entities)
-        # The matched segment's hop end at ts: the last hop end at or before ts, or the segment's last one
-        # when its windows emptied before ts; fresh while that end is younger than the ttl. A dense
-        # table's row holds for its own hop end only.
-        hop = plan.spec.hop_us
-        at_ts = f"(e.{_TS} - (((e.{_TS} % {hop}) + {hop}) % {hop}))"
-        valid_to = f"epoch_us(f.{_quote(FEATURE_VALID_TO if segments else FEATURE_TS)})"
-        last_end = f"{valid_to} - {hop}" if segments else valid_to
-        fresh = f"least({at_ts}, {last_end}) > e.{_TS} - {plan.ttl_us}"
-        select = ", ".join(
-            f"CASE WHEN {fresh} THEN f.{_quote(s.feature)} END AS {_quote(s.column)}" for s in plan.features
-        )
-        query = (
-            f"SELECT {select} FROM {left_name} e ASOF LEFT JOIN {right_name} f "
-            f"ON {on} AND e.{_AT} >= f.{_quote(FEATURE_TS)} ORDER BY e.{_ROW}"
-        )
-        result = fetch_arrow(connection.sql(query))
-    finally:
-        connection.unregister(left_name)
-        connection.unregister(right_name)
-    columns = []
-    for selection in plan.features:
-        column = result.column(selection.column)
-        target = plain_type(schema.field(selection.feature).type)
-        if column.type != target:
-            column = column.cast(target)
-        columns.append(column)
-    return columns
-
-
-def _align_key(column: pa.ChunkedArray, target: pa.DataType, name: str, plan: ViewPlan) -> pa.ChunkedArray:
-    """An entity key column in a type DuckDB can compare with the offline table's key column."""
-    source = column.type
-    if pa.types.is_dictionary(source):
-        column = column.cast(source.value_type)
-        source = column.type
-    if _family(source) == _family(target) and _family(source) != "other":
-        return column
-    try:
-        return column.cast(plain_type(target), safe=True)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise EntityRowsError(
-            f"entity key column {name!r} is {source} but feature view {plan.key} keys it as {target}: {exc}"
-        ) from exc
-
-
-def _family(kind: pa.DataType) -> str:
-    if pa.types.is_integer(kind):
-        return "int"
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return "string"
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
-        return "binary"
-    return "other"
-
-
 def _pinned(versions: Mapping[str, int] | None, plans: Sequence[ViewPlan]) -> dict[str, int]:
     if not versions:
         return {}
@@ -455,13 +327,15 @@ def join_features(
     from ``tables[plan.key]``."""
     import duckdb
 
+    from lakebed.pipelines.features.pit_join import pit_join
+
     ts_us = epoch_us(entities.column(timestamp_column), timestamp_column)
     result = entities
     connection = duckdb.connect()
     try:
         for plan in plans:
             for selection, column in zip(
-                plan.features, _pit_join(connection, entities, ts_us, plan, tables[plan.key]), strict=True
+                plan.features, pit_join(connection, entities, ts_us, plan, tables[plan.key]), strict=True
             ):
                 result = result.append_column(pa.field(selection.column, column.type), column)
     finally:
