@@ -17,8 +17,9 @@ GITIGNORE = ".lakebed/\n"
 _NOT_COPIED = (".lakebed", "__pycache__", ".git")
 
 _LAKEBED_TOML = """\
-# The lakebed project {title}: sources/, contracts/ and feature_views/ hold its definitions,
-# `lakebed plan` shows what they change in the lake, `lakebed apply` registers them.
+# The lakebed project {title}: sources/, contracts/, models/ and feature_views/ hold its definitions,
+# `lakebed plan` shows what they change in the lake, `lakebed apply` registers them, `lakebed run`
+# builds the models.
 # Settings sections: [storage] [kafka] [lineage] [ingest]; state lives in .lakebed/.
 [project]
 name = {name}
@@ -53,6 +54,21 @@ columns:
   - {name: ordered_at, type: timestamp}
 rules:
   - {name: positive_amount, sql: "amount > 0"}
+```
+"""
+
+_MODELS = """\
+# Models
+
+A model is a derived table: `<table>.sql`, one DuckDB SELECT over the project's tables by name, or a
+function in a `.py` file decorated with `@lakebed.model(inputs=[...])`. `lakebed run` builds them in
+dependency order; each is also a Dagster asset (lakebed's README, "Models", has the options).
+
+```sql
+/* lakebed
+materialized: incremental     # table (default) | incremental | merge (with keys: [...])
+*/
+SELECT order_id, customer_id, amount FROM orders WHERE amount > 0
 ```
 """
 
@@ -110,6 +126,7 @@ def _scaffold(root: Path) -> int:
         ),  # a TOML basic string
         "sources/sources.yaml": _SOURCES,
         "contracts/README.md": _CONTRACTS,
+        "models/README.md": _MODELS,
         "feature_views/README.md": _FEATURE_VIEWS,
     }
     return sum(_write_new(root / name, text) for name, text in files.items())

@@ -5,6 +5,7 @@ a table as Delta does; both give identical rows, over segments and over both tie
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -233,3 +234,30 @@ def test_no_entity_row_matching_gives_typed_nulls(config: LakebedConfig) -> None
     result = get_historical_features(entities, features_of("none"), config=config)
     assert result.column("none__amount").to_pylist() == [None, None]  # unknown key; before any row
     assert result.schema.field("none__page").type == pa.string()
+
+
+def test_stored_rows_read_string_view_files_as_the_table_types(tmp_path: Path) -> None:
+    """Files that delta-rs merges rewrote hold string_view columns: the matched rows are read in the
+    table's types (a feature of text included), in the places' order."""
+    import pyarrow.parquet as pq
+
+    from lakebed.pipelines.features.pit_join import _FILE, _ROW, _ROW_IN_FILE, _stored_rows
+
+    path = tmp_path / "part.parquet"
+    kinds = pa.array(["view", "buy", "view", "cart"], pa.string_view())
+    pq.write_table(pa.table({"kind": kinds, "n": pa.array([1, 2, 3, 4], pa.int64())}), path)
+    places = pa.table(
+        {
+            _FILE: pa.array([0, 0], pa.int64()),
+            _ROW_IN_FILE: pa.array([3, 1], pa.int64()),
+            _ROW: pa.array([0, 1], pa.int64()),
+        }
+    )
+    schema = pa.schema([("kind", pa.string()), ("n", pa.int64())])
+    entity_rows, stored = _stored_rows([str(path)], places, ["kind", "n"], schema)
+    assert stored.schema == schema
+    assert list(zip(entity_rows.tolist(), stored.column("kind").to_pylist(), strict=True)) == [
+        (1, "buy"),
+        (0, "cart"),
+    ]
+    assert isinstance(entity_rows, np.ndarray)

@@ -235,7 +235,9 @@ def test_shop_example(tmp_path: Path) -> None:
     tables = {n for n, c in planned.items() if c["kind"] == "table" and c["action"] == "create"}
     views = {n for n, c in planned.items() if c["kind"] == "feature_view" and c["action"] == "create"}
     assert tables == {"customers", "products", "orders", "web_events", "documents", "shop_events"}
-    assert views == {"customer_activity:v1", "customer_spend_fast:v1"}
+    assert views == {"customer_activity:v1", "customer_orders:v1", "customer_spend_fast:v1"}
+    models = {n for n, c in planned.items() if c["kind"] == "model" and c["action"] == "create"}
+    assert models == {"orders_clean", "daily_revenue"}
 
     lakebed(tmp_path, "init", "shop", "--example", "shop")  # an existing copy: fine, nothing overwritten
     (root / "sources" / "shop.yaml").write_text((SHOP / "sources" / "shop.yaml").read_text() + "# mine\n")

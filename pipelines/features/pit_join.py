@@ -231,8 +231,9 @@ def _stored_rows(
                 count = parquet.metadata.row_group(group).num_rows
                 first, stop = np.searchsorted(rows, [start, start + count])
                 if stop > first:
-                    read = parquet.read_row_group(group, columns=present)
-                    pieces.append(_typed(read.take(pa.array(rows[first:stop] - start)), target))
+                    # typed first: files rewritten by delta-rs merges hold string_view, which take lacks
+                    read = _typed(parquet.read_row_group(group, columns=present), target)
+                    pieces.append(read.take(pa.array(rows[first:stop] - start)))
                 start += count
     return entity_row, pa.concat_tables(pieces)
 
