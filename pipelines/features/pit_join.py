@@ -21,8 +21,8 @@ import pyarrow.dataset as ds
 
 from lakebed.errors import EntityRowsError, FeatureRetrievalError
 from lakebed.pipelines.features.retrieval import ViewPlan, plain_type
+from lakebed.pipelines.read import local_files
 from lakebed.schemas.features import FEATURE_TS, FEATURE_VALID_TO
-from lakebed.storage import is_local, local_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -105,26 +105,14 @@ def parquet_files(table: Tiers, schema: pa.Schema) -> list[str] | None:
     object store, a recall in flight (cold is then read below the watermark only), deletion vectors,
     stored columns named like read_parquet's virtual ``file_index`` or ``file_row_number``, partition columns (their values live in the paths), column mapping (physical names differ), or times
     other than microseconds in UTC (the time bounds are written as such)."""
-    if table.in_flight or any(schema.get_field_index(c) >= 0 for c in ("file_index", "file_row_number")):
+    if any(schema.get_field_index(c) >= 0 for c in ("file_index", "file_row_number")):
         return None  # (a stored column of those names would hide read_parquet's virtual ones)
     times = [schema.field(FEATURE_TS)]
     if schema.get_field_index(FEATURE_VALID_TO) >= 0:
         times.append(schema.field(FEATURE_VALID_TO))
     if any(f.type != _TIME_TYPE for f in times):
         return None
-    files: list[str] = []
-    for part in table.parts():
-        delta = part.table
-        metadata = delta.metadata()
-        if (
-            not is_local(delta.table_uri)
-            or metadata.partition_columns
-            or metadata.configuration.get("delta.columnMapping.mode", "none") != "none"
-            or "deletionVectors" in (delta.protocol().reader_features or [])
-        ):
-            return None
-        files.extend(str(local_path(uri)) for uri in delta.file_uris())
-    return files or None
+    return local_files(table)
 
 
 def _quote(name: str) -> str:
