@@ -533,6 +533,22 @@ def test_a_reload_after_new_events_updates_the_index() -> None:
     assert changed  # new versions were written: the latest producers moved on
 
 
+def test_the_index_is_frozen_out_of_the_cyclic_collector() -> None:
+    """After a reload the index's objects are in the permanent generation, so full collections skip them."""
+    import gc
+
+    events = _Events(seed=4)
+    events.append(40)
+    store = LineageStore()
+    gc.unfreeze()
+    store.refresh()
+    index = store._indexed()
+    assert gc.get_freeze_count() > len(index.runs)
+    assert gc.isenabled()
+    gc.collect()
+    assert not any(o is index for o in gc.get_objects())  # frozen objects are not in any generation
+
+
 def test_walks_pause_the_cyclic_collector_and_restore_it() -> None:
     import gc
 
