@@ -416,30 +416,29 @@ class LineageStore:
     def _downstream(
         self, index: LineageIndex, namespace: str, name: str, start: str | None, least: int | None, depth: int
     ) -> Graph:
-        readers_of, runs = index.readers, index.runs
+        readers_of = index.readers
         builder = _GraphBuilder(index)
         builder.dataset(namespace, name, start)
-        frontier: dict[tuple[str, str, str | None], None] = {(namespace, name, start): None}
+        edges = builder.edges
+        frontier: dict[tuple[str, str], None] = {(namespace, name): None}
         seen: set[tuple[str, str]] = set()
-        for _ in range(depth):
+        for level in range(depth):
             # Each dataset once per level, in the order first met (a later repeat would be skipped as seen).
-            following: dict[tuple[str, str, str | None], None] = {}
-            for ns, nm, ver in frontier:
-                if (ns, nm) in seen:
+            following: dict[tuple[str, str], None] = {}
+            for dataset in frontier:
+                if dataset in seen:
                     continue
-                seen.add((ns, nm))
-                readers = readers_of.get((ns, nm), ())
-                if ver is not None:
-                    readers = [r for r in readers if least is not None and r[2] is not None and r[2] >= least]
-                source = dataset_id(ns, nm)
-                for run_id, read, _number in readers:
-                    run = runs[run_id]
-                    job = builder.job(run.job_id, run.job_namespace, run.job_name, run_id)
-                    builder.edge(source, job, f"v{read}" if read else None)
-                    for out in run.outputs:
-                        node = builder.dataset(out.namespace, out.name, out.version)
-                        builder.edge(job, node, f"v{out.version}" if out.version else None)
-                        following[(out.namespace, out.name, None)] = None
+                seen.add(dataset)
+                reads = readers_of.get(dataset, ())
+                if level == 0 and start is not None:
+                    reads = [r for r in reads if least is not None and r[0] is not None and r[0] >= least]
+                for _number, run_id, run, edge in reads:
+                    builder.job(run.job_id, run.job_namespace, run.job_name, run_id)
+                    edges[edge] = None
+                    for out in run.written:
+                        builder.dataset(*out.dataset, out.version, node_id=out.node_id)
+                        edges[out.edge] = None
+                        following[out.dataset] = None
             frontier = following
         return builder.graph()
 
@@ -572,11 +571,11 @@ class _GraphBuilder:
 
     def __init__(self, index: LineageIndex) -> None:
         self.index = index
-        # node id → [label, namespace, name, versions, versions seen, columns] or [name, namespace, runs]
+        # node id → [label, namespace, name, versions (ordered, as dict keys), columns] or [name, namespace, runs]
         self.datasets: dict[str, list[Any]] = {}
         self.jobs: dict[str, list[Any]] = {}
         self.order: dict[str, None] = {}
-        self.edges: dict[tuple[str, str, str | None], Edge] = {}
+        self.edges: dict[Edge, None] = {}
 
     def dataset(
         self,
@@ -586,20 +585,22 @@ class _GraphBuilder:
         *,
         columns: list[str] | None = None,
         table: str | None = None,
+        node_id: str | None = None,
     ) -> str:
-        node_id = dataset_id(namespace, name)
+        """Add the dataset (``node_id``: its id, when the caller has it at hand) and ``version`` of it."""
+        if node_id is None:
+            node_id = dataset_id(namespace, name)
         entry = self.datasets.get(node_id)
         if entry is None:
             label = table or _table_label(self.index, namespace, name)
-            entry = self.datasets[node_id] = [label, namespace, name, [], set(), []]
+            entry = self.datasets[node_id] = [label, namespace, name, {}, []]
             self.order[node_id] = None
         elif table:
             entry[0] = table
-        if version is not None and version not in entry[4]:
-            entry[3].append(version)
-            entry[4].add(version)
+        if version is not None:
+            entry[3][version] = None
         if columns:
-            known = entry[5]
+            known = entry[4]
             for column in columns:
                 if column not in known:
                     known.append(column)
@@ -624,25 +625,23 @@ class _GraphBuilder:
         return node_id
 
     def edge(self, source: str, target: str, label: str | None = None) -> None:
-        key = (source, target, label)
-        if key not in self.edges:
-            self.edges[key] = Edge(source, target, label)
+        self.edges[Edge(source, target, label)] = None
 
     def graph(self) -> Graph:
         nodes: list[Node] = []
         for node_id in self.order:
             entry = self.datasets.get(node_id)
             if entry is not None:
-                details: dict[str, Any] = {"versions": entry[3]}
-                if entry[5]:
-                    details["columns"] = entry[5]
+                details: dict[str, Any] = {"versions": list(entry[3])}
+                if entry[4]:
+                    details["columns"] = entry[4]
                 nodes.append(Node(node_id, "dataset", entry[0], entry[1], entry[2], details))
             else:
                 name, namespace, runs = self.jobs[node_id]
                 nodes.append(
                     Node(node_id, "job", name, namespace, name, {} if runs is None else {"runs": runs})
                 )
-        return Graph(tuple(nodes), tuple(self.edges.values()))
+        return Graph(tuple(nodes), tuple(self.edges))
 
 
 def _table_label(index: LineageIndex, namespace: str, name: str) -> str:
