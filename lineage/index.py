@@ -10,9 +10,10 @@
   quality results of its outputs as JSON;
 * who read each dataset: ``(namespace, name)`` → one :data:`Read` per distinct ``(run id, version read)``
   in the order of first appearance, with the version as an integer where it is one (``TRY_CAST(version AS
-  BIGINT)``) and the edge from the dataset to the run's job; and each run's :class:`Written` outputs, with
-  their node ids and edges. A downstream walk of a long history meets tens of thousands of reader runs:
-  made here once, its edges and ids are looked up rather than formatted and allocated per answer;
+  BIGINT)``), the run's job, the edge from the dataset to that job and the run's :class:`Written` outputs
+  (node ids and edges). A downstream walk of a long history meets tens of thousands of reader runs: made
+  here once, in the order a walk visits them, its edges and ids are looked up rather than formatted and
+  allocated per answer;
 * each dataset's table label, which dataset a table name resolves to, and the column lineage of each output
   version, kept as its JSON text and parsed only when a column walk needs it.
 
@@ -69,12 +70,13 @@ class IndexedRun:
     inputs: list[Any] = field(default_factory=list)  # DatasetVersion
     outputs: list[Any] = field(default_factory=list)  # DatasetVersion
     quality: list[tuple[str, str]] = field(default_factory=list)  # (output table or name, JSON)
-    written: tuple[Written, ...] = ()  # the outputs, in the same order
 
 
-# A run that read a dataset: the version read as an integer (None when it is not one), the run id, the run,
-# and the edge from the dataset to the run's job (labelled with the version read).
-Read = tuple[int | None, str, IndexedRun, Edge]
+# A run that read a dataset: the version read as an integer (None when it is not one), the run id, its job
+# (node id, namespace, name), the edge from the dataset to that job (labelled with the version read) and
+# the run's outputs (in ``IndexedRun.outputs`` order). A plain tuple: a walk unpacks it, and there is one
+# per input of every run.
+Read = tuple[int | None, str, str, str, str, Edge, tuple[Written, ...]]
 
 
 @dataclass
@@ -113,11 +115,13 @@ def _columns(db: Any, sql: str) -> list[list[Any]]:
 
 
 def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list[Read]]:
-    """Who read each dataset, and (in ``runs``) what each run wrote, as a downstream walk adds them. The
-    rows come grouped by dataset, so equal edges (runs of one job reading one version) share one object;
-    each dataset's key and node id, and each label ``v<version>``, are one object wherever they appear."""
+    """Who read each dataset, as a downstream walk adds them. The rows come grouped by dataset, so equal
+    edges (runs of one job reading one version) share one object, and a run's outputs are made when it is
+    first met, so a walk over one dataset's readers reads memory made in that order. Each dataset's key
+    and node id, and each label ``v<version>``, are one object wherever they appear."""
     labels: dict[str, str] = {}
     nodes: dict[tuple[str, str], tuple[tuple[str, str], str]] = {}
+    written_by: dict[str, tuple[Written, ...]] = {}
 
     def label(version: str | None) -> str | None:
         return labels.setdefault(version, f"v{version}") if version else None
@@ -129,12 +133,16 @@ def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list
             found = nodes[key] = (key, dataset_id(namespace, name))
         return found
 
-    for run in runs.values():
-        written = []
-        for out in run.outputs:
-            key, node_id = node(out.namespace, out.name)
-            written.append(Written(node_id, key, out.version, Edge(run.job_id, node_id, label(out.version))))
-        run.written = tuple(written)
+    def written(run_id: str, run: IndexedRun) -> tuple[Written, ...]:
+        found = written_by.get(run_id)
+        if found is None:
+            outputs = []
+            for out in run.outputs:
+                key, node_id = node(out.namespace, out.name)
+                edge = Edge(run.job_id, node_id, label(out.version))
+                outputs.append(Written(node_id, key, out.version, edge))
+            found = written_by[run_id] = tuple(outputs)
+        return found
 
     readers: dict[tuple[str, str], list[Read]] = {}
     ns, nm, rid, ver, num = _columns(
@@ -155,7 +163,7 @@ def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list
         edge = edges.get((run.job_id, v))
         if edge is None:
             edge = edges[(run.job_id, v)] = Edge(source, run.job_id, label(v))
-        reads.append((k, r, run, edge))
+        reads.append((k, r, run.job_id, run.job_namespace, run.job_name, edge, written(r, run)))
     return readers
 
 

@@ -34,7 +34,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import LineageNotFoundError
 from lakebed.lineage.emit import events_path
 from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
-from lakebed.lineage.index import TERMINAL_SQL, LineageIndex, build_index
+from lakebed.lineage.index import TERMINAL_SQL, LineageIndex, Written, build_index
 from lakebed.storage import arrow_dataset
 
 log = logging.getLogger("lakebed.lineage")
@@ -432,12 +432,11 @@ class LineageStore:
                 reads = readers_of.get(dataset, ())
                 if level == 0 and start is not None:
                     reads = [r for r in reads if least is not None and r[0] is not None and r[0] >= least]
-                for _number, run_id, run, edge in reads:
-                    builder.job(run.job_id, run.job_namespace, run.job_name, run_id)
+                for _number, run_id, job, job_namespace, job_name, edge, written in reads:
+                    builder.job(job, job_namespace, job_name, run_id)
                     edges[edge] = None
-                    for out in run.written:
-                        builder.dataset(*out.dataset, out.version, node_id=out.node_id)
-                        edges[out.edge] = None
+                    for out in written:
+                        builder.written(out)
                         following[out.dataset] = None
             frontier = following
         return builder.graph()
@@ -585,16 +584,11 @@ class _GraphBuilder:
         *,
         columns: list[str] | None = None,
         table: str | None = None,
-        node_id: str | None = None,
     ) -> str:
-        """Add the dataset (``node_id``: its id, when the caller has it at hand) and ``version`` of it."""
-        if node_id is None:
-            node_id = dataset_id(namespace, name)
+        node_id = dataset_id(namespace, name)
         entry = self.datasets.get(node_id)
         if entry is None:
-            label = table or _table_label(self.index, namespace, name)
-            entry = self.datasets[node_id] = [label, namespace, name, {}, []]
-            self.order[node_id] = None
+            entry = self._new_dataset(node_id, namespace, name, table)
         elif table:
             entry[0] = table
         if version is not None:
@@ -605,6 +599,26 @@ class _GraphBuilder:
                 if column not in known:
                     known.append(column)
         return node_id
+
+    def written(self, out: Written) -> None:
+        """Add an output of a run met downstream, and the edge to it from the run's job."""
+        entry = self.datasets.get(out.node_id)
+        if entry is None:
+            entry = self._new_dataset(out.node_id, *out.dataset, None)
+        if out.version is not None:
+            entry[3][out.version] = None
+        self.edges[out.edge] = None
+
+    def _new_dataset(self, node_id: str, namespace: str, name: str, table: str | None) -> list[Any]:
+        entry = self.datasets[node_id] = [
+            table or _table_label(self.index, namespace, name),
+            namespace,
+            name,
+            {},
+            [],
+        ]
+        self.order[node_id] = None
+        return entry
 
     def job(self, node_id: str, namespace: str, name: str, run_id: str) -> str:
         entry = self.jobs.get(node_id)

@@ -554,7 +554,7 @@ def test_downstream_from_the_precomputed_readers_is_the_walk_in_order(seed: int)
     index = store._indexed()
     for reads in index.readers.values():
         by_value: dict[Edge, Edge] = {}
-        for _number, _run_id, _run, edge in reads:
+        for _number, _run_id, _job, _job_namespace, _job_name, edge, _written in reads:
             assert by_value.setdefault(edge, edge) is edge
 
 
