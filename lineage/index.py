@@ -48,10 +48,11 @@ _RUN_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Written:
     """One output of a run as a downstream walk adds it: the dataset's node id and key, the version
-    written and the edge from the run's job to the dataset (labelled with that version)."""
+    written and the edge from the run's job to the dataset (labelled with that version). Not frozen: one
+    is made per output of every run read by another, and a frozen dataclass is slower to make."""
 
     node_id: str
     dataset: tuple[str, str]  # (namespace, name)
@@ -67,9 +68,11 @@ class IndexedRun:
     job_namespace: str
     job_name: str
     job_id: str
+    run_id: str  # the key of ``LineageIndex.runs`` (one string object wherever the run is named)
     inputs: list[Any] = field(default_factory=list)  # DatasetVersion
     outputs: list[Any] = field(default_factory=list)  # DatasetVersion
     quality: list[tuple[str, str]] = field(default_factory=list)  # (output table or name, JSON)
+    written: tuple[Written, ...] | None = None  # the outputs as downstream adds them, for runs that read
 
 
 # A run that read a dataset: the version read as an integer (None when it is not one), the run id, its job
@@ -121,10 +124,14 @@ def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list
     and node id, and each label ``v<version>``, are one object wherever they appear."""
     labels: dict[str, str] = {}
     nodes: dict[tuple[str, str], tuple[tuple[str, str], str]] = {}
-    written_by: dict[str, tuple[Written, ...]] = {}
 
     def label(version: str | None) -> str | None:
-        return labels.setdefault(version, f"v{version}") if version else None
+        if not version:
+            return None
+        found = labels.get(version)
+        if found is None:
+            found = labels[version] = f"v{version}"
+        return found
 
     def node(namespace: str, name: str) -> tuple[tuple[str, str], str]:
         key = (namespace, name)
@@ -133,16 +140,15 @@ def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list
             found = nodes[key] = (key, dataset_id(namespace, name))
         return found
 
-    def written(run_id: str, run: IndexedRun) -> tuple[Written, ...]:
-        found = written_by.get(run_id)
-        if found is None:
+    def written(run: IndexedRun) -> tuple[Written, ...]:
+        if run.written is None:
             outputs = []
             for out in run.outputs:
                 key, node_id = node(out.namespace, out.name)
                 edge = Edge(run.job_id, node_id, label(out.version))
                 outputs.append(Written(node_id, key, out.version, edge))
-            found = written_by[run_id] = tuple(outputs)
-        return found
+            run.written = tuple(outputs)
+        return run.written
 
     readers: dict[tuple[str, str], list[Read]] = {}
     ns, nm, rid, ver, num = _columns(
@@ -163,7 +169,7 @@ def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list
         edge = edges.get((run.job_id, v))
         if edge is None:
             edge = edges[(run.job_id, v)] = Edge(source, run.job_id, label(v))
-        reads.append((k, r, run.job_id, run.job_namespace, run.job_name, edge, written(r, run)))
+        reads.append((k, run.run_id, run.job_id, run.job_namespace, run.job_name, edge, written(run)))
     return readers
 
 
@@ -191,7 +197,7 @@ def build_index(db: Any, make_dataset: Any) -> LineageIndex:
             job_namespace, job_name = intern(job_namespace), intern(job_name)
         else:
             job_namespace, job_name = strings[job_namespace], strings[job_name]
-        runs[run_id] = IndexedRun(row, job_namespace, job_name, node)
+        runs[run_id] = IndexedRun(row, job_namespace, job_name, node, run_id)
     del run_ids, job_namespaces, job_names
 
     # The rows LineageStore.run lists: DISTINCT (role, namespace, name, version, table, quality) of the run's
