@@ -8,8 +8,12 @@
 * the latest version of each dataset (numeric versions first, then by event time);
 * each run's job and its inputs and outputs at their versions (the rows ``LineageStore.run`` lists), and the
   quality results of its outputs as JSON;
-* who read each dataset: ``(namespace, name)`` → distinct ``(run id, version read)`` in the order of first
-  appearance, with the version as an integer where it is one (``TRY_CAST(version AS BIGINT)``);
+* who read each dataset: ``(namespace, name)`` → one :data:`Read` per distinct ``(run id, version read)``
+  in the order of first appearance, with the version as an integer where it is one (``TRY_CAST(version AS
+  BIGINT)``), the run's job, the edge from the dataset to that job and the run's :class:`Written` outputs
+  (node ids and edges). A downstream walk of a long history meets tens of thousands of reader runs: made
+  here once, in the order a walk visits them, its edges and ids are looked up rather than formatted and
+  allocated per answer;
 * each dataset's table label, which dataset a table name resolves to, and the column lineage of each output
   version, kept as its JSON text and parsed only when a column walk needs it.
 
@@ -25,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lakebed.lineage.graph import job_id
+from lakebed.lineage.graph import Edge, dataset_id, job_id
 
 TERMINAL_SQL = "('COMPLETE', 'FAIL', 'ABORT')"
 _RUN_COLUMNS = (
@@ -45,6 +49,18 @@ _RUN_COLUMNS = (
 
 
 @dataclass(slots=True)
+class Written:
+    """One output of a run as a downstream walk adds it: the dataset's node id and key, the version
+    written and the edge from the run's job to the dataset (labelled with that version). Not frozen: one
+    is made per output of every run read by another, and a frozen dataclass is slower to make."""
+
+    node_id: str
+    dataset: tuple[str, str]  # (namespace, name)
+    version: str | None
+    edge: Edge
+
+
+@dataclass(slots=True)
 class IndexedRun:
     """What a walk needs of one run: its job and its inputs and outputs, in ``LineageStore.run`` order."""
 
@@ -52,9 +68,18 @@ class IndexedRun:
     job_namespace: str
     job_name: str
     job_id: str
+    run_id: str  # the key of ``LineageIndex.runs`` (one string object wherever the run is named)
     inputs: list[Any] = field(default_factory=list)  # DatasetVersion
     outputs: list[Any] = field(default_factory=list)  # DatasetVersion
     quality: list[tuple[str, str]] = field(default_factory=list)  # (output table or name, JSON)
+    written: tuple[Written, ...] | None = None  # the outputs as downstream adds them, for runs that read
+
+
+# A run that read a dataset: the version read as an integer (None when it is not one), the run id, its job
+# (node id, namespace, name), the edge from the dataset to that job (labelled with the version read) and
+# the run's outputs (in ``IndexedRun.outputs`` order). A plain tuple: a walk unpacks it, and there is one
+# per input of every run.
+Read = tuple[int | None, str, str, str, str, Edge, tuple[Written, ...]]
 
 
 @dataclass
@@ -63,7 +88,7 @@ class LineageIndex:
     latest: dict[tuple[str, str], str]
     runs: dict[str, IndexedRun]
     details: pa.Table  # one row per run, _RUN_COLUMNS
-    readers: dict[tuple[str, str], list[tuple[str, str | None, int | None]]]
+    readers: dict[tuple[str, str], list[Read]]
     labels: dict[tuple[str, str], str]
     by_table: dict[str, tuple[str, str]]
     by_text: dict[str, tuple[str, str]]  # "namespace:name" and bare names → dataset
@@ -92,6 +117,62 @@ def _columns(db: Any, sql: str) -> list[list[Any]]:
     return [table.column(i).to_pylist() for i in range(table.num_columns)]
 
 
+def _readers(db: Any, runs: dict[str, IndexedRun]) -> dict[tuple[str, str], list[Read]]:
+    """Who read each dataset, as a downstream walk adds them. The rows come grouped by dataset, so equal
+    edges (runs of one job reading one version) share one object, and a run's outputs are made when it is
+    first met, so a walk over one dataset's readers reads memory made in that order. Each dataset's key
+    and node id, and each label ``v<version>``, are one object wherever they appear."""
+    labels: dict[str, str] = {}
+    nodes: dict[tuple[str, str], tuple[tuple[str, str], str]] = {}
+
+    def label(version: str | None) -> str | None:
+        if not version:
+            return None
+        found = labels.get(version)
+        if found is None:
+            found = labels[version] = f"v{version}"
+        return found
+
+    def node(namespace: str, name: str) -> tuple[tuple[str, str], str]:
+        key = (namespace, name)
+        found = nodes.get(key)
+        if found is None:
+            found = nodes[key] = (key, dataset_id(namespace, name))
+        return found
+
+    def written(run: IndexedRun) -> tuple[Written, ...]:
+        if run.written is None:
+            outputs = []
+            for out in run.outputs:
+                key, node_id = node(out.namespace, out.name)
+                edge = Edge(run.job_id, node_id, label(out.version))
+                outputs.append(Written(node_id, key, out.version, edge))
+            run.written = tuple(outputs)
+        return run.written
+
+    readers: dict[tuple[str, str], list[Read]] = {}
+    ns, nm, rid, ver, num = _columns(
+        db,
+        "SELECT namespace, name, run_id, version, TRY_CAST(version AS BIGINT) FROM io WHERE role = 'input' "
+        "GROUP BY namespace, name, run_id, version ORDER BY namespace, name, min(rowid)",
+    )
+    current: tuple[str, str] | None = None
+    reads: list[Read] = []
+    edges: dict[tuple[str, str | None], Edge] = {}  # of the current dataset: (job id, version) → edge
+    source = ""
+    for n, m, r, v, k in zip(ns, nm, rid, ver, num, strict=True):
+        if (n, m) != current:
+            current, source = node(n, m)
+            reads = readers[current] = []
+            edges = {}
+        run = runs[r]
+        edge = edges.get((run.job_id, v))
+        if edge is None:
+            edge = edges[(run.job_id, v)] = Edge(source, run.job_id, label(v))
+        reads.append((k, run.run_id, run.job_id, run.job_namespace, run.job_name, edge, written(run)))
+    return readers
+
+
 def build_index(db: Any, make_dataset: Any) -> LineageIndex:
     """Build the index from the DuckDB copy ``db`` (tables ``io`` and ``runs``); ``make_dataset(namespace,
     name, version, table)`` makes the dataset objects runs list (one object per distinct value)."""
@@ -116,7 +197,7 @@ def build_index(db: Any, make_dataset: Any) -> LineageIndex:
             job_namespace, job_name = intern(job_namespace), intern(job_name)
         else:
             job_namespace, job_name = strings[job_namespace], strings[job_name]
-        runs[run_id] = IndexedRun(row, job_namespace, job_name, node)
+        runs[run_id] = IndexedRun(row, job_namespace, job_name, node, run_id)
     del run_ids, job_namespaces, job_names
 
     # The rows LineageStore.run lists: DISTINCT (role, namespace, name, version, table, quality) of the run's
@@ -167,14 +248,7 @@ def build_index(db: Any, make_dataset: Any) -> LineageIndex:
     for n, m, v in zip(ns, nm, ver, strict=True):
         latest[(n, m)] = v
 
-    readers: dict[tuple[str, str], list[tuple[str, str | None, int | None]]] = {}
-    ns, nm, rid, ver, num = _columns(
-        db,
-        "SELECT namespace, name, run_id, version, TRY_CAST(version AS BIGINT) FROM io WHERE role = 'input' "
-        "GROUP BY namespace, name, run_id, version ORDER BY min(rowid)",
-    )
-    for n, m, r, v, k in zip(ns, nm, rid, ver, num, strict=True):
-        readers.setdefault((n, m), []).append((r, v, k))
+    readers = _readers(db, runs)
 
     labels: dict[tuple[str, str], str] = {}
     ns, nm, tbl = _columns(
@@ -209,7 +283,7 @@ def build_index(db: Any, make_dataset: Any) -> LineageIndex:
     )
     for r, n, m, v, c in zip(rid, ns, nm, ver, raw, strict=True):
         column_lineage[(r, n, m, v)] = strings.setdefault(c, c)  # runs of one job repeat the same text
-    del rid, ns, nm, ver, raw, num, tbl
+    del rid, ns, nm, ver, raw, tbl
 
     return LineageIndex(
         producers=producers,
@@ -224,4 +298,4 @@ def build_index(db: Any, make_dataset: Any) -> LineageIndex:
     )
 
 
-__all__ = ["IndexedRun", "LineageIndex", "build_index"]
+__all__ = ["IndexedRun", "LineageIndex", "Read", "Written", "build_index"]

@@ -34,7 +34,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import LineageNotFoundError
 from lakebed.lineage.emit import events_path
 from lakebed.lineage.graph import Edge, Graph, Node, dataset_id, job_id
-from lakebed.lineage.index import TERMINAL_SQL, LineageIndex, build_index
+from lakebed.lineage.index import TERMINAL_SQL, LineageIndex, Written, build_index
 from lakebed.storage import arrow_dataset
 
 log = logging.getLogger("lakebed.lineage")
@@ -270,7 +270,7 @@ class LineageStore:
                 "CREATE TABLE edges AS SELECT DISTINCT run_id, role, namespace, name, version FROM io "
                 f"WHERE role = 'input' OR event_type IN {TERMINAL_SQL}"
             )
-            self._index = build_index(db, DatasetVersion)
+            self._index = _long_lived_index(db)
             self._db = db
             self._loaded_version = version
 
@@ -416,30 +416,28 @@ class LineageStore:
     def _downstream(
         self, index: LineageIndex, namespace: str, name: str, start: str | None, least: int | None, depth: int
     ) -> Graph:
-        readers_of, runs = index.readers, index.runs
+        readers_of = index.readers
         builder = _GraphBuilder(index)
         builder.dataset(namespace, name, start)
-        frontier: dict[tuple[str, str, str | None], None] = {(namespace, name, start): None}
+        edges = builder.edges
+        frontier: dict[tuple[str, str], None] = {(namespace, name): None}
         seen: set[tuple[str, str]] = set()
-        for _ in range(depth):
+        for level in range(depth):
             # Each dataset once per level, in the order first met (a later repeat would be skipped as seen).
-            following: dict[tuple[str, str, str | None], None] = {}
-            for ns, nm, ver in frontier:
-                if (ns, nm) in seen:
+            following: dict[tuple[str, str], None] = {}
+            for dataset in frontier:
+                if dataset in seen:
                     continue
-                seen.add((ns, nm))
-                readers = readers_of.get((ns, nm), ())
-                if ver is not None:
-                    readers = [r for r in readers if least is not None and r[2] is not None and r[2] >= least]
-                source = dataset_id(ns, nm)
-                for run_id, read, _number in readers:
-                    run = runs[run_id]
-                    job = builder.job(run.job_id, run.job_namespace, run.job_name, run_id)
-                    builder.edge(source, job, f"v{read}" if read else None)
-                    for out in run.outputs:
-                        node = builder.dataset(out.namespace, out.name, out.version)
-                        builder.edge(job, node, f"v{out.version}" if out.version else None)
-                        following[(out.namespace, out.name, None)] = None
+                seen.add(dataset)
+                reads = readers_of.get(dataset, ())
+                if level == 0 and start is not None:
+                    reads = [r for r in reads if least is not None and r[0] is not None and r[0] >= least]
+                for _number, run_id, job, job_namespace, job_name, edge, written in reads:
+                    builder.job(job, job_namespace, job_name, run_id)
+                    edges[edge] = None
+                    for out in written:
+                        builder.written(out)
+                        following[out.dataset] = None
             frontier = following
         return builder.graph()
 
@@ -554,16 +552,29 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _long_lived_index(db: Any) -> LineageIndex:
+    """The index of ``db``, built with the cyclic collector paused and then frozen (``gc.freeze``): it
+    holds no reference cycles and lives until the next reload, yet at a million events it is millions of
+    objects that every full collection would traverse again (~0.5 s each, the slowest answers). Frozen,
+    collections skip it; the previous index is still freed by reference counting when replaced. Garbage
+    already waiting is collected first, so nothing unreachable is frozen with it."""
+    gc.collect()
+    with _cyclic_gc_paused():
+        index = build_index(db, DatasetVersion)
+    gc.freeze()
+    return index
+
+
 class _GraphBuilder:
     """Collects nodes and edges in the order they are first met; the nodes are made at the end."""
 
     def __init__(self, index: LineageIndex) -> None:
         self.index = index
-        # node id → [label, namespace, name, versions, versions seen, columns] or [name, namespace, runs]
+        # node id → [label, namespace, name, versions (ordered, as dict keys), columns] or [name, namespace, runs]
         self.datasets: dict[str, list[Any]] = {}
         self.jobs: dict[str, list[Any]] = {}
         self.order: dict[str, None] = {}
-        self.edges: dict[tuple[str, str, str | None], Edge] = {}
+        self.edges: dict[Edge, None] = {}
 
     def dataset(
         self,
@@ -577,20 +588,37 @@ class _GraphBuilder:
         node_id = dataset_id(namespace, name)
         entry = self.datasets.get(node_id)
         if entry is None:
-            label = table or _table_label(self.index, namespace, name)
-            entry = self.datasets[node_id] = [label, namespace, name, [], set(), []]
-            self.order[node_id] = None
+            entry = self._new_dataset(node_id, namespace, name, table)
         elif table:
             entry[0] = table
-        if version is not None and version not in entry[4]:
-            entry[3].append(version)
-            entry[4].add(version)
+        if version is not None:
+            entry[3][version] = None
         if columns:
-            known = entry[5]
+            known = entry[4]
             for column in columns:
                 if column not in known:
                     known.append(column)
         return node_id
+
+    def written(self, out: Written) -> None:
+        """Add an output of a run met downstream, and the edge to it from the run's job."""
+        entry = self.datasets.get(out.node_id)
+        if entry is None:
+            entry = self._new_dataset(out.node_id, *out.dataset, None)
+        if out.version is not None:
+            entry[3][out.version] = None
+        self.edges[out.edge] = None
+
+    def _new_dataset(self, node_id: str, namespace: str, name: str, table: str | None) -> list[Any]:
+        entry = self.datasets[node_id] = [
+            table or _table_label(self.index, namespace, name),
+            namespace,
+            name,
+            {},
+            [],
+        ]
+        self.order[node_id] = None
+        return entry
 
     def job(self, node_id: str, namespace: str, name: str, run_id: str) -> str:
         entry = self.jobs.get(node_id)
@@ -611,25 +639,23 @@ class _GraphBuilder:
         return node_id
 
     def edge(self, source: str, target: str, label: str | None = None) -> None:
-        key = (source, target, label)
-        if key not in self.edges:
-            self.edges[key] = Edge(source, target, label)
+        self.edges[Edge(source, target, label)] = None
 
     def graph(self) -> Graph:
         nodes: list[Node] = []
         for node_id in self.order:
             entry = self.datasets.get(node_id)
             if entry is not None:
-                details: dict[str, Any] = {"versions": entry[3]}
-                if entry[5]:
-                    details["columns"] = entry[5]
+                details: dict[str, Any] = {"versions": list(entry[3])}
+                if entry[4]:
+                    details["columns"] = entry[4]
                 nodes.append(Node(node_id, "dataset", entry[0], entry[1], entry[2], details))
             else:
                 name, namespace, runs = self.jobs[node_id]
                 nodes.append(
                     Node(node_id, "job", name, namespace, name, {} if runs is None else {"runs": runs})
                 )
-        return Graph(tuple(nodes), tuple(self.edges.values()))
+        return Graph(tuple(nodes), tuple(self.edges))
 
 
 def _table_label(index: LineageIndex, namespace: str, name: str) -> str:

@@ -186,10 +186,9 @@ class _Reference:
                     continue
                 seen.add((ns, nm))
                 readers = self.q(
-                    "SELECT DISTINCT run_id, version FROM io WHERE role = 'input' AND namespace = ? AND name = ?"
-                    + (
-                        " AND TRY_CAST(version AS BIGINT) >= TRY_CAST(? AS BIGINT)" if ver is not None else ""
-                    ),
+                    "SELECT run_id, version FROM io WHERE role = 'input' AND namespace = ? AND name = ?"
+                    + (" AND TRY_CAST(version AS BIGINT) >= TRY_CAST(? AS BIGINT)" if ver is not None else "")
+                    + " GROUP BY run_id, version ORDER BY min(rowid)",  # in the order first read
                     [ns, nm, ver] if ver is not None else [ns, nm],
                 )
                 for reader in readers:
@@ -531,6 +530,48 @@ def test_a_reload_after_new_events_updates_the_index() -> None:
     _compare(store, events, random.Random(9), samples=30)
     changed = [t for t in before if store.producer(t).run_id != before[t]]
     assert changed  # new versions were written: the latest producers moved on
+
+
+@pytest.mark.parametrize("seed", [2, 17])
+def test_downstream_from_the_precomputed_readers_is_the_walk_in_order(seed: int) -> None:
+    """The readers and outputs made at build time give the very graph of a walk that asks DuckDB for the
+    readers of each dataset (in the order first read) and each run's outputs: same nodes, details and edges,
+    in the same order, from every table, at several depths and start versions."""
+    events = _Events(seed=seed)
+    events.append(120)
+    store = LineageStore()
+    ref = _Reference(store)
+    walked = 0
+    for table in sorted({t for t, _ in events.produced}):
+        versions = sorted({int(v) for t, v in events.produced if t == table})
+        for start in (None, str(versions[0]), str(versions[-1]), "not-a-number"):
+            for depth in (1, 2, 4):
+                mine = store.downstream(table, start, depth=depth)
+                assert _exact(mine) == _exact(ref.downstream(table, start, depth))
+                walked += len(mine.edges)
+    assert walked > 1_000  # the graphs were not trivial
+    # Runs of one job that read one version of a dataset share that edge: one object in the index.
+    index = store._indexed()
+    for reads in index.readers.values():
+        by_value: dict[Edge, Edge] = {}
+        for _number, _run_id, _job, _job_namespace, _job_name, edge, _written in reads:
+            assert by_value.setdefault(edge, edge) is edge
+
+
+def test_the_index_is_frozen_out_of_the_cyclic_collector() -> None:
+    """After a reload the index's objects are in the permanent generation, so full collections skip them."""
+    import gc
+
+    events = _Events(seed=4)
+    events.append(40)
+    store = LineageStore()
+    gc.unfreeze()
+    store.refresh()
+    index = store._indexed()
+    assert gc.get_freeze_count() > len(index.runs)
+    assert gc.isenabled()
+    gc.collect()
+    assert not any(o is index for o in gc.get_objects())  # frozen objects are not in any generation
 
 
 def test_walks_pause_the_cyclic_collector_and_restore_it() -> None:
