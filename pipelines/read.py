@@ -224,11 +224,14 @@ def local_files(found: Tiers) -> list[str] | None:
             or "deletionVectors" in (delta.protocol().reader_features or [])
         ):
             return None
-        # delta-rs lists local files as percent-encoded paths (a space is %20)
-        files.extend(
-            str(local_path(uri)) if uri.startswith("file://") else unquote(uri) for uri in delta.file_uris()
-        )
+        files.extend(file_path(uri) for uri in delta.file_uris())
     return files or None
+
+
+def file_path(uri: str) -> str:
+    """The local path of a data file as delta-rs lists it: a ``file://`` URL or a percent-encoded path
+    (a space is %20)."""
+    return str(local_path(uri)) if uri.startswith("file://") else unquote(uri)
 
 
 def register(connection: duckdb.DuckDBPyConnection, name: str, found: Tiers) -> None:

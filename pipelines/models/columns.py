@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import pyarrow as pa
@@ -20,17 +21,27 @@ ColumnSources = dict[str, list[tuple[str, str, str]]]  # output column → (inpu
 def column_lineage(model: SqlModel, schemas: Mapping[str, pa.Schema]) -> ColumnSources:
     """Output column → the (input table, input column, transformation) it derives from. A query sqlglot
     cannot resolve (a function it does not know, say) gives no lineage for the columns concerned rather
-    than a wrong one."""
+    than a wrong one. Worked out once per SQL and input columns (a process running a model again, such
+    as Dagster's, pays for it once)."""
+    names = tuple(sorted((table, tuple(s.names)) for table, s in schemas.items()))
+    return {column: list(sources) for column, sources in _lineage(model.sql, names).items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _lineage(
+    sql: str, names: tuple[tuple[str, tuple[str, ...]], ...]
+) -> dict[str, tuple[tuple[str, str, str], ...]]:
     import sqlglot
 
-    schema: dict[str, object] = {table: {f.name: "VARCHAR" for f in s} for table, s in schemas.items()}
+    schemas = dict(names)
+    schema: dict[str, object] = {table: dict.fromkeys(columns, "VARCHAR") for table, columns in names}
     try:
-        tree = qualify(sqlglot.parse_one(model.sql, dialect=DIALECT), schema=schema, dialect=DIALECT)
+        tree = qualify(sqlglot.parse_one(sql, dialect=DIALECT), schema=schema, dialect=DIALECT)
     except SqlglotError:
         return {}
     if not isinstance(tree, exp.Query):
         return {}
-    found: ColumnSources = {}
+    found: dict[str, tuple[tuple[str, str, str], ...]] = {}
     for select in tree.selects:
         name = select.alias_or_name
         try:
@@ -47,7 +58,7 @@ def column_lineage(model: SqlModel, schemas: Mapping[str, pa.Schema]) -> ColumnS
             entry = (leaf.source.name, column, kind)
             if leaf.source.name in schemas and entry not in sources:
                 sources.append(entry)
-        found[name] = sources
+        found[name] = tuple(sources)
     return found
 
 

@@ -27,7 +27,7 @@ from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, WriteMode, commit, open_delta
 from lakebed.pipelines.models.columns import ColumnSources, column_lineage
-from lakebed.pipelines.read import register, tiers
+from lakebed.pipelines.read import file_path, local_files, register, tiers
 from lakebed.pipelines.tiering import Tiers, view_schema
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.models import Model, SqlModel
@@ -100,9 +100,9 @@ def run_model(
             return ModelResult(
                 name, "up_to_date", version=existing.version() if existing else None, inputs=versions
             )
-        incremental, reason = _plan(model, existing, recorded, consumed, found, full_refresh)
+        incremental, reason, before = _plan(model, existing, recorded, consumed, found, full_refresh)
         with contextlib.ExitStack() as stack:
-            reader, columns = _compute(model, found, incremental, consumed, config, stack)
+            reader, columns = _compute(model, found, incremental, before, config, stack)
             for column, sources in columns.items():
                 lineage.add_column_lineage(
                     name, column, [(_ref(t, found[t]), c, how) for t, c, how in sources]
@@ -140,27 +140,34 @@ def _compute(
     model: Model,
     found: dict[str, Tiers],
     incremental: str | None,
-    consumed: dict[str, int],
+    before: set[str],
     config: LakebedConfig,
     stack: contextlib.ExitStack,
 ) -> tuple[pa.RecordBatchReader, ColumnSources]:
-    """The model's rows as a stream (read by the write path) and its column lineage."""
+    """The model's rows as a stream (read by the write path) and its column lineage; the incremental
+    input is only the files added since the files ``before``."""
     if isinstance(model, SqlModel):
         connection = stack.enter_context(_connection(config))
         for table, tiered in found.items():
-            if table == incremental:
-                connection.register(table, _added(tiered, consumed[table]))
-            else:
+            if table != incremental:
                 register(connection, table, tiered)
+                continue
+            old = {file_path(uri) for uri in before}
+            new = [f for f in local_files(tiered) or () if f not in old]
+            if local_files(tiered) is None or not new:
+                connection.register(table, _added(tiered, before))
+                continue
+            paths = ", ".join("'" + f.replace("'", "''") + "'" for f in new)
+            connection.execute(
+                f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
+            )
         columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
         return connection.sql(model.sql).to_arrow_reader(config.batch_rows), columns
     assert isinstance(model, PythonModel)
     import polars as pl
 
     frames = {
-        t: pl.scan_pyarrow_dataset(
-            _added(f, consumed[t]) if t == incremental else f.dataset(view_schema(f.hot))
-        )
+        t: pl.scan_pyarrow_dataset(_added(f, before) if t == incremental else f.dataset(view_schema(f.hot)))
         for t, f in found.items()
     }
     output = model.function(**frames)
@@ -229,29 +236,30 @@ def _plan(
     consumed: dict[str, int],
     found: dict[str, Tiers],
     full_refresh: bool,
-) -> tuple[str | None, str | None]:
-    """The input read incrementally (None: a full rebuild) and, for a rebuild of an incremental model, why."""
+) -> tuple[str | None, str | None, set[str]]:
+    """The input read incrementally (None: a full rebuild), for a rebuild of an incremental model why, and
+    the files that input had at the version the last run consumed."""
     table = model.incremental_input
     if table is None:
-        return None, None
+        return None, None, set()
     if full_refresh:
-        return None, "--full-refresh"
+        return None, "--full-refresh", set()
     if existing is None or table not in consumed:
-        return None, "first run"
+        return None, "first run", set()
     if recorded.get("code_version") != model.code_version:
-        return None, "the model's code or options changed"
+        return None, "the model's code or options changed", set()
     if found[table].tiered:
-        return None, f"input {table!r} is tiered: its rows move between tiers"
-    before = DeltaTable(found[table].hot.table_uri, version=consumed[table])
-    if not set(before.file_uris()) <= set(found[table].hot.file_uris()):
-        return None, f"input {table!r} had a commit other than an append since version {consumed[table]}"
-    return table, None
+        return None, f"input {table!r} is tiered: its rows move between tiers", set()
+    before = set(DeltaTable(found[table].hot.table_uri, version=consumed[table]).file_uris())
+    if not before <= set(found[table].hot.file_uris()):
+        reason = f"input {table!r} had a commit other than an append since version {consumed[table]}"
+        return None, reason, set()
+    return table, None, before
 
 
-def _added(found: Tiers, since: int) -> ds.Dataset:
-    """The rows of the files ``found``'s hot table added after version ``since`` (appends only)."""
+def _added(found: Tiers, old: set[str]) -> ds.Dataset:
+    """The rows of the files ``found``'s hot table has beyond the files ``old`` (appends only)."""
     hot = found.hot
-    old = set(DeltaTable(hot.table_uri, version=since).file_uris())
     everything = arrow_dataset(hot, view_schema(hot))
     assert isinstance(everything, ds.FileSystemDataset)
     keep = {uri.rsplit("/", 1)[-1] for uri in hot.file_uris() if uri not in old}
