@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from lakebed.cli_output import OutputFormat, emit, format_option, stderr_console
+from lakebed.cli_output import OutputFormat, emit, format_option, progress_bar
 
 RESULT_COLUMNS = ("model", "status", "rows", "version", "reason")
 _STYLES = {"status": {"rebuilt": "green", "incremental": "cyan", "up_to_date": "dim", "failed": "bold red"}}
@@ -33,8 +33,6 @@ def run_models(selection: str | None, full_refresh: bool, fmt: OutputFormat) -> 
     """Build the project's models in dependency order: each model's SELECT over its inputs, written through
     the write path (contract, quality rules, lineage). A model whose code and inputs are unchanged is up to
     date and skipped. Stops at the first model that fails (exit 1, its table untouched), naming it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from lakebed.cli_project import current_project
     from lakebed.config import get_config
     from lakebed.errors import ModelError
@@ -45,15 +43,7 @@ def run_models(selection: str | None, full_refresh: bool, fmt: OutputFormat) -> 
     names = select_models(project, selection)
     config = get_config()
     results: list[ModelResult] = []
-    console = stderr_console()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+    progress = progress_bar()
     failure: Exception | None = None
     with progress:
         task = progress.add_task("models", total=len(names))

@@ -35,6 +35,7 @@ import click
 if TYPE_CHECKING:
     import pyarrow as pa
     from rich.console import Console
+    from rich.progress import Progress
     from rich.table import Table
 
 OutputFormat = Literal["table", "json", "csv"]
@@ -274,7 +275,23 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
+def progress_bar() -> Progress:
+    """lakebed's progress bar on stderr (step, bar, done/total, time), shown on a terminal only."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = stderr_console()
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
 __all__ = [
+    "progress_bar",
     "FORMATS",
     "OUTPUT_EPILOG",
     "OutputFormat",

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from lakebed.cli_output import OutputFormat, emit, format_option, stderr_console
+from lakebed.cli_output import OutputFormat, emit, format_option, progress_bar
 from lakebed.config import get_config
 
 STATUS_COLUMNS = [
@@ -140,17 +140,7 @@ def vacuum_command(table: str, grace: str | None) -> None:
 
 @contextmanager
 def _progress() -> Iterator[Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = stderr_console()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar() as bar:
         tasks: dict[str, Any] = {}
 
         def report(step: str, done: int, total: int) -> None:

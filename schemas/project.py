@@ -250,15 +250,7 @@ def _check(project: Project, contracts: Mapping[str, TableContract], models: Map
             )
         targets[source.table] = source.contract
         if source.contract is not None:
-            contract = contracts.get(source.contract) or contracts.get(f"{source.contract}.yaml")
-            if contract is None:
-                folder = project.root / project.paths.contracts
-                raise ProjectError(f"{where}: contract: no file {source.contract!r} in {folder}")
-            if contract.name != source.table:
-                raise ProjectError(
-                    f"{where}: contract: {source.contract} is the contract of table {contract.name!r}, "
-                    f"not {source.table!r}"
-                )
+            _named_contract(project, contracts, source.contract, source.table, where)
         paths: tuple[str, ...] = (source.path,) if isinstance(source, FilesSource) else ()
         paths = source.paths if isinstance(source, UnstructuredSource) else paths
         for path in paths:
@@ -272,6 +264,21 @@ def _check(project: Project, contracts: Mapping[str, TableContract], models: Map
                 f"{project.origins[f'view:{key}']}: feature view {key}: source.table {view.source.table!r} "
                 "is not the table of any source or model in the project"
             )
+
+
+def _named_contract(
+    project: Project, contracts: Mapping[str, TableContract], file: str, table: str, where: str
+) -> TableContract:
+    """The contract in ``file`` of the contracts folder, which must be ``table``'s."""
+    contract = contracts.get(file) or contracts.get(f"{file}.yaml")
+    if contract is None:
+        folder = project.root / project.paths.contracts
+        raise ProjectError(f"{where}: contract: no file {file!r} in {folder}")
+    if contract.name != table:
+        raise ProjectError(
+            f"{where}: contract: {file} is the contract of table {contract.name!r}, not {table!r}"
+        )
+    return contract
 
 
 def _models(folder: Path) -> dict[str, Model]:
@@ -307,18 +314,8 @@ def _check_models(
             raise ProjectError(
                 f"{model.path}: model {model.name!r}: table {model.name!r} is made by a {made[model.name]}"
             )
-        wanted = model.options.contract
-        if wanted is None:
-            continue
-        contract = contracts.get(wanted) or contracts.get(f"{wanted}.yaml")
-        if contract is None:
-            folder = project.root / project.paths.contracts
-            raise ProjectError(f"{model.path}: contract: no file {wanted!r} in {folder}")
-        if contract.name != model.name:
-            raise ProjectError(
-                f"{model.path}: contract: {wanted} is the contract of table {contract.name!r}, "
-                f"not {model.name!r}"
-            )
+        if model.options.contract is not None:
+            _named_contract(project, contracts, model.options.contract, model.name, str(model.path))
     for model in models.values():
         for ref in model.reads:
             if ref.name not in made and ref.name not in models:
