@@ -4,7 +4,7 @@ Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_pe
 ``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
 ``features_sparse`` + ``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
 ``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``), ``models`` (a SQL model vs bare
-DuckDB, and ``models_incremental``); none given runs
+DuckDB, ``models_incremental``, ``models_peak_rss``); none given runs
 them all.
 Each ratio is the median of at least 5 alternating baseline/lakebed pairs (``--rounds``, default 5; fewer
 only with ``--quick``), printed with the min–max of the pairs; the run ends with a table of every result

@@ -9,6 +9,11 @@ lineage), alternately with the baseline: the same SELECT in bare DuckDB over ``r
 files of the input table's version, then ``write_deltalake`` of its result into a fresh table. Each pair's
 ratio is time(baseline) / time(lakebed) (higher is better); target: median ≥ 0.8.
 
+``models_peak_rss``: the ``orders_paid`` model rebuilt in a child process (``bench._model_child``) over
+1,000,000 and over 10,000,000 input rows (``--quick``: 50,000 and 500,000), alternately; the peak RSS of
+the build alone (the high-water mark is reset after the ingest). Each pair's ratio is peak(10×) /
+peak(1×) (lower is better); target: median ≤ 1.5, memory roughly flat while the input grows 10×.
+
 ``models_incremental``: the ``incremental`` model ``orders_paid`` (a filter and derived columns, one output
 row per paid input row) rebuilt from all input rows (``full_refresh``), alternately with an increment after
 1% new input rows were ingested (untimed). Each pair's ratio is time(increment) / time(rebuild) (lower is
@@ -36,6 +41,8 @@ FILES = 10
 TARGET = 0.8
 INCREMENT_SHARE = 0.01
 INCREMENT_TARGET = 0.05
+RSS_ROWS = 1_000_000
+RSS_TARGET = 1.5
 REVENUE_SQL = """SELECT CAST(ordered_at AS DATE) AS day, category, sum(quantity * unit_price) AS revenue,
   count(*) AS lines, count(DISTINCT customer_id) AS customers
 FROM {source}
@@ -149,7 +156,8 @@ def run(opts: BenchOptions) -> str:
                 "lakebed", round_no, seconds, f"lakebed run: {built.rows:,} rows, version {built.version}"
             )
         remove(target)
-        return times.summary(rows) + "\n" + _increments(opts, project, config, rows)
+        lines = [times.summary(rows), _increments(opts, project, config, rows)]
+    return "\n".join([*lines, _peak_rss(opts)])
 
 
 def _increments(opts: BenchOptions, project: Project, config: LakebedConfig, rows: int) -> str:
@@ -187,5 +195,52 @@ def _increments(opts: BenchOptions, project: Project, config: LakebedConfig, row
         target=INCREMENT_TARGET,
         better="lower",
         detail=f"time(increment of {INCREMENT_SHARE:.0%} new rows) / time(full rebuild) per pair",
+        quick=opts.quick,
+    )
+
+
+def _child(rows: int, workdir: Path) -> dict[str, int]:
+    import json
+    import subprocess
+    import sys
+
+    from bench.common import REPO_ROOT
+
+    remove(workdir)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench._model_child", str(rows), str(workdir)],
+        cwd=str(REPO_ROOT),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    remove(workdir)
+    if done.returncode != 0:
+        raise RuntimeError(f"model child over {rows:,} rows exited with status {done.returncode}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"rows": int(report["rows"]), "hwm_kib": int(report["vm_hwm_kib"])}
+
+
+def _peak_rss(opts: BenchOptions) -> str:
+    small = opts.scaled(RSS_ROWS)
+    log(
+        f"models_peak_rss{opts.label}: peak RSS of a model build over {small:,} and {10 * small:,} input rows"
+    )
+    ratios, peaks = [], []
+    for round_no in range(1, opts.rounds + 1):
+        one = _child(small, opts.workdir / "models_rss")
+        ten = _child(10 * small, opts.workdir / "models_rss")
+        log(
+            f"  round {round_no}: {one['hwm_kib'] / 1024:6.0f} MiB for {one['rows']:,} output rows, "
+            f"{ten['hwm_kib'] / 1024:6.0f} MiB for {ten['rows']:,}"
+        )
+        ratios.append(ten["hwm_kib"] / one["hwm_kib"])
+        peaks.append(ten["hwm_kib"] / 1024)
+    return report(
+        "models_peak_rss",
+        ratios,
+        target=RSS_TARGET,
+        better="lower",
+        detail=f"peak RSS of the build over 10× the input rows / over 1× per pair (largest {max(peaks):.0f} MiB)",
         quick=opts.quick,
     )
