@@ -243,7 +243,7 @@ def register(connection: duckdb.DuckDBPyConnection, name: str, found: Tiers) -> 
     if files is not None:
         paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         connection.execute(
-            f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
+            f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
         )
         return
     # View-typed dataset schema: DuckDB then reads files written as string or string_view alike.
@@ -260,7 +260,7 @@ def register(connection: duckdb.DuckDBPyConnection, name: str, found: Tiers) -> 
         if part.below and found.column and found.watermark is not None and found.dtype:
             where = f" WHERE {sql_units(found.column, found.dtype)} < {found.watermark}"
         selects.append(f'SELECT * FROM "{hidden}"{where}')
-    connection.execute(f'CREATE VIEW "{name}" AS ' + " UNION ALL BY NAME ".join(selects))
+    connection.execute(f'CREATE TEMP VIEW "{name}" AS ' + " UNION ALL BY NAME ".join(selects))
 
 
 def sql(query: str, *, config: LakebedConfig | None = None) -> pa.Table:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
@@ -159,7 +161,7 @@ def _compute(
                 continue
             paths = ", ".join("'" + f.replace("'", "''") + "'" for f in new)
             connection.execute(
-                f'CREATE VIEW "{table}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
+                f'CREATE TEMP VIEW "{table}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
             )
         columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
         return connection.sql(model.sql).to_arrow_reader(config.batch_rows), columns
@@ -283,12 +285,26 @@ def _ref(table: str, found: Tiers) -> DatasetRef:
 
 
 def _connection(config: LakebedConfig) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that spills to the home's temporary folder instead of running out of memory."""
+    """A connection to this process's DuckDB database for ``config``'s home, which spills to the home's
+    temporary folder instead of running out of memory. Each run gets a cursor of its own (its inputs are
+    temporary views, seen by it alone): opening a database costs ~15 ms, a cursor under 1 ms."""
     import duckdb
 
     spill = config.system_root / "duckdb_tmp"
-    spill.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(config={"temp_directory": str(spill), "preserve_insertion_order": False})
+    with _DATABASES_LOCK:
+        database = _DATABASES.get(spill)
+        if database is None:
+            spill.mkdir(parents=True, exist_ok=True)
+            settings: dict[str, str | bool | int | float | list[str]] = {
+                "temp_directory": str(spill),
+                "preserve_insertion_order": False,
+            }
+            database = _DATABASES[spill] = duckdb.connect(config=settings)
+        return database.cursor()
+
+
+_DATABASES: dict[Path, duckdb.DuckDBPyConnection] = {}
+_DATABASES_LOCK = threading.Lock()
 
 
 __all__ = ["APP_ID", "ModelResult", "last_code_version", "run_model"]
