@@ -10,8 +10,8 @@ files of the input table's version, then ``write_deltalake`` of its result into 
 ratio is time(baseline) / time(lakebed) (higher is better); target: median ≥ 0.8.
 
 ``models_peak_rss``: the ``orders_paid`` model rebuilt in a child process (``bench._model_child``) over
-1,000,000 and over 10,000,000 input rows (``--quick``: 50,000 and 500,000), alternately; the peak RSS of
-the build alone (the high-water mark is reset after the ingest). Each pair's ratio is peak(10×) /
+1,000,000 and over 10,000,000 input rows (``--quick``: 50,000 and 500,000), alternately, each home
+ingested beforehand by this process; the child's peak RSS (``VmHWM``) is the build's alone. Each pair's ratio is peak(10×) /
 peak(1×) (lower is better); target: median ≤ 1.5, memory roughly flat while the input grows 10×.
 
 ``models_incremental``: the ``incremental`` model ``orders_paid`` (a filter and derived columns, one output
@@ -28,7 +28,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import BenchOptions, RoundTimes, fresh_dir, lakebed_home, log, remove, report, timed
+from bench.common import (
+    BenchOptions,
+    RoundTimes,
+    fresh_dir,
+    isolated_config,
+    lakebed_home,
+    log,
+    remove,
+    report,
+    timed,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -199,24 +209,31 @@ def _increments(opts: BenchOptions, project: Project, config: LakebedConfig, row
     )
 
 
-def _child(rows: int, workdir: Path) -> dict[str, int]:
+def _prepared(rows: int, workdir: Path) -> Path:
+    """A project of ``rows`` input rows ingested into a home, both under ``workdir``."""
+    from lakebed.schemas.project import load_project
+
+    project = load_project(_project(workdir / "project", rows))
+    _ingest(project, isolated_config((workdir / "home").resolve()))
+    return workdir
+
+
+def _child(workdir: Path) -> dict[str, int]:
     import json
     import subprocess
     import sys
 
     from bench.common import REPO_ROOT
 
-    remove(workdir)
     done = subprocess.run(
-        [sys.executable, "-m", "bench._model_child", str(rows), str(workdir)],
+        [sys.executable, "-m", "bench._model_child", str(workdir)],
         cwd=str(REPO_ROOT),
         stdout=subprocess.PIPE,
         text=True,
         check=False,
     )
-    remove(workdir)
     if done.returncode != 0:
-        raise RuntimeError(f"model child over {rows:,} rows exited with status {done.returncode}")
+        raise RuntimeError(f"model child in {workdir} exited with status {done.returncode}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
     return {"rows": int(report["rows"]), "hwm_kib": int(report["vm_hwm_kib"])}
 
@@ -226,16 +243,21 @@ def _peak_rss(opts: BenchOptions) -> str:
     log(
         f"models_peak_rss{opts.label}: peak RSS of a model build over {small:,} and {10 * small:,} input rows"
     )
+    one_dir = _prepared(small, fresh_dir(opts.workdir / "models_rss_1x"))
+    ten_dir = _prepared(10 * small, fresh_dir(opts.workdir / "models_rss_10x"))
     ratios, peaks = [], []
-    for round_no in range(1, opts.rounds + 1):
-        one = _child(small, opts.workdir / "models_rss")
-        ten = _child(10 * small, opts.workdir / "models_rss")
-        log(
-            f"  round {round_no}: {one['hwm_kib'] / 1024:6.0f} MiB for {one['rows']:,} output rows, "
-            f"{ten['hwm_kib'] / 1024:6.0f} MiB for {ten['rows']:,}"
-        )
-        ratios.append(ten["hwm_kib"] / one["hwm_kib"])
-        peaks.append(ten["hwm_kib"] / 1024)
+    try:
+        for round_no in range(1, opts.rounds + 1):
+            one, ten = _child(one_dir), _child(ten_dir)
+            log(
+                f"  round {round_no}: {one['hwm_kib'] / 1024:6.0f} MiB for {one['rows']:,} output rows, "
+                f"{ten['hwm_kib'] / 1024:6.0f} MiB for {ten['rows']:,}"
+            )
+            ratios.append(ten["hwm_kib"] / one["hwm_kib"])
+            peaks.append(ten["hwm_kib"] / 1024)
+    finally:
+        remove(one_dir)
+        remove(ten_dir)
     return report(
         "models_peak_rss",
         ratios,
