@@ -577,7 +577,7 @@ def test_the_index_is_frozen_out_of_the_cyclic_collector() -> None:
 def test_walks_pause_the_cyclic_collector_and_restore_it() -> None:
     import gc
 
-    from lakebed.lineage.store import _cyclic_gc_paused
+    from lakebed.lineage.answers import cyclic_gc_paused as _cyclic_gc_paused
 
     assert gc.isenabled()
     with _cyclic_gc_paused():
