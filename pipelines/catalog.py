@@ -91,14 +91,17 @@ class Catalog:
             return table
 
     def _load(self) -> dict[str, TableEntry]:
-        table = self._table()
-        if table is None:
-            return {}
-        # Entries are parsed once per catalog version (every commit looks its table up here).
-        version = table.version()
-        cached = _ENTRIES.get(self.uri)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        # The open table is shared by every thread: it is read under the lock it is updated under.
+        with _OPEN_LOCK:
+            table = self._table()
+            if table is None:
+                return {}
+            # Entries are parsed once per catalog version (every commit looks its table up here).
+            version = table.version()
+            cached = _ENTRIES.get(self.uri)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            rows = arrow_dataset(table).to_table().to_pylist()
         entries = {
             row["name"]: TableEntry(
                 name=row["name"],
@@ -107,7 +110,7 @@ class Catalog:
                 contract=TableContract.model_validate_json(row["contract"]) if row["contract"] else None,
                 registered_at=row["registered_at"],
             )
-            for row in arrow_dataset(table).to_table().to_pylist()
+            for row in rows
         }
         _ENTRIES[self.uri] = (version, entries)
         return entries
