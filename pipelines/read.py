@@ -234,6 +234,18 @@ def file_path(uri: str) -> str:
     return str(local_path(uri)) if uri.startswith("file://") else unquote(uri)
 
 
+def parquet_scan(files: Sequence[str]) -> str:
+    """SQL: DuckDB's scan of the local Parquet ``files`` (non-empty), columns matched by name (a file
+    written before a column was added reads it as nulls)."""
+    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{paths}], union_by_name=true)"
+
+
+def register_files(connection: duckdb.DuckDBPyConnection, name: str, files: Sequence[str]) -> None:
+    """Table ``name`` in ``connection``: the rows of the local Parquet ``files`` (see :func:`local_files`)."""
+    connection.execute(f'CREATE TEMP VIEW "{name}" AS SELECT * FROM {parquet_scan(files)}')
+
+
 def register(connection: duckdb.DuckDBPyConnection, name: str, found: Tiers) -> None:
     """Table ``name`` in ``connection``: the rows of ``found`` (both tiers of a tiered table, at the versions
     loaded). Local files DuckDB reads as Delta does are scanned by its own Parquet reader (parallel, with
@@ -241,10 +253,7 @@ def register(connection: duckdb.DuckDBPyConnection, name: str, found: Tiers) -> 
     datasets."""
     files = local_files(found)
     if files is not None:
-        paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        connection.execute(
-            f'CREATE TEMP VIEW "{name}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
-        )
+        register_files(connection, name, files)
         return
     # View-typed dataset schema: DuckDB then reads files written as string or string_view alike.
     schema = view_schema(found.hot)

@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 
 from lakebed.errors import EntityRowsError, FeatureRetrievalError
 from lakebed.pipelines.features.retrieval import ViewPlan, plain_type
-from lakebed.pipelines.read import local_files
+from lakebed.pipelines.read import local_files, parquet_scan
 from lakebed.schemas.features import FEATURE_TS, FEATURE_VALID_TO
 
 if TYPE_CHECKING:
@@ -159,8 +159,7 @@ def _time(us: int) -> str:
 def _places_query(plan: ViewPlan, files: list[str], segments: bool, left: str, lo: int, hi: int) -> str:
     """The ASOF over the narrow stored rows that can be the fresh match of an entity time in ``[lo, hi]``
     (see :func:`_feature_frame`): per entity row with a match, the matched row's file and row number."""
-    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    scan = f"read_parquet([{paths}], union_by_name=true)"
+    scan = parquet_scan(files)
     ts = _quote(FEATURE_TS)
     last = _quote(FEATURE_VALID_TO) if segments else ts
     bound = lo - plan.ttl_us + (plan.spec.hop_us if segments else 0)

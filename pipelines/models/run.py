@@ -29,7 +29,7 @@ from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, WriteMode, commit, open_delta
 from lakebed.pipelines.models.columns import ColumnSources, column_lineage
-from lakebed.pipelines.read import file_path, local_files, register, tiers
+from lakebed.pipelines.read import file_path, local_files, register, register_files, tiers
 from lakebed.pipelines.tiering import Tiers, view_schema
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.models import Model, SqlModel
@@ -154,15 +154,13 @@ def _compute(
             if table != incremental:
                 register(connection, table, tiered)
                 continue
+            files = local_files(tiered)
             old = {file_path(uri) for uri in before}
-            new = [f for f in local_files(tiered) or () if f not in old]
-            if local_files(tiered) is None or not new:
+            new = [f for f in files or () if f not in old]
+            if files is None or not new:
                 connection.register(table, _added(tiered, before))
-                continue
-            paths = ", ".join("'" + f.replace("'", "''") + "'" for f in new)
-            connection.execute(
-                f'CREATE TEMP VIEW "{table}" AS SELECT * FROM read_parquet([{paths}], union_by_name=true)'
-            )
+            else:
+                register_files(connection, table, new)
         columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
         return connection.sql(model.sql).to_arrow_reader(config.batch_rows), columns
     assert isinstance(model, PythonModel)
