@@ -9,6 +9,7 @@ its models before anything runs; every problem is a :class:`~lakebed.errors.Proj
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -87,12 +88,12 @@ class Model:
             return None
         return self.options.incremental_on or self.inputs[0]
 
-    @property
+    @functools.cached_property
     def code_version(self) -> str:
-        """A digest of the model's code and options: it changes exactly when what the model makes may."""
-        return hashlib.sha256(json.dumps([self.code(), self.options.model_dump_json()]).encode()).hexdigest()[
-            :16
-        ]
+        """A digest of the model's code and options: it changes exactly when what the model makes may.
+        Worked out once per loaded model (a Python model's code is its source, read from its file)."""
+        text = json.dumps([self.code(), self.options.model_dump_json()])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def code(self) -> str:
         raise NotImplementedError
@@ -199,7 +200,8 @@ def _reads(path: Path, statement: exp.Query) -> tuple[TableRef, ...]:
     ctes = {cte.alias_or_name for cte in statement.find_all(exp.CTE)}
     refs: list[tuple[tuple[int, int], TableRef]] = []
     for table in statement.find_all(exp.Table):
-        line = _line(table)
+        position = _position(table)
+        line = position[0]
         where = f"{path}:{line}" if line else str(path)
         if not isinstance(table.this, exp.Identifier):
             function = (
@@ -218,14 +220,10 @@ def _reads(path: Path, statement: exp.Query) -> tuple[TableRef, ...]:
         if table.name in ctes:
             continue
         try:
-            refs.append((_position(table), TableRef(validate_table_name(table.name), line)))
+            refs.append((position, TableRef(validate_table_name(table.name), line)))
         except InvalidTableNameError as exc:
             raise ProjectError(f"{where}: {exc}") from None
     return tuple(ref for _, ref in sorted(refs, key=lambda r: r[0]))
-
-
-def _line(node: exp.Expression) -> int:
-    return _position(node)[0]
 
 
 def _position(node: exp.Expression) -> tuple[int, int]:
