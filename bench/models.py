@@ -4,15 +4,16 @@ One project in a fresh lakebed home: a files source ingesting 10,000,000 generat
 500,000) from Parquet, and two models over that table.
 
 ``models``: the ``table`` model ``revenue_by_day`` (GROUP BY day and category: revenue, lines, customers)
-built by ``lakebed run`` (``run_model``: inputs pinned, DuckDB over Arrow datasets, the write path with
-lineage), alternately with the baseline: the same SELECT in bare DuckDB over ``read_parquet`` of the very
+built by ``lakebed run`` (``run_model``: inputs pinned, DuckDB's ``read_parquet`` over the local input's
+files, the write path with lineage), alternately with the baseline: the same SELECT in bare DuckDB over ``read_parquet`` of the very
 files of the input table's version, then ``write_deltalake`` of its result into a fresh table. Each pair's
 ratio is time(baseline) / time(lakebed) (higher is better); target: median ≥ 0.8.
 
 ``models_peak_rss``: the ``orders_paid`` model rebuilt in a child process (``bench._model_child``) over
 1,000,000 and over 10,000,000 input rows (``--quick``: 50,000 and 500,000), alternately, each home
-ingested beforehand by this process; the child's peak RSS (``VmHWM``) is the build's alone. Each pair's ratio is peak(10×) /
-peak(1×) (lower is better); target: median ≤ 1.5, memory roughly flat while the input grows 10×.
+ingested beforehand by this process; the child's peak RSS (``VmHWM``) is the build's alone. Each pair's
+ratio is peak(10×) / peak(1×) (lower is better); target: median ≤ 1.5, memory roughly flat while the
+input grows 10×.
 
 ``models_incremental``: the ``incremental`` model ``orders_paid`` (a filter and derived columns, one output
 row per paid input row) rebuilt from all input rows (``full_refresh``), alternately with an increment after

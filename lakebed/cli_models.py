@@ -10,7 +10,7 @@ import click
 from lakebed.cli_output import OutputFormat, emit, format_option, progress_bar
 
 RESULT_COLUMNS = ("model", "status", "rows", "version", "reason")
-_STYLES = {"status": {"rebuilt": "green", "incremental": "cyan", "up_to_date": "dim", "failed": "bold red"}}
+_STYLES = {"status": {"rebuilt": "green", "incremental": "cyan", "up_to_date": "dim"}}
 
 
 def register(main: click.Group) -> None:
