@@ -29,7 +29,7 @@ from jsonschema import Draft202012Validator
 import lakebed
 from lakebed.config import reset_config
 from lakebed.errors import ConfigError
-from lakebed.lineage.api.app import check_binding, is_loopback
+from lakebed.http import check_binding, is_loopback
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.delta import RunContext, commit
 
@@ -347,8 +347,8 @@ def test_head_answers_headers_only(lake: Lake) -> None:
 def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "192.168.10.20", "lineage.example.com", "", "::"):
         with pytest.raises(ConfigError, match="without a token"):
-            check_binding(host, None)
-        check_binding(host, TOKEN)  # with a token any address will do
+            check_binding(host, None, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
+        check_binding(host, TOKEN, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST", "[::1]"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "::", "example.com", ""))
 

@@ -10,6 +10,6 @@ errors and binding are :mod:`.app`'s.
 
 from __future__ import annotations
 
-from lakebed.lineage.api.app import create_app, is_loopback, serve
+from lakebed.lineage.api.app import create_app, serve
 
-__all__ = ["create_app", "is_loopback", "serve"]
+__all__ = ["create_app", "serve"]

@@ -9,7 +9,6 @@ no integer, a time that is no ISO-8601 instant, an unknown format; ``detail`` li
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,16 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
-from lakebed.errors import ConfigError, LineageNotFoundError
-from lakebed.lineage.api.guard import RequestGuard, error_response
-from lakebed.lineage.api.models import Error, ParameterProblem
+from lakebed.errors import LineageNotFoundError
+from lakebed.http import (
+    bind_host,
+    check_binding,
+    error_response,
+    secret_value,
+    uvicorn_logging,
+    validation_response,
+)
+from lakebed.lineage.api.guard import RequestGuard
 from lakebed.lineage.api.routes import ROUTERS
 from lakebed.lineage.api.state import LineageState
 from lakebed.version import __version__
@@ -99,9 +105,7 @@ def create_app(store: LineageStore, *, token: str | SecretStr | None = None) -> 
 
 def resolve_token(store: LineageStore, token: str | SecretStr | None) -> str | None:
     """The token to require: ``token``, else the store config's; None when neither is set (or blank)."""
-    chosen = token if token is not None else store.config.lineage_api_token
-    value = chosen if isinstance(chosen, str) or chosen is None else chosen.get_secret_value()
-    return value or None
+    return secret_value(token if token is not None else store.config.lineage_api_token)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -112,20 +116,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    problems = [
-        ParameterProblem(loc=list(e.get("loc", ())), msg=str(e.get("msg", "")), type=str(e.get("type", "")))
-        for e in (exc.errors() if isinstance(exc, RequestValidationError) else [])
-    ]
-    message = "; ".join(f"{_where(p.loc)}: {p.msg}" for p in problems) or "the request is not valid"
-    body = Error(error=message, status=422, detail=problems).model_dump(mode="json")
-    return JSONResponse(body, status_code=422)
-
-
-def _where(loc: list[str | int]) -> str:
-    kinds = {"query": "the query parameter", "path": "the path parameter"}
-    if len(loc) >= 2 and loc[0] in kinds:
-        return f"{kinds[str(loc[0])]} {loc[1]!r}"
-    return ".".join(str(part) for part in loc)
+    return validation_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
@@ -135,34 +126,6 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     # The server logs the exception with its traceback (Starlette re-raises it after this answer).
     return error_response(500, "internal error; the server log has the details")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
-    name = host.strip().strip("[]")
-    if name.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def check_binding(host: str, token: str | None) -> None:
-    """Without a token only a loopback ``host`` may be served (with a warning); another is refused."""
-    if token is not None:
-        return
-    if not is_loopback(host):
-        raise ConfigError(
-            f"refusing to serve the lineage API on {host!r} without a token: anyone who can reach it "
-            "could read the lineage. Set LAKEBED_LINEAGE_API_TOKEN (or pass token=), or bind a "
-            "loopback address (127.0.0.1, ::1 or localhost)."
-        )
-    log.warning(
-        "the lineage API on %s has no token: anyone on this machine can read the lineage "
-        "(set LAKEBED_LINEAGE_API_TOKEN to require one)",
-        host,
-    )
 
 
 def serve(
@@ -176,23 +139,15 @@ def serve(
 
     Uvicorn's access log shows the method, path and status of each request, never its headers."""
     import uvicorn
-    from uvicorn.config import LOGGING_CONFIG
 
     secret = resolve_token(store, token)
-    check_binding(host, secret)
-    logging_config: dict[str, Any] = {
-        **LOGGING_CONFIG,
-        "loggers": {
-            **LOGGING_CONFIG["loggers"],
-            "lakebed": {"handlers": ["default"], "level": "INFO", "propagate": False},
-        },
-    }
+    check_binding(host, secret, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
     uvicorn.run(
         create_app(store, token=secret),
-        host=host.strip().strip("[]"),
+        host=bind_host(host),
         port=port,
         server_header=False,
-        log_config=logging_config,
+        log_config=uvicorn_logging(),
     )
 
 
@@ -200,8 +155,6 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "LineageApp",
-    "check_binding",
     "create_app",
-    "is_loopback",
     "serve",
 ]

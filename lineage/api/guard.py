@@ -14,21 +14,14 @@
 
 from __future__ import annotations
 
-import logging
 import re
-import secrets
-from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
-from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lakebed.lineage.api.models import Error
+from lakebed.http import BearerCheck, error_response
 from lakebed.lineage.api.routes.responses import ALLOW
 from lakebed.version import __version__
-
-log = logging.getLogger("lakebed.lineage.api")
 
 REALM = "lakebed-lineage"
 READ_METHODS = ("GET", "HEAD")
@@ -38,12 +31,6 @@ EXTRA_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"server", f"lakebed-lineage/{__version__}".encode()),
 ]
-
-
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """An error answer: ``{"error": message, "status": status}``."""
-    body = Error(error=message, status=status).model_dump(mode="json", exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def routing_path(raw_path: bytes) -> str:
@@ -66,7 +53,7 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, *, token: str | None) -> None:
         self.app = app
-        self._token = token.encode("utf-8") if token else None
+        self._bearer = BearerCheck(token, realm=REALM)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +77,7 @@ class RequestGuard:
                 message = {**message, "body": b""}
             await send(message)
 
-        refusal = self._authenticate(Headers(scope=scope), scope, method, path)
+        refusal = self._bearer.refusal(scope)
         if refusal is None and method not in READ_METHODS:
             refusal = error_response(
                 405, f"the lineage API is read-only: {method} is not allowed (use {ALLOW})", {"Allow": ALLOW}
@@ -100,22 +87,5 @@ class RequestGuard:
             return
         await self.app(scope, receive, send_with_headers)
 
-    def _authenticate(self, headers: Headers, scope: Scope, method: str, path: str) -> JSONResponse | None:
-        """None when the request may go on, else the 401 answer."""
-        if self._token is None:
-            return None
-        scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            if secrets.compare_digest(credentials.strip().encode("utf-8"), self._token):
-                return None
-            problem, message = "invalid", "the bearer token is not valid"
-            challenge = f'Bearer realm="{REALM}", error="invalid_token"'
-        else:
-            problem, message = "missing", "a bearer token is required: send 'Authorization: Bearer <token>'"
-            challenge = f'Bearer realm="{REALM}"'
-        client = scope.get("client") or ("?", 0)
-        log.warning("lineage API: %s token from %s for %s %s", problem, client[0], method, path)
-        return error_response(401, message, {"WWW-Authenticate": challenge})
 
-
-__all__ = ["READ_METHODS", "REALM", "RequestGuard", "error_response", "routing_path"]
+__all__ = ["READ_METHODS", "REALM", "RequestGuard", "routing_path"]

@@ -28,22 +28,6 @@ class Model(BaseModel):
 # --- errors and the index ------------------------------------------------------------------------------
 
 
-class ParameterProblem(Model):
-    """One reason a request's parameters were refused."""
-
-    loc: list[str | int] = Field(description="Where: e.g. `['query', 'depth']`.")
-    msg: str
-    type: str
-
-
-class Error(Model):
-    """Every error answer: 401, 404, 405, 422 and 500."""
-
-    error: str
-    status: int
-    detail: list[ParameterProblem] | None = Field(default=None, description="422 only: each problem.")
-
-
 class Index(Model):
     name: str
     version: str

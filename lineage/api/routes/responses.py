@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lakebed.lineage.api.models import Error
+from lakebed.http import Error
 
 ALLOW = "GET, HEAD"
 

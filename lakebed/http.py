@@ -1,0 +1,174 @@
+"""What every lakebed HTTP server shares: the bearer-token check, the binding rule, the error body and the
+way uvicorn is started.
+
+* A token is compared in constant time (:func:`secrets.compare_digest`) and never logged.
+* Without a token a server binds a loopback address only (with a warning); another address is refused.
+* Errors are JSON ``{"error": message, "status": status}`` (plus ``detail`` for request validation).
+* uvicorn's access log shows the method, path and status of each request, never its headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import Scope
+
+from lakebed.errors import ConfigError
+
+log = logging.getLogger("lakebed.http")
+
+
+class ParameterProblem(BaseModel):
+    """One reason a request was refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loc: list[str | int] = Field(description="Where: e.g. `['query', 'depth']` or `['body', 'features']`.")
+    msg: str
+    type: str
+
+
+class Error(BaseModel):
+    """Every error answer: 400, 401, 404, 405, 422 and 500."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str
+    status: int
+    detail: list[ParameterProblem] | None = Field(default=None, description="422 only: each problem.")
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error answer: ``{"error": message, "status": status}``."""
+    body = Error(error=message, status=status).model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_response(errors: Sequence[Any]) -> JSONResponse:
+    """The ``422`` answer for FastAPI's validation errors: one message naming each bad parameter."""
+    problems = [
+        ParameterProblem(loc=list(e.get("loc", ())), msg=str(e.get("msg", "")), type=str(e.get("type", "")))
+        for e in errors
+    ]
+    message = "; ".join(f"{_where(p.loc)}: {p.msg}" for p in problems) or "the request is not valid"
+    body = Error(error=message, status=422, detail=problems).model_dump(mode="json")
+    return JSONResponse(body, status_code=422)
+
+
+def _where(loc: list[str | int]) -> str:
+    kinds = {"query": "the query parameter", "path": "the path parameter", "body": "the body field"}
+    if len(loc) >= 2 and loc[0] in kinds:
+        return f"{kinds[str(loc[0])]} {'.'.join(str(p) for p in loc[1:])!r}"
+    if loc == ["body"]:
+        return "the body"
+    return ".".join(str(part) for part in loc)
+
+
+def secret_value(token: str | SecretStr | None) -> str | None:
+    """The token in clear, None when unset or blank."""
+    value = token if isinstance(token, str) or token is None else token.get_secret_value()
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+class BearerCheck:
+    """``Authorization: Bearer <token>`` against one token (constant time), or anything when unset."""
+
+    def __init__(self, token: str | SecretStr | None, *, realm: str) -> None:
+        secret = secret_value(token)
+        self._token = secret.encode("utf-8") if secret else None
+        self.realm = realm
+
+    @property
+    def required(self) -> bool:
+        return self._token is not None
+
+    def refusal(self, scope: Scope) -> JSONResponse | None:
+        """None when the request may go on, else its ``401`` answer (with ``WWW-Authenticate``)."""
+        if self._token is None:
+            return None
+        scheme, _, credentials = Headers(scope=scope).get("authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            if secrets.compare_digest(credentials.strip().encode("utf-8"), self._token):
+                return None
+            problem, message = "invalid", "the bearer token is not valid"
+            challenge = f'Bearer realm="{self.realm}", error="invalid_token"'
+        else:
+            problem, message = "missing", "a bearer token is required: send 'Authorization: Bearer <token>'"
+            challenge = f'Bearer realm="{self.realm}"'
+        client = scope.get("client") or ("?", 0)
+        log.warning(
+            "%s: %s token from %s for %s %s", self.realm, problem, client[0], scope["method"], scope["path"]
+        )
+        return error_response(401, message, {"WWW-Authenticate": challenge})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None, *, service: str, variable: str) -> None:
+    """Without a token only a loopback ``host`` may be served (with a warning); another is refused.
+
+    ``service`` names what would be exposed ("the lineage API"), ``variable`` the setting of its token."""
+    if token is not None:
+        return
+    if not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve {service} on {host!r} without a token: anyone who can reach it could read "
+            f"what it serves. Set {variable} (or pass token=), or bind a loopback address (127.0.0.1, ::1 "
+            "or localhost)."
+        )
+    log.warning(
+        "%s on %s has no token: anyone on this machine can read it (set %s to require one)",
+        service,
+        host,
+        variable,
+    )
+
+
+def uvicorn_logging() -> dict[str, Any]:
+    """uvicorn's logging config with lakebed's loggers sent to the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return {
+        **LOGGING_CONFIG,
+        "loggers": {
+            **LOGGING_CONFIG["loggers"],
+            "lakebed": {"handlers": ["default"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def bind_host(host: str) -> str:
+    """The address to hand uvicorn (``[::1]`` → ``::1``)."""
+    return host.strip().strip("[]")
+
+
+__all__ = [
+    "BearerCheck",
+    "Error",
+    "ParameterProblem",
+    "bind_host",
+    "check_binding",
+    "error_response",
+    "is_loopback",
+    "secret_value",
+    "uvicorn_logging",
+    "validation_response",
+]
