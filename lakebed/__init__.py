@@ -20,6 +20,7 @@ _PUBLIC: dict[str, str] = {
     "CommitResult": "lakebed.pipelines.delta",
     "Catalog": "lakebed.pipelines.catalog",
     "FeatureStore": "lakebed.feature_store",
+    "FeatureClient": "lakebed.serving.client",
     "TableContract": "lakebed.schemas.contract",
     "ingest_files": "lakebed.pipelines.ingest",
     "ingest_unstructured": "lakebed.pipelines.unstructured",
@@ -35,6 +36,7 @@ __all__ = [
     "PRODUCER",
     "__version__",
     "Catalog",
+    "FeatureClient",
     "FeatureStore",
     "CommitResult",
     "LakebedError",
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from lakebed.pipelines.unstructured import ingest_unstructured, read_content
     from lakebed.schemas.contract import TableContract
     from lakebed.schemas.python_models import model
+    from lakebed.serving.client import FeatureClient
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,7 @@ from lakebed.cli_models import register as register_model_commands
 from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
 from lakebed.cli_project import register as register_project_commands
 from lakebed.cli_quality import quality
+from lakebed.cli_serve import serve
 from lakebed.cli_stream import register as register_stream_commands
 from lakebed.cli_tier import tier
 from lakebed.config import PROJECT_FILE, get_config, reset_config
@@ -328,6 +329,7 @@ main.add_command(features)
 main.add_command(quality)
 main.add_command(lineage)
 main.add_command(tier)
+main.add_command(serve)
 register_stream_commands(main)
 register_project_commands(main)
 register_model_commands(main)

@@ -180,6 +180,9 @@ class LakebedConfig(BaseSettings):
     )
     lineage_namespace: str = Field(default="lakebed", description="OpenLineage job namespace.")
     lineage_api_token: SecretStr | None = Field(default=None, description="Bearer token of the lineage API.")
+    feature_server_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the feature server (`lakebed serve features`)."
+    )
     lineage_enabled: bool = Field(default=True, description="Emit OpenLineage events for every run.")
     lineage_timeout: float = Field(
         default=2.0, gt=0, description="Seconds to wait for an OPENLINEAGE_URL backend before buffering."
@@ -255,6 +258,7 @@ class LakebedConfig(BaseSettings):
         """Every secret this config holds, in clear (to scrub them from anything lakebed records)."""
         values = [
             self.lineage_api_token,
+            self.feature_server_token,
             self.s3.access_key_id,
             self.s3.secret_access_key,
             self.s3.session_token,

@@ -161,6 +161,14 @@ class EntityRowsError(FeatureRetrievalError):
     """The entity rows lack a key or timestamp column, or a column has an unusable type."""
 
 
+class FeatureServerError(LakebedError):
+    """The feature server refused a request or could not be reached (names the status and its message)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class TrainingSetError(LakebedError):
     """A training set cannot be created or rebuilt."""
 

@@ -29,7 +29,7 @@ from lakebed.config import LakebedConfig, get_config
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from lakebed.pipelines.features.online_read import OnlinePlan
+    from lakebed.pipelines.features.online_read import OnlinePlan, OnlineVectors
     from lakebed.pipelines.features.retrieval import ViewPlan
     from lakebed.pipelines.features.training import TrainingSetManifest
     from lakebed.schemas.features import FeatureView
@@ -119,6 +119,21 @@ class FeatureStore:
             config=self.config,
             now=now,
             plans=self._online_plan(features),
+        )
+
+    def get_online_vectors(
+        self,
+        features: Sequence[str],
+        entities: Mapping[str, Sequence[Any]],
+        *,
+        now: dt.datetime | None = None,
+    ) -> OnlineVectors:
+        """The latest values of ``features`` for the entities ``{"key": [v1, v2, ...]}``, one column per
+        feature with a status (``PRESENT``, ``NULL_VALUE``, ``NOT_FOUND``, ``OUTSIDE_MAX_AGE``) and the
+        stored ``feature_ts`` of each value: what the feature server answers. The same values as
+        :meth:`get_online_features`."""
+        return self._online_read().read_online_vectors(
+            self._online_plan(features), entities, store=self.online_store, now=now
         )
 
     def _online_read(self) -> ModuleType:

@@ -5,26 +5,20 @@ document (the schema of its route and status)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import re
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from jsonschema import Draft202012Validator
+from server_process import Reply, ServerProcess, free_port, send
 
 import lakebed
 from lakebed.config import reset_config
@@ -39,164 +33,12 @@ TOKEN = "auditor-token-3f9c1e"
 # --- the server process ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+class LineageServer(ServerProcess):
+    """``lakebed lineage serve`` in its own process."""
 
-
-@dataclass
-class Reply:
-    status: int
-    headers: Any
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def _send(
-    url: str, *, token: str | None, method: str = "GET", headers: dict[str, str] | None = None
-) -> Reply:
-    sent = dict(headers or {})
-    if token is not None:
-        sent["Authorization"] = f"Bearer {token}"
-    data = b"{}" if method in ("POST", "PUT", "PATCH") else None
-    req = urllib.request.Request(url, data=data, method=method, headers=sent)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            return Reply(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return Reply(error.code, error.headers, error.read())
-
-
-@dataclass
-class Schemas:
-    """The server's OpenAPI document: which route a path is, and what its answers must look like."""
-
-    doc: dict[str, Any]
-    checked: set[tuple[str, int]] = field(default_factory=set)
-
-    def route(self, path: str) -> str | None:
-        """The path template ``path`` is served by (a name may span segments when sent unencoded)."""
-        for lenient in (False, True):
-            matches = [t for t in self.doc["paths"] if self._pattern(t, lenient).fullmatch(path)]
-            if matches:
-                return max(matches, key=len)  # the more specific route wins, as in the server
-        return None
-
-    @staticmethod
-    def _pattern(template: str, lenient: bool) -> re.Pattern[str]:
-        def param(match: re.Match[str]) -> str:
-            return ".+" if lenient and match.group(1) in ("dataset", "job") else "[^/]+"
-
-        return re.compile(re.sub(r"\\\{(\w+)\\\}", param, re.escape(template.rstrip("/") or "/")))
-
-    def check(self, reply: Reply, path: str, method: str) -> None:
-        """The reply's content type is declared for its route and status, and a JSON body fits the schema."""
-        template = self.route(urlsplit(path).path)
-        if urlsplit(path).path == "/openapi.json" and reply.status == 200:
-            return  # the document itself (test_openapi_describes_every_endpoint)
-        if template is not None:
-            responses = self.doc["paths"][template]["get"]["responses"]
-            assert str(reply.status) in responses, (path, reply.status)
-            content = responses[str(reply.status)]["content"]
-        else:  # no such route: the answer is an Error
-            assert reply.status in (401, 404, 405), (path, reply.status)
-            content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-        media_type = reply.headers["Content-Type"].split(";")[0].strip()
-        assert media_type in content, (path, reply.status, media_type)
-        if method == "HEAD" or media_type != "application/json":
-            return
-        schema = {**content[media_type]["schema"], "components": self.doc["components"]}
-        validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-        errors = sorted(validator.iter_errors(reply.json()), key=lambda e: list(e.absolute_path))
-        assert not errors, (path, reply.status, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]])
-        self.checked.add((template or "", reply.status))
-
-
-class LineageServer:
-    """``lakebed lineage serve`` in its own process over ``home``, its output in ``log_path``."""
-
-    def __init__(self, home: Path, log_path: Path, *, token: str | None, host: str = "127.0.0.1") -> None:
-        self.home, self.log_path, self.token, self.host = home, log_path, token, host
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.schemas: Schemas | None = None
-
-    def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKEBED_", "OPENLINEAGE"))}
-        env.update(LAKEBED_HOME=str(self.home), DAGSTER_HOME=str(self.home / "dagster"))
-        if self.token is not None:
-            env["LAKEBED_LINEAGE_API_TOKEN"] = self.token
-        return env
-
-    def command(self, port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "lakebed.cli",
-            "lineage",
-            "serve",
-            "--host",
-            self.host,
-            "--port",
-            str(port),
-        ]
-
-    def start(self) -> LineageServer:
-        for _ in range(3):  # another process may take the free port before uvicorn binds it
-            port = _free_port()
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    self.command(port), env=self.environment(), stdout=log, stderr=subprocess.STDOUT
-                )
-            self.url = f"http://127.0.0.1:{port}"
-            if self._wait_until_ready():
-                self.schemas = Schemas(self.request("/openapi.json").json())
-                return self
-        raise AssertionError(f"the lineage API did not start:\n{self.log()}")
-
-    def _wait_until_ready(self) -> bool:
-        assert self.process is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", int(self.url.rsplit(":", 1)[1])), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        return False
-
-    def request(
-        self,
-        path: str,
-        *,
-        token: str | None = None,
-        method: str = "GET",
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        """One request, with this server's token unless ``token`` is given; JSON answers are validated."""
-        reply = _send(self.url + path, token=token or self.token, method=method, headers=headers)
-        if self.schemas is not None:
-            self.schemas.check(reply, path, method)
-        return reply
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+    args = ("lineage", "serve")
+    token_variable = "LAKEBED_LINEAGE_API_TOKEN"
+    lenient = ("dataset", "job")
 
 
 @pytest.fixture
@@ -305,7 +147,7 @@ def enc(name: str) -> str:
     "path", ["/api/v1/namespaces", "/openapi.json", "/", "/api/v1/lakebed/graph", "/api/v1/nothing"]
 )
 def test_every_request_needs_the_token(lake: Lake, path: str) -> None:
-    missing = _send(lake.url + path, token=None)
+    missing = send(lake.url + path, token=None)
     assert missing.status == 401
     assert missing.headers["WWW-Authenticate"].startswith("Bearer")
     assert missing.headers["Content-Type"].startswith("application/json")
@@ -317,7 +159,7 @@ def test_every_request_needs_the_token(lake: Lake, path: str) -> None:
     assert wrong.status == 401
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
 
-    basic = _send(lake.url + path, token=None, headers={"Authorization": f"Basic {TOKEN}"})
+    basic = send(lake.url + path, token=None, headers={"Authorization": f"Basic {TOKEN}"})
     assert basic.status == 401
 
     assert lake.get(path).status == (404 if path == "/api/v1/nothing" else 200)
@@ -331,7 +173,7 @@ def test_the_api_is_read_only(lake: Lake, method: str, path: str) -> None:
     assert refused.headers["Allow"] == "GET, HEAD"
     assert "read-only" in refused.json()["error"]
     # Authentication comes first: without the token a write is a 401, not a 405.
-    assert _send(lake.url + "/api/v1/lineage", method=method, token=None).status == 401
+    assert send(lake.url + "/api/v1/lineage", method=method, token=None).status == 401
 
 
 def test_head_answers_headers_only(lake: Lake) -> None:
@@ -355,7 +197,7 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     # The real command refuses too, before binding anything.
     server = LineageServer(tmp_path / "home", tmp_path / "refused.log", token=None, host="0.0.0.0")
     done = subprocess.run(
-        server.command(_free_port()), env=server.environment(), capture_output=True, timeout=120
+        server.command(free_port()), env=server.environment(), capture_output=True, timeout=120
     )
     assert done.returncode == 1
     assert b"without a token" in done.stderr
@@ -371,7 +213,7 @@ def test_loopback_without_a_token_is_open_with_a_warning(lake: Lake, server_at: 
 def test_the_token_is_never_logged(lake: Lake) -> None:
     lake.get("/api/v1/namespaces")
     lake.get("/api/v1/namespaces", token=TOKEN + "-wrong")
-    _send(lake.url + "/api/v1/namespaces", token=None)
+    send(lake.url + "/api/v1/namespaces", token=None)
     lake.get("/api/v1/namespaces", method="POST")
     lake.get("/api/v1/lakebed/producer?table=nope")
     time.sleep(0.2)  # the server writes its log lines after answering

@@ -234,6 +234,86 @@ def get_online_feature_dict(
     return table.to_pylist()[0]
 
 
+@dataclass(frozen=True)
+class OnlineVectors:
+    """The online values of several entities, one column per feature (the shape Feast's feature server
+    answers in): ``values[i][j]`` is feature ``i`` of entity ``j``; ``statuses`` say why a value is
+    missing (``PRESENT``, ``NULL_VALUE``: stored null, ``NOT_FOUND``: no stored row, ``OUTSIDE_MAX_AGE``:
+    the row is older than the view's ttl, its value withheld as offline retrieval would); ``feature_ts``
+    is the stored row's ``feature_ts`` in microseconds since the epoch (None without a row)."""
+
+    columns: tuple[str, ...]
+    """Output column names (``<view>__<feature>``), in request order."""
+    features: tuple[str, ...]
+    """Stored feature names, in the same order."""
+    values: list[list[Any]]
+    statuses: list[list[str]]
+    feature_ts: list[list[int | None]]
+
+
+def read_online_vectors(
+    online: OnlinePlan, entities: Mapping[str, Sequence[Any]], *, store: Any, now: dt.datetime | None = None
+) -> OnlineVectors:
+    """The stored feature values of the entities ``{"key": [v1, v2, ...], ...}`` (columns of equal length),
+    with a status and the stored ``feature_ts`` of each value; values withheld exactly where
+    :func:`get_online_features` gives nulls."""
+    lengths = {len(values) for values in entities.values()}
+    if len(lengths) > 1:
+        sizes = {name: len(values) for name, values in entities.items()}
+        raise EntityRowsError(f"entity key columns have different lengths: {sizes}")
+    online.check(entities)
+    count = lengths.pop() if lengths else 0
+    oldest = _now_us(now)
+    values: list[list[Any]] = []
+    statuses: list[list[str]] = []
+    stamps: list[list[int | None]] = []
+    for view in online.views:
+        rows = _stored_rows(view, entities, count, store)
+        limit = oldest - view.ttl_us
+        for index in range(len(view.features)):
+            column: list[Any] = []
+            status: list[str] = []
+            for row in rows:
+                if row is None:
+                    column.append(None)
+                    status.append("NOT_FOUND")
+                elif row[0] <= limit:
+                    column.append(None)
+                    status.append("OUTSIDE_MAX_AGE")
+                else:
+                    value = row[index + 1]
+                    column.append(value)
+                    status.append("NULL_VALUE" if value is None else "PRESENT")
+            values.append(column)
+            statuses.append(status)
+            stamps.append([None if row is None else row[0] for row in rows])
+    return OnlineVectors(
+        columns=online.columns,
+        features=tuple(f for view in online.views for f in view.features),
+        values=values,
+        statuses=statuses,
+        feature_ts=stamps,
+    )
+
+
+def _stored_rows(
+    view: _OnlineView, entities: Mapping[str, Sequence[Any]], count: int, store: Any
+) -> list[tuple[Any, ...] | None]:
+    """Per entity, its stored row ``(feature_ts_us, *features)`` or None: primary-key lookups through the
+    store's ``read_one`` when it has one, else one ``read`` of the key columns."""
+    columns = [entities[k] for k in view.keys]
+    if hasattr(store, "read_one"):
+        return [
+            store.read_one(view.table, key, view.keys, view.features) for key in zip(*columns, strict=True)
+        ]
+    rows = store.read(
+        view.table, as_arrow({k: list(c) for k, c in zip(view.keys, columns, strict=True)}), list(view.keys)
+    )
+    stamps = epoch_us(rows.column(FEATURE_TS), FEATURE_TS).to_pylist()
+    stored = [rows.column(f).to_pylist() for f in view.features]
+    return [None if stamps[i] is None else (stamps[i], *(c[i] for c in stored)) for i in range(count)]
+
+
 def _read_single(online: OnlinePlan, entity: Mapping[str, Any], store: Any, now_us: int) -> list[Any]:
     """The feature values (request order) of one entity through the store's ``read_one``."""
     values: list[Any] = []
@@ -258,4 +338,11 @@ def _now_us(now: dt.datetime | None) -> int:
     return duration_us(moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
 
 
-__all__ = ["OnlinePlan", "get_online_feature_dict", "get_online_features", "online_plan"]
+__all__ = [
+    "OnlinePlan",
+    "OnlineVectors",
+    "get_online_feature_dict",
+    "get_online_features",
+    "online_plan",
+    "read_online_vectors",
+]

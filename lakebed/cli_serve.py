@@ -1,0 +1,37 @@
+"""Server commands of the ``lakebed`` CLI: ``serve features``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def serve() -> None:
+    """Serve lakebed over HTTP."""
+
+
+@serve.command("features")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=6566, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes on the port.",
+)
+def features(host: str, port: int, workers: int) -> None:
+    """Serve online features over HTTP (Feast's /get-online-features, /feature-views, /health; OpenAPI at
+    /openapi.json).
+
+    Requests need ``Authorization: Bearer <token>`` with the token from ``LAKEBED_FEATURE_SERVER_TOKEN``;
+    without a token it only listens on a loopback address."""
+    from lakebed.config import get_config
+    from lakebed.serving.app import serve as run_server
+
+    config = get_config()
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    click.echo(
+        f"feature server on http://{shown}:{port}  (OpenAPI: /openapi.json; home {config.home}); Ctrl-C stops it"
+    )
+    run_server(config, host=host, port=port, workers=workers)

@@ -1,0 +1,256 @@
+"""The feature server: online features over HTTP for models at inference, on FastAPI and uvicorn.
+
+* ``POST /get-online-features``: Feast's request and response (see :mod:`.models`).
+* ``GET /feature-views``: every registered view version, its features and how fresh its online rows are.
+* ``GET /health``: alive.
+
+Every request needs ``Authorization: Bearer <token>`` when ``LAKEBED_FEATURE_SERVER_TOKEN`` is set
+(compared in constant time); without a token the server binds a loopback address only. Errors are JSON
+``{"error": ..., "status": ...}``: ``401`` (no or a wrong token), ``404`` (an unknown feature or view,
+named), ``422`` (a malformed body; ``detail`` lists each problem), ``500`` (logged, never shown).
+
+Reads are primary-key lookups in the embedded online store, microseconds each: the route runs them on the
+event loop rather than paying a thread hop per request. Several worker processes (``workers``) each open
+the store themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import SecretStr
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lakebed.config import LakebedConfig, get_config
+from lakebed.errors import EntityRowsError, FeatureViewNotFoundError, UnknownFeatureError
+from lakebed.feature_store import FeatureStore
+from lakebed.http import (
+    BearerCheck,
+    Error,
+    bind_host,
+    check_binding,
+    error_response,
+    secret_value,
+    uvicorn_logging,
+    validation_response,
+)
+from lakebed.serving import models as m
+from lakebed.serving.wire import feast_reference, online_response
+from lakebed.version import __version__
+
+log = logging.getLogger("lakebed.serving")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 6566  # Feast's feature server's default port
+REALM = "lakebed-features"
+TOKEN_VARIABLE = "LAKEBED_FEATURE_SERVER_TOKEN"
+BEARER = {"type": "http", "scheme": "bearer", "description": f"{TOKEN_VARIABLE}; required when configured."}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Error, "description": "No or a wrong bearer token."},
+    404: {"model": Error, "description": "An unknown feature or feature view (named)."},
+    422: {"model": Error, "description": "A malformed body; `detail` lists each problem."},
+}
+
+
+class FeatureServer(FastAPI):
+    """The app, whose OpenAPI document also names the bearer token."""
+
+    store: FeatureStore
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = get_openapi(
+                title=self.title,
+                version=self.version,
+                summary=self.summary,
+                description=self.description,
+                routes=self.routes,
+            )
+            document.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = BEARER
+            document["security"] = [{"bearerAuth": []}]
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
+class _Guard:
+    """The bearer check in front of every route, ``/openapi.json`` included."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None) -> None:
+        self.app = app
+        self._bearer = BearerCheck(token, realm=REALM)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self._bearer.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    config: LakebedConfig | None = None,
+    *,
+    token: str | SecretStr | None = None,
+    store: FeatureStore | None = None,
+) -> FeatureServer:
+    """The feature server over ``store`` (default: a :class:`FeatureStore` of ``config``); ``token``
+    defaults to the config's ``feature_server_token``. Binding is :func:`serve`'s business."""
+    config = config or (store.config if store is not None else get_config())
+    app = FeatureServer(
+        title="lakebed feature server",
+        version=__version__,
+        summary="Online features for models, in Feast's wire format.",
+        description=(__doc__ or "").strip(),
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.store = store or FeatureStore(config)
+
+    @app.post(
+        "/get-online-features",
+        response_model=m.OnlineFeaturesResponse,
+        responses=ERRORS,
+        tags=["Features"],
+        summary="The latest feature values of some entities (Feast's request and response).",
+    )
+    async def get_online_features(body: m.OnlineFeaturesRequest) -> Response:
+        if body.feature_service is not None:
+            raise EntityRowsError(
+                f"feature services are not supported (got {body.feature_service!r}): list the features"
+            )
+        references = [feast_reference(f) for f in body.features]
+        vectors = app.store.get_online_vectors(references, body.entities)
+        payload = online_response(vectors, body.entities, full_names=body.full_feature_names)
+        return Response(payload, media_type="application/json")
+
+    @app.get("/feature-views", response_model=m.FeatureViews, tags=["Features"], responses={401: ERRORS[401]})
+    def feature_views() -> m.FeatureViews:
+        return m.FeatureViews(
+            feature_views=[_view_info(app.store, v) for v in app.store.list_feature_views()]
+        )
+
+    @app.get("/health", response_model=m.Health, tags=["Meta"], responses={401: ERRORS[401]})
+    async def health() -> m.Health:
+        return m.Health(version=__version__)
+
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(EntityRowsError, _unprocessable)
+    for error in (UnknownFeatureError, FeatureViewNotFoundError):
+        app.add_exception_handler(error, _not_found)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(_Guard, token=resolve_token(config, token))
+    return app
+
+
+def _view_info(store: FeatureStore, view: Any) -> m.FeatureViewInfo:
+    online = store.online_store
+    table = view.offline_table
+    known = table in online.views() if hasattr(online, "views") else False
+    latest = online.latest_feature_ts(table) if known else None
+    return m.FeatureViewInfo(
+        name=view.name,
+        version=view.version,
+        entities=list(view.entities),
+        features=[
+            m.FeatureInfo(
+                name=a.name,
+                reference=f"{view.key}:{a.name}",
+                function=a.function,
+                column=a.column,
+                window=_duration(a.window),
+            )
+            for a in view.aggregations
+        ],
+        hop=_duration(view.hop),
+        ttl=_duration(view.ttl),
+        source_table=view.source.table,
+        source_topic=view.source.topic,
+        description=view.description,
+        online_rows=online.count(table) if known and hasattr(online, "count") else None,
+        latest_feature_ts=latest,
+    )
+
+
+def _duration(value: dt.timedelta) -> str:
+    from lakebed.schemas.features import format_duration
+
+    return format_duration(value)
+
+
+def resolve_token(config: LakebedConfig, token: str | SecretStr | None) -> str | None:
+    """The token to require: ``token``, else the config's; None when neither is set (or blank)."""
+    return secret_value(token if token is not None else config.feature_server_token)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, HTTPException):
+        return await _internal_error(request, exc)
+    message = (
+        f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
+    )
+    return error_response(exc.status_code, message, exc.headers)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    return validation_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
+
+
+async def _unprocessable(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(422, str(exc))
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, str(exc))
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("feature server: %s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error; the server log has the details")
+
+
+def app_from_environment() -> FeatureServer:
+    """The app of the process's config: what each uvicorn worker process builds."""
+    return create_app(get_config())
+
+
+def serve(
+    config: LakebedConfig | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    workers: int = 1,
+    token: str | SecretStr | None = None,
+) -> None:
+    """Serve the feature server with uvicorn until interrupted (Ctrl-C or SIGTERM); ``workers`` > 1 runs
+    that many processes on the one port, each with its own connection to the online store."""
+    import uvicorn
+
+    config = config or get_config()
+    secret = resolve_token(config, token)
+    check_binding(host, secret, service="the feature server", variable=TOKEN_VARIABLE)
+    options: dict[str, Any] = {
+        "host": bind_host(host),
+        "port": port,
+        "server_header": False,
+        "log_config": uvicorn_logging(),
+    }
+    if workers > 1:
+        # Workers are fresh processes: they find the config (and the token) in the environment.
+        if secret is not None:
+            os.environ[TOKEN_VARIABLE] = secret
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(create_app(config, token=secret), **options)
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "FeatureServer", "create_app", "serve"]

@@ -1,0 +1,91 @@
+"""Feast's wire format: references as Feast writes them, and the JSON of ``OnlineFeaturesResponse``.
+
+The answer is serialised here, not through the response model (whose schema it follows; a test checks
+each answer against the OpenAPI document): validating every value again would cost more than the read.
+Values are JSON as Feast sends them: numbers, strings, booleans, lists; bytes in base64; instants in
+RFC 3339. ``event_timestamps`` have Feast's adaptive precision (none, 3 or 6 fractional digits).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lakebed.errors import EntityRowsError
+from lakebed.pipelines.features.online_read import OnlineVectors
+
+_FEAST_VERSIONED = re.compile(r"^(?P<view>[^:@]+)@v(?P<version>\d+):(?P<feature>.+)$")
+_EPOCH_STAMP = "1970-01-01T00:00:00Z"
+
+
+def feast_reference(reference: str) -> str:
+    """``view@vN:feature`` (Feast's versioned reference) → ``view:vN:feature``; anything else unchanged."""
+    match = _FEAST_VERSIONED.match(reference)
+    if match is None:
+        return reference
+    return f"{match['view']}:v{match['version']}:{match['feature']}"
+
+
+def rfc3339(epoch_us: int | None) -> str:
+    """Microseconds since the epoch as Feast writes a timestamp: ``...:SSZ``, ``.mmmZ`` or ``.uuuuuuZ``."""
+    if not epoch_us:
+        return _EPOCH_STAMP
+    seconds, micros = divmod(epoch_us, 1_000_000)
+    base = (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    if micros == 0:
+        return base + "Z"
+    if micros % 1_000 == 0:
+        return f"{base}.{micros // 1_000:03d}Z"
+    return f"{base}.{micros:06d}Z"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return moment.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"a feature value of type {type(value).__name__} has no JSON form")
+
+
+def online_response(
+    vectors: OnlineVectors, entities: Mapping[str, Sequence[Any]], *, full_names: bool
+) -> bytes:
+    """The JSON bytes of Feast's ``OnlineFeaturesResponse`` for ``vectors``: the entity key columns as
+    sent, then each feature (``<view>__<feature>`` with ``full_names``, else the feature's own name; a
+    name two views share is an error then, as in Feast)."""
+    names = list(vectors.columns if full_names else vectors.features)
+    if not full_names and len(set(names)) < len(names):
+        shared = sorted({n for n in names if names.count(n) > 1})
+        raise EntityRowsError(
+            f"features {shared} are named alike in several views: ask with full_feature_names=true"
+        )
+    results: list[dict[str, Any]] = []
+    for values in entities.values():
+        results.append(
+            {
+                "values": list(values),
+                "statuses": ["PRESENT"] * len(values),
+                "event_timestamps": [_EPOCH_STAMP] * len(values),
+            }
+        )
+    for values, statuses, stamps in zip(vectors.values, vectors.statuses, vectors.feature_ts, strict=True):
+        results.append(
+            {"values": values, "statuses": statuses, "event_timestamps": [rfc3339(s) for s in stamps]}
+        )
+    body = {"metadata": {"feature_names": [*entities, *names]}, "results": results}
+    return json.dumps(body, separators=(",", ":"), default=_json_value).encode("utf-8")
+
+
+__all__ = ["feast_reference", "online_response", "rfc3339"]
