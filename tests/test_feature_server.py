@@ -1,0 +1,273 @@
+"""The feature server: a real materialised feature view, ``lakebed serve features`` in its own uvicorn
+process, real HTTP. Answers are compared with the in-process ``FeatureStore`` over the same online store,
+and every JSON answer is checked against the server's own OpenAPI document."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from server_process import Reply, ServerProcess, free_port, send
+
+from lakebed.config import reset_config
+from lakebed.errors import EntityRowsError, FeatureServerError, UnknownFeatureError
+from lakebed.feature_store import FeatureStore
+from lakebed.pipelines.delta import commit
+from lakebed.pipelines.features.materialize import materialize
+from lakebed.schemas.features import FeatureView
+from lakebed.serving.client import FeatureClient
+from lakebed.serving.wire import feast_reference, rfc3339
+
+TOKEN = "model-token-8d2b71"
+FEATURES = ["orders:v1:n_1d", "orders:v1:spend_1d", "orders:v1:last_channel_1d"]
+NOW = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+class FeatureServer(ServerProcess):
+    args = ("serve", "features")
+    token_variable = "LAKEBED_FEATURE_SERVER_TOKEN"
+
+
+@dataclass
+class Served:
+    server: FeatureServer
+    home: Path
+
+    def post(self, body: Any, *, token: str | None = None) -> Reply:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.server.request("/get-online-features", method="POST", body=raw, token=token)
+
+    def store(self) -> FeatureStore:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LAKEBED_HOME", str(self.home))
+            reset_config()
+            from lakebed.config import get_config
+
+            store = FeatureStore(get_config())
+        reset_config()
+        return store
+
+
+def _view() -> FeatureView:
+    return FeatureView.model_validate(
+        {
+            "name": "orders",
+            "version": 1,
+            "entities": ["customer_id"],
+            "source": {"table": "orders"},
+            "event_time": "ordered_at",
+            "hop": "1h",
+            "ttl": "3d",
+            "aggregations": [
+                {"name": "n_1d", "function": "count", "window": "1d"},
+                {"name": "spend_1d", "function": "sum", "column": "amount", "window": "1d"},
+                {"name": "last_channel_1d", "function": "last", "column": "channel", "window": "1d"},
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Customer 7 ordered in the last hours (fresh), 8 ordered 20 days ago (older than the 3d ttl), 9 once
+    without a channel; 404 never ordered. 11's order a minute ago closes the windows before it."""
+    root = tmp_path_factory.mktemp("feature-server")
+    home = root / "home"
+    times = [NOW - dt.timedelta(hours=h) for h in (5, 3, 3)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAKEBED_HOME", str(home))
+        mp.delenv("LAKEBED_CONFIG", raising=False)
+        mp.delenv("LAKEBED_PROJECT", raising=False)
+        mp.chdir(root)
+        reset_config()
+        try:
+            orders = pa.table(
+                {
+                    "customer_id": pa.array([7, 7, 9, 8, 11], pa.int64()),
+                    "ordered_at": pa.array(
+                        [*times, NOW - dt.timedelta(days=20), NOW - dt.timedelta(minutes=1)],
+                        pa.timestamp("us", tz="UTC"),
+                    ),
+                    "amount": [10.5, 4.25, 3.0, 99.0, 1.0],
+                    "channel": ["web", "app", None, "web", "web"],
+                }
+            )
+            commit("orders", orders)
+            materialize(_view())
+        finally:
+            reset_config()
+    server = FeatureServer(home, root / "server.log", token=TOKEN).start()
+    try:
+        yield Served(server, home)
+    finally:
+        server.stop()
+
+
+def test_a_feast_request_gets_a_feast_answer_with_the_stores_values(served: Served) -> None:
+    reply = served.post({"features": FEATURES, "entities": {"customer_id": [7, 8, 9, 404, 7]}})
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    names = answer["metadata"]["feature_names"]
+    assert names == ["customer_id", "n_1d", "spend_1d", "last_channel_1d"]
+    columns = {name: result for name, result in zip(names, answer["results"], strict=True)}
+    assert columns["customer_id"]["values"] == [7, 8, 9, 404, 7]
+    assert columns["customer_id"]["statuses"] == ["PRESENT"] * 5
+
+    expected = served.store().get_online_features(FEATURES, {"customer_id": [7, 8, 9, 404, 7]})
+    for feature in ("n_1d", "spend_1d", "last_channel_1d"):
+        assert columns[feature]["values"] == expected.column(f"orders__{feature}").to_pylist()
+    assert columns["n_1d"]["values"][0] == 2 and columns["spend_1d"]["values"][0] == pytest.approx(14.75)
+    assert columns["last_channel_1d"]["values"][0] == "app"
+    # 8's row is 20 days old (ttl 3d), 9 has no channel, 404 has no row.
+    assert [columns["spend_1d"]["statuses"][i] for i in range(5)] == [
+        "PRESENT",
+        "OUTSIDE_MAX_AGE",
+        "PRESENT",
+        "NOT_FOUND",
+        "PRESENT",
+    ]
+    assert columns["last_channel_1d"]["statuses"][2] == "NULL_VALUE"
+    assert columns["spend_1d"]["values"][1] is None and columns["spend_1d"]["values"][3] is None
+
+    # event_timestamps: the stored rows' feature_ts, as the offline store holds them.
+    stamps = columns["n_1d"]["event_timestamps"]
+    assert stamps[3] == "1970-01-01T00:00:00Z"
+    fresh = dt.datetime.fromisoformat(stamps[0].replace("Z", "+00:00"))
+    assert NOW - dt.timedelta(hours=5) < fresh <= NOW + dt.timedelta(days=1)
+    assert stamps[0] == stamps[4]
+
+
+def test_full_feature_names_and_feast_versioned_references(served: Served) -> None:
+    full = served.post(
+        {"features": ["orders@v1:n_1d"], "entities": {"customer_id": [7]}, "full_feature_names": True}
+    ).json()
+    assert full["metadata"]["feature_names"] == ["customer_id", "orders__n_1d"]
+    assert full["results"][1]["values"] == [2]
+    assert feast_reference("orders@v12:n_1d") == "orders:v12:n_1d"
+    assert feast_reference("orders:v1:n_1d") == "orders:v1:n_1d"
+    assert rfc3339(0) == "1970-01-01T00:00:00Z"
+    assert rfc3339(1_700_000_000_000_000) == "2023-11-14T22:13:20Z"
+    assert rfc3339(1_700_000_000_250_000) == "2023-11-14T22:13:20.250Z"
+    assert rfc3339(1_700_000_000_000_007) == "2023-11-14T22:13:20.000007Z"
+
+
+def test_unknown_features_are_404_naming_them(served: Served) -> None:
+    for reference, named in (
+        ("orders:v1:nope", "nope"),
+        ("orders:v9:n_1d", "v9"),
+        ("ghost:v1:n_1d", "ghost"),
+    ):
+        reply = served.post({"features": [reference], "entities": {"customer_id": [7]}})
+        assert reply.status == 404, reply.body
+        assert named in reply.json()["error"]
+
+
+def test_tokens_are_required_and_compared(served: Served) -> None:
+    body = json.dumps({"features": FEATURES, "entities": {"customer_id": [7]}}).encode()
+    for path, method in (
+        ("/get-online-features", "POST"),
+        ("/feature-views", "GET"),
+        ("/openapi.json", "GET"),
+    ):
+        missing = send(
+            served.server.url + path, token=None, method=method, body=body if method == "POST" else None
+        )
+        assert missing.status == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+        wrong = served.server.request(
+            path, token=TOKEN + "x", method=method, body=body if method == "POST" else None
+        )
+        assert wrong.status == 401 and 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    assert TOKEN not in served.server.log()
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b"{not json", "body"),
+        ({"entities": {"customer_id": [7]}}, "features"),
+        ({"features": [], "entities": {"customer_id": [7]}}, "features"),
+        ({"features": FEATURES, "entities": {"customer_id": 7}}, "entities"),
+        ({"features": FEATURES, "entities": {"customer_id": [7], "shop": [1, 2]}}, "lengths"),
+        ({"features": FEATURES, "entities": {"shop": [1]}}, "customer_id"),
+        (
+            {"features": FEATURES, "entities": {"customer_id": [7]}, "feature_service": "svc"},
+            "feature services",
+        ),
+    ],
+)
+def test_malformed_bodies_are_422_naming_the_problem(served: Served, body: Any, named: str) -> None:
+    reply = served.post(body)
+    assert reply.status == 422, reply.body
+    assert named in reply.json()["error"]
+
+
+def test_feature_views_health_and_openapi(served: Served) -> None:
+    views = served.server.request("/feature-views").json()["feature_views"]
+    assert [(v["name"], v["version"]) for v in views] == [("orders", 1)]
+    view = views[0]
+    assert view["entities"] == ["customer_id"] and view["ttl"] == "3d"
+    assert [f["reference"] for f in view["features"]] == FEATURES
+    assert view["online_rows"] == 3  # customers 7, 8 and 9
+    assert dt.datetime.fromisoformat(view["latest_feature_ts"]) > NOW - dt.timedelta(hours=5)
+    assert served.server.request("/health").json()["status"] == "ok"
+    document = served.server.request("/openapi.json").json()
+    assert {"/get-online-features", "/feature-views", "/health"} <= set(document["paths"])
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert served.server.request("/nothing").status == 404
+
+
+def test_the_client_mirrors_the_feature_store(served: Served) -> None:
+    store = served.store()
+    with FeatureClient(served.server.url, token=TOKEN) as client:
+        for customer in (7, 8, 9, 404):
+            assert client.get_online_feature_dict(FEATURES, {"customer_id": customer}) == (
+                store.get_online_feature_dict(FEATURES, {"customer_id": customer})
+            )
+        rows = {"customer_id": [9, 7, 404]}
+        assert client.get_online_features(FEATURES, rows).to_pylist() == (
+            store.get_online_features(FEATURES, rows).to_pylist()
+        )
+        assert [v["name"] for v in client.list_feature_views()] == ["orders"]
+        with pytest.raises(UnknownFeatureError, match="nope"):
+            client.get_online_feature_dict(["orders:v1:nope"], {"customer_id": 7})
+        with pytest.raises(EntityRowsError, match="customer_id"):
+            client.get_online_feature_dict(FEATURES, {"shop": 7})
+        # One connection per thread, kept alive: 16 threads, 400 requests, every answer right.
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(
+                pool.map(lambda i: client.get_online_feature_dict(FEATURES, {"customer_id": 7}), range(400))
+            )
+        assert all(a == answers[0] for a in answers) and answers[0]["orders__n_1d"] == 2
+    with pytest.raises(FeatureServerError, match="401"):
+        FeatureClient(served.server.url, token="wrong").health()
+    assert "wrong" not in repr(FeatureClient(served.server.url, token="wrong"))
+
+
+def test_several_workers_serve_one_port(served: Served, tmp_path: Path) -> None:
+    server = FeatureServer(served.home, tmp_path / "workers.log", token=TOKEN, extra_args=("--workers", "2"))
+    server.start()
+    try:
+        with FeatureClient(server.url, token=TOKEN) as client, ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda i: client.get_online_feature_dict(FEATURES, {"customer_id": 7}), range(200))
+            )
+        assert {a["orders__n_1d"] for a in answers} == {2}
+    finally:
+        server.stop()
+
+
+def test_binding_beyond_loopback_needs_a_token(served: Served, tmp_path: Path) -> None:
+    server = FeatureServer(served.home, tmp_path / "refused.log", token=None, host="0.0.0.0")
+    refused = subprocess.run(
+        server.command(free_port()), env=server.environment(), capture_output=True, timeout=120
+    )
+    assert refused.returncode != 0
+    assert b"LAKEBED_FEATURE_SERVER_TOKEN" in refused.stderr + refused.stdout
