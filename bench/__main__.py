@@ -4,7 +4,7 @@ Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_pe
 ``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
 ``features_sparse`` + ``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
 ``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``), ``models`` (a SQL model vs bare
-DuckDB, ``models_incremental``, ``models_peak_rss``); none given runs
+DuckDB, ``models_incremental``, ``models_peak_rss``), ``feature_server`` (HTTP vs the floor of its stack); none given runs
 them all.
 Each ratio is the median of at least 5 alternating baseline/lakebed pairs (``--rounds``, default 5; fewer
 only with ``--quick``), printed with the min–max of the pairs; the run ends with a table of every result
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    feature_server,
     features,
     ingest_csv,
     lineage,
@@ -61,6 +62,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "pit_retrieval": pit_retrieval.run,
     "features_sparse": features.run,
     "online_lookup": online_lookup.run,
+    "feature_server": feature_server.run,
     "stream_ingest": stream_ingest.run_throughput,
     "stream_peak_rss": stream_ingest.run_peak_rss,
     "quality_ingest": quality.run_ingest_target,

@@ -20,7 +20,10 @@ def serve() -> None:
     show_default=True,
     help="Server processes on the port.",
 )
-def features(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--access-log/--no-access-log", default=False, show_default=True, help="A log line per request."
+)
+def features(host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve online features over HTTP (Feast's /get-online-features, /feature-views, /health; OpenAPI at
     /openapi.json).
 
@@ -34,4 +37,4 @@ def features(host: str, port: int, workers: int) -> None:
     click.echo(
         f"feature server on http://{shown}:{port}  (OpenAPI: /openapi.json; home {config.home}); Ctrl-C stops it"
     )
-    run_server(config, host=host, port=port, workers=workers)
+    run_server(config, host=host, port=port, workers=workers, access_log=access_log)

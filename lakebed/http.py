@@ -4,7 +4,7 @@ way uvicorn is started.
 * A token is compared in constant time (:func:`secrets.compare_digest`) and never logged.
 * Without a token a server binds a loopback address only (with a warning); another address is refused.
 * Errors are JSON ``{"error": message, "status": status}`` (plus ``detail`` for request validation).
-* uvicorn's access log shows the method, path and status of each request, never its headers.
+* uvicorn's access log, when on, shows the method, path and status of each request, never its headers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Scope
 
@@ -49,6 +48,11 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
     """An error answer: ``{"error": message, "status": status}``."""
     body = Error(error=message, status=status).model_dump(mode="json", exclude_none=True)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON bytes of :func:`error_response`'s body."""
+    return Error(error=message, status=status).model_dump_json(exclude_none=True).encode("utf-8")
 
 
 def validation_response(errors: Sequence[Any]) -> JSONResponse:
@@ -85,6 +89,7 @@ class BearerCheck:
     def __init__(self, token: str | SecretStr | None, *, realm: str) -> None:
         secret = secret_value(token)
         self._token = secret.encode("utf-8") if secret else None
+        self._header = b"Bearer " + self._token if self._token else b""
         self.realm = realm
 
     @property
@@ -95,7 +100,10 @@ class BearerCheck:
         """None when the request may go on, else its ``401`` answer (with ``WWW-Authenticate``)."""
         if self._token is None:
             return None
-        scheme, _, credentials = Headers(scope=scope).get("authorization", "").strip().partition(" ")
+        sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if secrets.compare_digest(sent, self._header):
+            return None  # the usual form, exactly: no parsing needed
+        scheme, _, credentials = sent.decode("latin-1").strip().partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             if secrets.compare_digest(credentials.strip().encode("utf-8"), self._token):
                 return None
@@ -142,33 +150,37 @@ def check_binding(host: str, token: str | None, *, service: str, variable: str) 
     )
 
 
-def uvicorn_logging() -> dict[str, Any]:
-    """uvicorn's logging config with lakebed's loggers sent to the same handler."""
+def server_options(host: str, port: int, *, access_log: bool = True) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run`` for every lakebed server: the address (``[::1]`` →
+    ``::1``), no ``Server`` header, lakebed's loggers on uvicorn's handler, and the access log (method,
+    path and status of each request) on or off."""
     from uvicorn.config import LOGGING_CONFIG
 
-    return {
+    logging_config = {
         **LOGGING_CONFIG,
         "loggers": {
             **LOGGING_CONFIG["loggers"],
             "lakebed": {"handlers": ["default"], "level": "INFO", "propagate": False},
         },
     }
-
-
-def bind_host(host: str) -> str:
-    """The address to hand uvicorn (``[::1]`` → ``::1``)."""
-    return host.strip().strip("[]")
+    return {
+        "host": host.strip().strip("[]"),
+        "port": port,
+        "server_header": False,
+        "log_config": logging_config,
+        "access_log": access_log,
+    }
 
 
 __all__ = [
     "BearerCheck",
     "Error",
     "ParameterProblem",
-    "bind_host",
     "check_binding",
+    "error_body",
     "error_response",
     "is_loopback",
     "secret_value",
-    "uvicorn_logging",
+    "server_options",
     "validation_response",
 ]

@@ -3,7 +3,7 @@
 The answer is serialised here, not through the response model (whose schema it follows; a test checks
 each answer against the OpenAPI document): validating every value again would cost more than the read.
 Values are JSON as Feast sends them: numbers, strings, booleans, lists; bytes in base64; instants in
-RFC 3339. ``event_timestamps`` have Feast's adaptive precision (none, 3 or 6 fractional digits).
+RFC 3339 (UTC, ``Z``); a float NaN or infinity, which JSON cannot hold, is ``null`` (as orjson writes it). ``event_timestamps`` have Feast's adaptive precision (none, 3 or 6 fractional digits).
 """
 
 from __future__ import annotations
@@ -11,16 +11,26 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-import json
+import functools
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from lakebed.errors import EntityRowsError
 from lakebed.pipelines.features.online_read import OnlineVectors
 
 _FEAST_VERSIONED = re.compile(r"^(?P<view>[^:@]+)@v(?P<version>\d+):(?P<feature>.+)$")
 _EPOCH_STAMP = "1970-01-01T00:00:00Z"
+_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_SERIALIZE_NUMPY
+
+
+@functools.lru_cache(maxsize=1024)
+def feast_references(references: tuple[str, ...]) -> list[str]:
+    """:func:`feast_reference` of each (requests repeat the same lists: worked out once per list)."""
+    return [feast_reference(r) for r in references]
 
 
 def feast_reference(reference: str) -> str:
@@ -31,12 +41,25 @@ def feast_reference(reference: str) -> str:
     return f"{match['view']}:v{match['version']}:{match['feature']}"
 
 
+_STAMPS: dict[int, str] = {}
+"""Stamps already written: stored rows sit at hop ends, so a server sees few distinct ones."""
+
+
 def rfc3339(epoch_us: int | None) -> str:
     """Microseconds since the epoch as Feast writes a timestamp: ``...:SSZ``, ``.mmmZ`` or ``.uuuuuuZ``."""
     if not epoch_us:
         return _EPOCH_STAMP
+    text = _STAMPS.get(epoch_us)
+    if text is None:
+        if len(_STAMPS) >= 65_536:
+            _STAMPS.clear()
+        text = _STAMPS[epoch_us] = _format(epoch_us)
+    return text
+
+
+def _format(epoch_us: int) -> str:
     seconds, micros = divmod(epoch_us, 1_000_000)
-    base = (dt.datetime(1970, 1, 1) + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     if micros == 0:
         return base + "Z"
     if micros % 1_000 == 0:
@@ -45,11 +68,7 @@ def rfc3339(epoch_us: int | None) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-        return moment.isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
+    """JSON for the values orjson has no form of (instants, dates, numbers and lists it writes itself)."""
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, decimal.Decimal):
@@ -85,7 +104,7 @@ def online_response(
             {"values": values, "statuses": statuses, "event_timestamps": [rfc3339(s) for s in stamps]}
         )
     body = {"metadata": {"feature_names": [*entities, *names]}, "results": results}
-    return json.dumps(body, separators=(",", ":"), default=_json_value).encode("utf-8")
+    return orjson.dumps(body, default=_json_value, option=_OPTIONS)
 
 
-__all__ = ["feast_reference", "online_response", "rfc3339"]
+__all__ = ["feast_reference", "feast_references", "online_response", "rfc3339"]

@@ -20,11 +20,10 @@ from starlette.responses import JSONResponse
 
 from lakebed.errors import LineageNotFoundError
 from lakebed.http import (
-    bind_host,
     check_binding,
     error_response,
     secret_value,
-    uvicorn_logging,
+    server_options,
     validation_response,
 )
 from lakebed.lineage.api.guard import RequestGuard
@@ -142,13 +141,7 @@ def serve(
 
     secret = resolve_token(store, token)
     check_binding(host, secret, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
-    uvicorn.run(
-        create_app(store, token=secret),
-        host=bind_host(host),
-        port=port,
-        server_header=False,
-        log_config=uvicorn_logging(),
-    )
+    uvicorn.run(create_app(store, token=secret), **server_options(host, port))
 
 
 __all__ = [

@@ -270,23 +270,19 @@ def read_online_vectors(
     for view in online.views:
         rows = _stored_rows(view, entities, count, store)
         limit = oldest - view.ttl_us
-        for index in range(len(view.features)):
-            column: list[Any] = []
-            status: list[str] = []
-            for row in rows:
-                if row is None:
-                    column.append(None)
-                    status.append("NOT_FOUND")
-                elif row[0] <= limit:
-                    column.append(None)
-                    status.append("OUTSIDE_MAX_AGE")
-                else:
-                    value = row[index + 1]
-                    column.append(value)
-                    status.append("NULL_VALUE" if value is None else "PRESENT")
+        fresh = [row is not None and row[0] > limit for row in rows]
+        absent = ["NOT_FOUND" if row is None else "OUTSIDE_MAX_AGE" for row in rows]
+        view_stamps = [None if row is None else row[0] for row in rows]
+        for index in range(1, len(view.features) + 1):
+            column = [row[index] if ok else None for row, ok in zip(rows, fresh, strict=True)]  # type: ignore[index]
             values.append(column)
-            statuses.append(status)
-            stamps.append([None if row is None else row[0] for row in rows])
+            statuses.append(
+                [
+                    ("NULL_VALUE" if value is None else "PRESENT") if ok else why
+                    for value, ok, why in zip(column, fresh, absent, strict=True)
+                ]
+            )
+            stamps.append(view_stamps)
     return OnlineVectors(
         columns=online.columns,
         features=tuple(f for view in online.views for f in view.features),
