@@ -136,6 +136,12 @@ class FeatureStore:
             self._online_plan(features), entities, store=self.online_store, now=now
         )
 
+    def warm(self) -> None:
+        """Load the online read path and open the online store now, so that the first read is as fast as
+        the others (a server calls this before it answers)."""
+        self._online_read()
+        _ = self.online_store
+
     def _online_read(self) -> ModuleType:
         # Imported on first use (it pulls in pyarrow, numpy, pydantic), then kept: an import statement
         # per online read would cost as much as a tenth of the read.

@@ -16,9 +16,12 @@ the store themselves.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -180,6 +183,7 @@ def create_app(
         description=(__doc__ or "").strip(),
         docs_url=None,
         redoc_url=None,
+        lifespan=_warm,
     )
     app.store = store or FeatureStore(config)
 
@@ -210,6 +214,20 @@ def create_app(
     app.add_exception_handler(Exception, _internal_error)
     app.bearer = BearerCheck(resolve_token(config, token), realm=REALM)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _warm(app: FastAPI) -> AsyncIterator[None]:
+    """Before the first request: load the online read path and open the store, then move everything
+    loaded so far out of the garbage collector's reach (``gc.freeze``). Requests allocate a few dozen
+    short-lived objects each; without the freeze every so often a full collection would walk the
+    hundreds of thousands of objects of the loaded libraries, a pause of tens of milliseconds."""
+    server = app if isinstance(app, FeatureServer) else None
+    if server is not None:
+        server.store.warm()
+    gc.collect()
+    gc.freeze()
+    yield
 
 
 def _view_info(store: FeatureStore, view: Any) -> m.FeatureViewInfo:

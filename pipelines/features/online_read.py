@@ -56,6 +56,7 @@ class OnlinePlan:
             for plan in self.plans
         )
         self.columns = tuple(c for view in self.views for c in view.columns)
+        self.features = tuple(f for view in self.views for f in view.features)
         self._checked: set[tuple[str, ...]] = set()
         self._layouts: dict[tuple[Any, ...], tuple[tuple[pa.Schema, ...], pa.StructType]] = {}
 
@@ -268,24 +269,30 @@ def read_online_vectors(
     statuses: list[list[str]] = []
     stamps: list[list[int | None]] = []
     for view in online.views:
-        rows = _stored_rows(view, entities, count, store)
         limit = oldest - view.ttl_us
-        fresh = [row is not None and row[0] > limit for row in rows]
-        absent = ["NOT_FOUND" if row is None else "OUTSIDE_MAX_AGE" for row in rows]
-        view_stamps = [None if row is None else row[0] for row in rows]
-        for index in range(1, len(view.features) + 1):
-            column = [row[index] if ok else None for row, ok in zip(rows, fresh, strict=True)]  # type: ignore[index]
-            values.append(column)
-            statuses.append(
-                [
-                    ("NULL_VALUE" if value is None else "PRESENT") if ok else why
-                    for value, ok, why in zip(column, fresh, absent, strict=True)
-                ]
-            )
-            stamps.append(view_stamps)
+        width = len(view.features)
+        columns: list[list[Any]] = [[] for _ in range(width)]
+        codes: list[list[str]] = [[] for _ in range(width)]
+        view_stamps: list[int | None] = []
+        for row in _stored_rows(view, entities, count, store):
+            if row is not None and row[0] > limit:
+                view_stamps.append(row[0])
+                for index in range(width):
+                    value = row[index + 1]
+                    columns[index].append(value)
+                    codes[index].append("PRESENT" if value is not None else "NULL_VALUE")
+                continue
+            view_stamps.append(None if row is None else row[0])
+            why = "NOT_FOUND" if row is None else "OUTSIDE_MAX_AGE"
+            for index in range(width):
+                columns[index].append(None)
+                codes[index].append(why)
+        values.extend(columns)
+        statuses.extend(codes)
+        stamps.extend([view_stamps] * width)
     return OnlineVectors(
         columns=online.columns,
-        features=tuple(f for view in online.views for f in view.features),
+        features=online.features,
         values=values,
         statuses=statuses,
         feature_ts=stamps,
