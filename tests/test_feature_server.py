@@ -18,7 +18,7 @@ import pytest
 from server_process import Reply, ServerProcess, free_port, send
 
 from lakebed.config import reset_config
-from lakebed.errors import EntityRowsError, FeatureServerError, UnknownFeatureError
+from lakebed.errors import EntityRowsError, FeatureServerError, OnlineStoreError, UnknownFeatureError
 from lakebed.feature_store import FeatureStore
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.features.materialize import materialize
@@ -70,6 +70,7 @@ def _view() -> FeatureView:
                 {"name": "n_1d", "function": "count", "window": "1d"},
                 {"name": "spend_1d", "function": "sum", "column": "amount", "window": "1d"},
                 {"name": "last_channel_1d", "function": "last", "column": "channel", "window": "1d"},
+                {"name": "basket_vector", "function": "last", "column": "basket", "window": "1d"},
             ],
         }
     )
@@ -98,6 +99,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                     ),
                     "amount": [10.5, 4.25, 3.0, 99.0, 1.0],
                     "channel": ["web", "app", None, "web", "web"],
+                    "basket": pa.array(
+                        [[0.25, -1.5, 3.0], [0.125, 2.0, -0.1], None, [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
+                        pa.list_(pa.float32()),
+                    ),
                 }
             )
             commit("orders", orders)
@@ -143,6 +148,45 @@ def test_a_feast_request_gets_a_feast_answer_with_the_stores_values(served: Serv
     fresh = dt.datetime.fromisoformat(stamps[0].replace("Z", "+00:00"))
     assert NOW - dt.timedelta(hours=5) < fresh <= NOW + dt.timedelta(days=1)
     assert stamps[0] == stamps[4]
+
+
+def test_vector_features_are_served_online_like_any_feature(served: Served) -> None:
+    """``last`` of an embedding column: the online store keeps the whole vector, and HTTP, the client
+    and the in-process store give the same float32 values as the offline table."""
+    vector = ["orders:v1:basket_vector"]
+    answer = served.post({"features": vector, "entities": {"customer_id": [7, 9, 404]}}).json()
+    served_values = answer["results"][1]["values"]
+    assert answer["results"][1]["statuses"] == ["PRESENT", "NULL_VALUE", "NOT_FOUND"]
+    expected = pa.array([[0.125, 2.0, -0.1]], pa.list_(pa.float32())).to_pylist()[0]
+    assert served_values == [expected, None, None]
+    store = served.store()
+    assert store.get_online_feature_dict(vector, {"customer_id": 7})["orders__basket_vector"] == expected
+    table = store.get_online_features(vector, {"customer_id": [7, 9]})
+    assert table.column("orders__basket_vector").to_pylist() == [expected, None]
+    assert table.schema.field("orders__basket_vector").type.value_type == pa.float32()
+    with FeatureClient(served.server.url, token=TOKEN) as client:
+        assert client.get_online_feature_dict(vector, {"customer_id": 7})["orders__basket_vector"] == expected
+    offline = store.get_historical_features(
+        pa.table({"customer_id": [7], "event_timestamp": pa.array([NOW], pa.timestamp("us", tz="UTC"))}),
+        vector,
+    )
+    assert offline.column("orders__basket_vector").to_pylist() == [expected]
+
+
+def test_vectors_with_null_elements_are_refused_by_the_online_store(tmp_path: Path) -> None:
+    from lakebed.pipelines.features.online import SQLiteOnlineStore
+
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    rows = pa.table(
+        {
+            "k": [1],
+            "feature_ts": pa.array([NOW], pa.timestamp("us", tz="UTC")),
+            "v": pa.array([[1.0, None]], pa.list_(pa.float32())),
+        }
+    )
+    with pytest.raises(OnlineStoreError, match="null elements"):
+        store.write("fv_t_v1", rows, ["k"])
+    store.close()
 
 
 def test_full_feature_names_and_feast_versioned_references(served: Served) -> None:
@@ -214,7 +258,7 @@ def test_feature_views_health_and_openapi(served: Served) -> None:
     assert [(v["name"], v["version"]) for v in views] == [("orders", 1)]
     view = views[0]
     assert view["entities"] == ["customer_id"] and view["ttl"] == "3d"
-    assert [f["reference"] for f in view["features"]] == FEATURES
+    assert [f["reference"] for f in view["features"]] == [*FEATURES, "orders:v1:basket_vector"]
     assert view["online_rows"] == 3  # customers 7, 8 and 9
     assert dt.datetime.fromisoformat(view["latest_feature_ts"]) > NOW - dt.timedelta(hours=5)
     assert served.server.request("/health").json()["status"] == "ok"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from lakebed.errors import OnlineStoreError
@@ -168,6 +169,13 @@ def _decoder(kind: pa.DataType) -> Callable[[Any], Any] | None:
     """Stored value → the Python value ``to_pylist()`` gives for it (None: the stored value as is)."""
     if pa.types.is_boolean(kind):
         return _as_bool
+    if is_vector(kind):
+        dtype = np.dtype(kind.value_type.to_pandas_dtype())
+
+        def unpack(value: Any) -> Any:
+            return None if value is None else np.frombuffer(value, dtype).tolist()
+
+        return unpack
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_decimal(kind):
 
         def decode(value: Any) -> Any:
@@ -209,6 +217,12 @@ def same_columns(stored: pa.Schema, new: pa.Schema) -> bool:
     return [(f.name, f.type) for f in stored] == [(f.name, f.type) for f in new]
 
 
+def is_vector(kind: pa.DataType) -> bool:
+    """Whether ``kind`` is a list of numbers (an embedding): stored as one BLOB of the raw values."""
+    lists = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    return lists and (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type))
+
+
 def _sqlite_type(kind: pa.DataType, view_key: str = "", column: str = "") -> str:
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_timestamp(kind):
         return "INTEGER"
@@ -218,7 +232,7 @@ def _sqlite_type(kind: pa.DataType, view_key: str = "", column: str = "") -> str
         return "REAL"
     if pa.types.is_string(kind) or pa.types.is_decimal(kind):
         return "TEXT"
-    if pa.types.is_binary(kind):
+    if pa.types.is_binary(kind) or is_vector(kind):
         return "BLOB"
     raise OnlineStoreError(
         f"online table {view_key!r}: column {column!r} has type {kind}, which it cannot store"
@@ -241,6 +255,8 @@ def create_table(connection: sqlite3.Connection, view_key: str, schema: pa.Schem
 def to_sqlite(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     """Python values SQLite stores: timestamps as µs since the epoch, dates as days, decimals as text."""
     kind = column.type
+    if is_vector(kind):
+        return _pack_vectors(column)
     if pa.types.is_timestamp(kind):
         column = column.cast(pa.timestamp("us", tz=kind.tz)).cast(pa.int64())
     elif pa.types.is_date(kind):
@@ -250,8 +266,30 @@ def to_sqlite(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return column.to_pylist()
 
 
+def _pack_vectors(column: pa.ChunkedArray | pa.Array) -> list[bytes | None]:
+    """Each list as the bytes of its values (native order, the list's value type); a null list as None.
+    A null inside a list cannot be stored that way: an error naming the column's type."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.values.null_count:
+        raise OnlineStoreError(
+            f"a {array.type} value holds null elements: the online store keeps whole vectors only"
+        )
+    dtype = np.dtype(array.type.value_type.to_pandas_dtype())
+    packed: list[bytes | None] = []
+    for item in array:
+        packed.append(
+            None
+            if not item.is_valid
+            else np.asarray(item.values.to_numpy(zero_copy_only=False), dtype).tobytes()
+        )
+    return packed
+
+
 def from_sqlite(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     """Stored values as an Arrow array of ``kind`` (the inverse of :func:`to_sqlite`)."""
+    if is_vector(kind):
+        dtype = np.dtype(kind.value_type.to_pandas_dtype())
+        return pa.array([None if v is None else np.frombuffer(v, dtype) for v in values], kind)
     if pa.types.is_timestamp(kind):
         return pa.array(values, pa.int64()).cast(kind)
     if pa.types.is_date(kind):
@@ -270,6 +308,7 @@ __all__ = [
     "create_table",
     "decode_row",
     "from_sqlite",
+    "is_vector",
     "quote",
     "same_columns",
     "to_sqlite",
