@@ -36,6 +36,7 @@ EXPECTED_SERVICES = {
     "dagster-daemon",
     "marquez",
     "marquez-web",
+    "features",
 }
 
 
@@ -218,6 +219,7 @@ def test_kafka_host_listener_is_published(services):
         ("minio", 9001, 9001),
         ("marquez", 5000, 5000),
         ("marquez-web", 3001, 3000),
+        ("features", 6566, 6566),
     ],
 )
 def test_published_ports(services, service, host, container):
@@ -403,6 +405,16 @@ def test_secrets_in_the_environment_are_overridable(compose):
         "DAGSTER_POSTGRES_PASSWORD",
     ):
         assert raw[key].startswith("${"), f"{key} should come from ${{...}} so a .env can set it"
+
+
+def test_the_feature_server_needs_its_token(services):
+    features = services["features"]
+    assert features["command"][:3] == ["lakebed", "serve", "features"]
+    token = str(features["environment"]["LAKEBED_FEATURE_SERVER_TOKEN"])
+    assert token.startswith("${LAKEBED_FEATURE_SERVER_TOKEN:?"), (
+        "no default token: compose must refuse to start without one"
+    )
+    assert "LAKEBED_FEATURE_SERVER_TOKEN" in " ".join(features["healthcheck"]["test"])
 
 
 def test_lakebed_env_vars_are_config_fields(lakebed_env):
