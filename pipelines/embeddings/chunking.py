@@ -71,7 +71,7 @@ def chunk_tokens(text: str, tokens: Tokens, settings: ChunkSettings) -> list[Chu
     first = 0
     while first < count:
         last = min(first + settings.size, count)
-        start, end = int(tokens.starts[first]), int(tokens.ends[last - 1])
+        start, end = tokens.offsets[first][0], tokens.offsets[last - 1][1]
         chunks.append(Chunk(len(chunks), start, end, text[start:end], first, last))
         if last == count:
             break

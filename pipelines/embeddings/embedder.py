@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -32,8 +32,7 @@ class Tokens:
     """
 
     ids: np.ndarray  # int32, (n,)
-    starts: np.ndarray  # int64, (n,): character offset where each token starts
-    ends: np.ndarray  # int64, (n,): character offset where each token ends
+    offsets: Sequence[tuple[int, int]]  # (start, end) characters of each token, as the tokenizer gives them
 
 
 @runtime_checkable
@@ -98,12 +97,12 @@ def weights_digest(files: tuple[Path, ...]) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def offsets_tokens(ids: Iterable[int], offsets: Iterable[tuple[int, int]]) -> Tokens:
-    """:class:`Tokens` from a Hugging Face ``tokenizers`` encoding's ids and offsets."""
+def offsets_tokens(ids: Sequence[int], offsets: Sequence[tuple[int, int]]) -> Tokens:
+    """:class:`Tokens` from a Hugging Face ``tokenizers`` encoding's ids and offsets (kept as given: the
+    chunker reads two offsets per chunk, converting them all would cost more than the chunking)."""
     import numpy as np
 
-    spans = np.asarray(list(offsets), dtype=np.int64).reshape(-1, 2)
-    return Tokens(np.asarray(list(ids), dtype=np.int32), spans[:, 0].copy(), spans[:, 1].copy())
+    return Tokens(np.asarray(ids, dtype=np.int32), offsets)
 
 
 def _wordllama() -> Embedder:

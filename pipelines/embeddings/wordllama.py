@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 _CONFIG = "l2_supercat"
 _DIMENSION = 256
-_BATCH_TOKENS = 1 << 16  # tokens gathered at once by embed_tokens (64k x 256 float32 = 64 MiB)
 
 
 class WordLlamaEmbedder:
@@ -74,18 +73,10 @@ class WordLlamaEmbedder:
         import numpy as np
 
         matrix = self.model.embedding
+        top = matrix.shape[0] - 1
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
-        start = 0
-        while start < len(ids):
-            stop, held = start, 0
-            while stop < len(ids) and (held == 0 or held + len(ids[stop]) <= _BATCH_TOKENS):
-                held += len(ids[stop])
-                stop += 1
-            batch = ids[start:stop]
-            lengths = np.fromiter((len(i) for i in batch), dtype=np.int64, count=len(batch))
-            flat = np.clip(np.concatenate(batch), 0, matrix.shape[0] - 1)
-            sums = np.add.reduceat(matrix[flat], np.concatenate(([0], np.cumsum(lengths)[:-1])), axis=0)
-            out[start:stop] = sums / np.maximum(lengths, 1)[:, None]
-            start = stop
+        for row, sequence in enumerate(ids):
+            # One gather and sum per sequence: faster than np.add.reduceat over a batch's gathered rows.
+            out[row] = matrix[np.clip(sequence, 0, top)].sum(axis=0) / max(len(sequence), 1)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
         return out
