@@ -4,7 +4,8 @@ Targets: ``csv`` (= ``csv_ingest`` + ``csv_peak_rss``), ``csv_ingest``, ``csv_pe
 ``unstructured``, ``stream`` (= ``stream_ingest`` + ``stream_peak_rss``), ``features`` (= ``pit_retrieval`` +
 ``features_sparse`` + ``online_lookup``), ``quality`` (= ``quality_ingest`` + ``quality_engines``), ``lineage`` (= ``lineage_batch`` +
 ``lineage_stream`` + ``lineage_queries``), ``tiering`` (= ``tier_move`` + ``tier_read``), ``models`` (a SQL model vs bare
-DuckDB, ``models_incremental``, ``models_peak_rss``), ``feature_server`` (HTTP vs the floor of its stack); none given runs
+DuckDB, ``models_incremental``, ``models_peak_rss``), ``feature_server`` (HTTP vs the floor of its stack), ``embed``
+(the embed step vs the bare embedder), ``vector_search`` (HNSW search vs brute-force numpy, recall@10); none given runs
 them all.
 Each ratio is the median of at least 5 alternating baseline/lakebed pairs (``--rounds``, default 5; fewer
 only with ``--quick``), printed with the min–max of the pairs; the run ends with a table of every result
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import (
+    embeddings,
     feature_server,
     features,
     ingest_csv,
@@ -73,6 +75,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "tier_move": tiering.run_move,
     "tier_read": tiering.run_read,
     "models": models.run,
+    "embed": embeddings.run_embed,
+    "vector_search": embeddings.run_vector_search,
 }
 GROUPS: dict[str, tuple[str, ...]] = {
     "all": tuple(BENCHMARKS),

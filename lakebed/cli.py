@@ -17,6 +17,7 @@ from lakebed.cli_models import register as register_model_commands
 from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
 from lakebed.cli_project import register as register_project_commands
 from lakebed.cli_quality import quality
+from lakebed.cli_search import register as register_search_commands
 from lakebed.cli_serve import serve
 from lakebed.cli_stream import register as register_stream_commands
 from lakebed.cli_tier import tier
@@ -333,6 +334,7 @@ main.add_command(serve)
 register_stream_commands(main)
 register_project_commands(main)
 register_model_commands(main)
+register_search_commands(main)
 
 
 def run() -> None:

@@ -52,7 +52,7 @@ FORMAT_HELP = (
 OUTPUT_EPILOG = """\b
 Output: the listing and query commands (plan, apply, tables, history, show,
 sql, quality check|results|rules|quarantine, lineage runs|history|producer,
-features list|get-online|get-historical, tier status) take
+features list|get-online|get-historical, tier status, search, embed) take
 --format table|json|csv.
 json is one JSON array of objects, one per row, keys as the csv header; csv
 has a header row. Timestamps are ISO 8601, bytes base64, nested values JSON

@@ -195,3 +195,46 @@ class ProduceError(LakebedError):
 
 class StreamFenced(LakebedError):
     """Another writer committed offsets of this worker's partitions since it last read them."""
+
+
+class EmbeddingError(LakebedError):
+    """Embeddings cannot be made or used as asked (names the table, column or embedder at fault)."""
+
+
+class EmbedderNotFoundError(EmbeddingError, LookupError):
+    """No embedder of that name, or its optional package is not installed (names the extra to install)."""
+
+
+class EmbedderMismatchError(EmbeddingError):
+    """A table's vectors were made by another embedder (or other weights) than the one given: vectors of
+    two embedders are not comparable."""
+
+
+class EmbeddingDimensionError(EmbeddingError, SchemaDriftError):
+    """An embedder's dimension differs from the one recorded for the table's embedding column (names the
+    column, the recorded and the given dimension)."""
+
+    def __init__(self, message: str, *, table: str, column: str, expected: int, got: int) -> None:
+        super().__init__(message, table=table, columns=[column])
+        self.column = column
+        self.expected = expected
+        self.got = got
+
+
+class SearchError(LakebedError):
+    """A similarity search cannot run: the table holds no embeddings, or a recorded embedder is missing."""
+
+
+class SearchQueryError(SearchError, ValueError):
+    """A search request is invalid: ``k`` out of range, an empty or non-finite query, an unknown filter
+    column (an HTTP layer answers 422)."""
+
+
+class QueryDimensionError(SearchQueryError):
+    """A query vector's dimension differs from the table's (an HTTP layer answers 400); ``expected`` is the
+    table's dimension."""
+
+    def __init__(self, message: str, *, expected: int, got: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got

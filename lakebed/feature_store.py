@@ -10,6 +10,7 @@ A thin layer over :mod:`lakebed.pipelines.features.retrieval`, ``.training`` and
     again = store.training_set(manifest)  # identical rows, whatever was written since
     live = store.get_online_features(["orders:v1:amount_sum_1h"], {"customer_id": 42})
     row = store.get_online_feature_dict(["orders:v1:amount_sum_1h"], {"customer_id": 42})  # plain dict
+    hits = store.search("documents", "how do returns work?", k=3)  # nearest chunks, best first
 
 Feature references are ``view:vN:feature``; output columns are the entity rows' columns followed by one
 ``<view>__<feature>`` column per requested feature (see the retrieval module for the exact semantics).
@@ -29,6 +30,7 @@ from lakebed.config import LakebedConfig, get_config
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from lakebed.pipelines.embeddings.search import SearcherCache
     from lakebed.pipelines.features.online_read import OnlinePlan, OnlineVectors
     from lakebed.pipelines.features.retrieval import ViewPlan
     from lakebed.pipelines.features.training import TrainingSetManifest
@@ -53,6 +55,7 @@ class FeatureStore:
         self._plans: dict[tuple[str, ...], list[ViewPlan]] = {}
         self._online: dict[tuple[str, ...], OnlinePlan] = {}
         self._online_read_module: ModuleType | None = None
+        self._searchers: SearcherCache | None = None
 
     def __repr__(self) -> str:
         return f"FeatureStore(home={str(self.config.home)!r})"
@@ -205,6 +208,38 @@ class FeatureStore:
         from lakebed.pipelines.features.training import training_set
 
         return training_set(manifest, config=self.config)
+
+    # Similarity search -------------------------------------------------------------------------------
+    def search(
+        self,
+        table_or_view: str,
+        query: Any,
+        k: int = 10,
+        *,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - the name users expect
+        version: int | None = None,
+        as_of: dt.datetime | str | None = None,
+        exact: bool = False,
+    ) -> pa.Table:
+        """The ``k`` rows of an embedding table nearest ``query`` (a vector, or a text embedded with the
+        table's recorded embedder), best first: the table's key columns, its text, ``score`` (cosine
+        similarity) and ``distance``. A documents table name means its ``<name>__chunks`` table.
+
+        ``version``/``as_of`` pin the Delta version (reproducible retrieval for training); ``exact=True``
+        or a ``filter`` (``{"column": value}`` or ``{"column": [values]}``) searches exactly, otherwise the
+        version's HNSW index answers (rebuilt from Delta when missing or corrupt). ``k`` is 1 to
+        ``lakebed.pipelines.embeddings.search.MAX_K`` (1000). Raises ``SearchQueryError`` (bad ``k``,
+        query or filter), ``QueryDimensionError`` (wrong vector dimension, names the expected one),
+        ``TableNotFoundError`` and ``SearchError`` (a table without embeddings)."""
+        from lakebed.pipelines.embeddings.search import SearcherCache, check_k
+
+        check_k(k)
+        if self._searchers is None:
+            with self._lock:
+                if self._searchers is None:
+                    self._searchers = SearcherCache(self.config)
+        searcher = self._searchers.get(table_or_view, version=version, as_of=as_of)
+        return searcher.search(query, k, filter=filter, exact=exact)
 
     # Registry ----------------------------------------------------------------------------------------
     def list_feature_views(self) -> list[FeatureView]:
