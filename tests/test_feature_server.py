@@ -4,6 +4,7 @@ and every JSON answer is checked against the server's own OpenAPI document."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import subprocess
@@ -21,12 +22,21 @@ from lakebed.config import reset_config
 from lakebed.errors import EntityRowsError, FeatureServerError, OnlineStoreError, UnknownFeatureError
 from lakebed.feature_store import FeatureStore
 from lakebed.pipelines.delta import commit
+from lakebed.pipelines.embeddings.step import embed_documents
 from lakebed.pipelines.features.materialize import materialize
+from lakebed.pipelines.unstructured import ingest_unstructured
 from lakebed.schemas.features import FeatureView
 from lakebed.serving.client import FeatureClient
 from lakebed.serving.wire import feast_reference, rfc3339
 
 TOKEN = "model-token-8d2b71"
+DOCS = {
+    "returns.txt": "Customers may return shoes within 30 days of delivery for a full refund.",
+    "shipping.txt": "The warehouse ships every order on weekdays before noon.",
+    "payments.txt": "We accept credit cards, bank transfers and gift vouchers at checkout.",
+    "stores.txt": "Visit our shops in Berlin, Paris and Madrid, open Monday to Saturday.",
+}
+QUESTION = "can I send my shoes back and get my money back?"
 FEATURES = ["orders:v1:n_1d", "orders:v1:spend_1d", "orders:v1:last_channel_1d"]
 NOW = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -40,20 +50,32 @@ class FeatureServer(ServerProcess):
 class Served:
     server: FeatureServer
     home: Path
+    root: Path
 
     def post(self, body: Any, *, token: str | None = None) -> Reply:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         return self.server.request("/get-online-features", method="POST", body=raw, token=token)
 
     def store(self) -> FeatureStore:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("LAKEBED_HOME", str(self.home))
-            reset_config()
+        with self.home_set():
             from lakebed.config import get_config
 
-            store = FeatureStore(get_config())
-        reset_config()
-        return store
+            return FeatureStore(get_config())
+
+    @contextlib.contextmanager
+    def home_set(self) -> Iterator[None]:
+        """This process works in the served home for the duration."""
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LAKEBED_HOME", str(self.home))
+            mp.chdir(self.root)
+            reset_config()
+            try:
+                yield
+            finally:
+                reset_config()
+
+    def search(self, body: Any) -> Reply:
+        return self.server.request("/search", method="POST", body=json.dumps(body).encode())
 
 
 def _view() -> FeatureView:
@@ -107,11 +129,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             )
             commit("orders", orders)
             materialize(_view())
+            docs = root / "docs"
+            docs.mkdir()
+            for name, text in DOCS.items():
+                (docs / name).write_text(text)
+            ingest_unstructured(docs)
+            embed_documents("documents")
         finally:
             reset_config()
     server = FeatureServer(home, root / "server.log", token=TOKEN).start()
     try:
-        yield Served(server, home)
+        yield Served(server, home, root)
     finally:
         server.stop()
 
@@ -306,6 +334,67 @@ def test_several_workers_serve_one_port(served: Served, tmp_path: Path) -> None:
         assert {a["orders__n_1d"] for a in answers} == {2}
     finally:
         server.stop()
+
+
+def test_search_over_http_is_the_stores_search_at_a_pinned_version(served: Served) -> None:
+    store = served.store()
+    expected = store.search("documents", QUESTION, 3, exact=True)
+    answer = served.search({"table": "documents", "query": QUESTION, "k": 3, "exact": True})
+    assert answer.status == 200, answer.body
+    found = answer.json()
+    assert found["table"] == "documents__chunks" and found["search"] == "exact"
+    assert found["embedder"]["dimension"] == 256
+    assert [r["chunk_id"] for r in found["results"]] == expected.column("chunk_id").to_pylist()
+    assert found["results"][0]["source_path"].endswith("returns.txt")
+    assert [r["score"] for r in found["results"]] == pytest.approx(expected.column("score").to_pylist())
+    pinned = found["version"]
+
+    # New documents arrive: the latest version changes, the pinned one answers as before.
+    with served.home_set():
+        (served.root / "docs" / "refunds.txt").write_text(
+            "Refunds for returned shoes reach your card in five days."
+        )
+        ingest_unstructured(served.root / "docs")
+        embed_documents("documents")
+    latest = served.search({"table": "documents", "query": QUESTION, "k": 3, "exact": True}).json()
+    assert latest["version"] > pinned
+    again = served.search(
+        {"table": "documents", "query": QUESTION, "k": 3, "exact": True, "version": pinned}
+    ).json()
+    assert again["results"] == found["results"]
+    with FeatureClient(served.server.url, token=TOKEN) as client:
+        table = client.search("documents", QUESTION, 3, exact=True, version=pinned)
+        assert table.column("chunk_id").to_pylist() == expected.column("chunk_id").to_pylist()
+        assert table.schema.metadata[b"lakebed.version"] == str(pinned).encode()
+        approximate = client.search("documents", QUESTION, 3)
+        assert approximate.schema.metadata[b"lakebed.search"] == b"approximate"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "named"),
+    [
+        ({"table": "documents", "query": [0.1, 0.2], "k": 3}, 400, "256"),
+        ({"table": "documents", "query": QUESTION, "k": 0}, 422, "k"),
+        ({"table": "documents", "query": QUESTION, "k": 1001}, 422, "k"),
+        ({"table": "documents", "query": "   ", "k": 3}, 422, "empty"),
+        ({"table": "documents", "query": QUESTION, "filter": {"nope": 1}}, 422, "nope"),
+        ({"table": "ghost", "query": QUESTION}, 404, "ghost"),
+        ({"table": "orders", "query": QUESTION}, 404, "no embeddings"),
+    ],
+)
+def test_bad_searches_are_refused_naming_the_problem(
+    served: Served, body: Any, status: int, named: str
+) -> None:
+    reply = served.search(body)
+    assert reply.status == status, reply.body
+    assert named in reply.json()["error"]
+
+
+def test_the_servers_largest_k_is_the_searchs() -> None:
+    from lakebed.pipelines.embeddings.search import MAX_K
+    from lakebed.serving.models import MAX_K as SERVED_MAX_K
+
+    assert SERVED_MAX_K == MAX_K
 
 
 def test_binding_beyond_loopback_needs_a_token(served: Served, tmp_path: Path) -> None:

@@ -1,13 +1,16 @@
 """The feature server: online features over HTTP for models at inference, on FastAPI and uvicorn.
 
 * ``POST /get-online-features``: Feast's request and response (see :mod:`.models`).
+* ``POST /search``: the ``k`` rows of an embedding table nearest a text or vector, at a pinned version
+  or the latest (``FeatureStore.search``).
 * ``GET /feature-views``: every registered view version, its features and how fresh its online rows are.
 * ``GET /health``: alive.
 
 Every request needs ``Authorization: Bearer <token>`` when ``LAKEBED_FEATURE_SERVER_TOKEN`` is set
 (compared in constant time); without a token the server binds a loopback address only. Errors are JSON
-``{"error": ..., "status": ...}``: ``401`` (no or a wrong token), ``404`` (an unknown feature or view,
-named), ``422`` (a malformed body; ``detail`` lists each problem), ``500`` (logged, never shown).
+``{"error": ..., "status": ...}``: ``400`` (a query vector of the wrong dimension, naming the expected
+one), ``401`` (no or a wrong token), ``404`` (an unknown feature, view or table, named), ``413`` (a body
+over 16 MiB), ``422`` (a malformed body; ``detail`` lists each problem), ``500`` (logged, never shown).
 
 Reads are primary-key lookups in the embedded online store, microseconds each: the route runs them on the
 event loop rather than paying a thread hop per request. Several worker processes (``workers``) each open
@@ -24,6 +27,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -33,7 +37,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.errors import EntityRowsError, FeatureViewNotFoundError, UnknownFeatureError
+from lakebed.errors import (
+    EntityRowsError,
+    FeatureViewNotFoundError,
+    QueryDimensionError,
+    SearchError,
+    SearchQueryError,
+    TableNotFoundError,
+    UnknownFeatureError,
+)
 from lakebed.feature_store import FeatureStore
 from lakebed.http import (
     BearerCheck,
@@ -198,6 +210,43 @@ def create_app(
         status, payload = _answer(app.store, body)
         return Response(payload, status_code=status, media_type="application/json")
 
+    @app.post(
+        "/search",
+        response_model=m.SearchResponse,
+        tags=["Search"],
+        summary="The k rows of an embedding table nearest a text or a vector.",
+        responses={
+            400: {
+                "model": Error,
+                "description": "A query vector of the wrong dimension (names the expected one).",
+            },
+            **ERRORS,
+        },
+    )
+    def search(body: m.SearchRequest) -> Response:
+        # A plain function: FastAPI runs it on a worker thread, since an exact search over a large table,
+        # or the first load of a version and its index, takes longer than the event loop should wait.
+        found = app.store.search(
+            body.table,
+            body.query,
+            body.k,
+            filter=body.filter,
+            version=body.version,
+            as_of=body.as_of,
+            exact=body.exact,
+        )
+        meta = found.schema.metadata or {}
+        answer = {
+            "table": meta[b"lakebed.table"].decode(),
+            "version": int(meta[b"lakebed.version"]),
+            "search": meta[b"lakebed.search"].decode(),
+            "embedder": orjson.loads(meta[b"lakebed.embedder"]),
+            "results": found.to_pylist(),
+        }
+        return Response(
+            orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
+
     @app.get("/feature-views", response_model=m.FeatureViews, tags=["Features"], responses={401: ERRORS[401]})
     def feature_views() -> m.FeatureViews:
         return m.FeatureViews(
@@ -211,6 +260,8 @@ def create_app(
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(FeatureViewNotFoundError, _not_found)
+    app.add_exception_handler(TableNotFoundError, _not_found)
+    app.add_exception_handler(SearchError, _search_refused)
     app.add_exception_handler(Exception, _internal_error)
     app.bearer = BearerCheck(resolve_token(config, token), realm=REALM)
     return app
@@ -281,6 +332,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return validation_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
+
+
+async def _search_refused(request: Request, exc: Exception) -> JSONResponse:
+    """A wrong query dimension is ``400`` (naming the expected one); another bad request (``k``, an empty
+    query, an unknown filter column) ``422``; a table without embeddings ``404``."""
+    if isinstance(exc, QueryDimensionError):
+        return error_response(400, str(exc))
+    return error_response(422 if isinstance(exc, SearchQueryError) else 404, str(exc))
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:

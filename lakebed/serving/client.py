@@ -21,7 +21,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from lakebed.errors import EntityRowsError, FeatureServerError, UnknownFeatureError
+from lakebed.errors import (
+    EntityRowsError,
+    FeatureServerError,
+    SearchError,
+    SearchQueryError,
+    UnknownFeatureError,
+)
 
 _RETRIED = (
     http.client.RemoteDisconnected,
@@ -101,6 +107,47 @@ class FeatureClient:
         answer: dict[str, Any] = self._request("POST", "/get-online-features", body)
         return answer
 
+    # Search ------------------------------------------------------------------------------------------
+    def search(
+        self,
+        table: str,
+        query: str | Sequence[float],
+        k: int = 10,
+        *,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - the name FeatureStore.search uses
+        version: int | None = None,
+        as_of: Any = None,
+        exact: bool = False,
+    ) -> Any:
+        """:meth:`FeatureStore.search` over HTTP: the ``k`` rows of ``table`` nearest ``query`` (a text or
+        a vector), best first, as a pyarrow Table whose schema metadata names the table and the Delta
+        version searched (``lakebed.table``, ``lakebed.version``), as the in-process result's does."""
+        import pyarrow as pa
+
+        body: dict[str, Any] = {
+            "table": table,
+            "query": query if isinstance(query, str) else [float(v) for v in query],
+            "k": k,
+        }
+        if filter is not None:
+            body["filter"] = dict(filter)
+        if version is not None:
+            body["version"] = version
+        if as_of is not None:
+            body["as_of"] = as_of.isoformat() if hasattr(as_of, "isoformat") else str(as_of)
+        if exact:
+            body["exact"] = True
+        answer = self._request("POST", "/search", body)
+        rows = pa.Table.from_pylist(answer["results"])
+        return rows.replace_schema_metadata(
+            {
+                "lakebed.table": answer["table"],
+                "lakebed.version": str(answer["version"]),
+                "lakebed.search": answer["search"],
+                "lakebed.embedder": json.dumps(answer["embedder"], sort_keys=True),
+            }
+        )
+
     # Registry and health -----------------------------------------------------------------------------
     def list_feature_views(self) -> list[dict[str, Any]]:
         """Every registered feature view version (name, version, entities, features, freshness)."""
@@ -140,7 +187,7 @@ class FeatureClient:
                 raise FeatureServerError(f"cannot reach the feature server at {self.url}: {exc}") from exc
         if response.status == 200:
             return json.loads(payload)
-        raise _error(response.status, payload)
+        raise _error(response.status, payload, path)
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
@@ -156,11 +203,13 @@ class FeatureClient:
         self.close()
 
 
-def _error(status: int, payload: bytes) -> Exception:
+def _error(status: int, payload: bytes, path: str) -> Exception:
     try:
         message = str(json.loads(payload)["error"])
     except (ValueError, KeyError, TypeError):
         message = payload.decode("utf-8", errors="replace")[:500]
+    if path == "/search" and status in (400, 404, 422):
+        return SearchQueryError(message) if status != 404 else SearchError(message)
     if status == 404:
         return UnknownFeatureError(message)
     if status in (400, 422):

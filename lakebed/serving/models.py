@@ -57,6 +57,39 @@ class OnlineFeaturesResponse(BaseModel):
     results: list[FeatureVector]
 
 
+MAX_K = 1000
+"""The largest ``k`` of a search (``lakebed.pipelines.embeddings.search.MAX_K``; a test keeps them equal)."""
+
+
+class SearchRequest(BaseModel):
+    """A similarity search over an embedding table at one Delta version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = Field(description="An embedding table, or a documents table (then its `<name>__chunks`).")
+    query: str | list[float] = Field(
+        description="A text (embedded with the embedder the table records) or a vector of its dimension."
+    )
+    k: int = Field(default=10, ge=1, le=MAX_K, description=f"How many rows, 1 to {MAX_K}.")
+    filter: dict[str, EntityValue | list[EntityValue]] | None = Field(
+        default=None,
+        description='Only rows with these values: `{"column": value}` or `{"column": [values]}`.',
+    )
+    version: int | None = Field(default=None, ge=0, description="Search this Delta version (reproducible).")
+    as_of: dt.datetime | None = Field(default=None, description="Search the version current at this instant.")
+    exact: bool = Field(default=False, description="Exact search instead of the approximate (HNSW) index.")
+
+
+class SearchResponse(BaseModel):
+    table: str = Field(description="The embedding table searched.")
+    version: int = Field(description="Its Delta version: pass it as `version` to search the same rows again.")
+    search: Literal["exact", "approximate"]
+    embedder: dict[str, JsonValue] = Field(description="The embedder the table's vectors were made with.")
+    results: list[dict[str, JsonValue]] = Field(
+        description="Best first: the table's key columns, its text, `score` (cosine) and `distance`."
+    )
+
+
 class FeatureInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,5 +136,7 @@ __all__ = [
     "OnlineFeaturesMetadata",
     "OnlineFeaturesRequest",
     "OnlineFeaturesResponse",
+    "SearchRequest",
+    "SearchResponse",
     "Status",
 ]
