@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
+from lakebed.cli_access import access
 from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
 from lakebed.cli_models import register as register_model_commands
@@ -331,6 +332,7 @@ main.add_command(quality)
 main.add_command(lineage)
 main.add_command(tier)
 main.add_command(serve)
+main.add_command(access)
 register_stream_commands(main)
 register_project_commands(main)
 register_model_commands(main)

@@ -177,12 +177,18 @@ def flush() -> None:
 def serve(host: str, port: int) -> None:
     """Serve the read-only lineage HTTP API with uvicorn (Marquez-style /api/v1, OpenAPI at /openapi.json).
 
-    Requests need ``Authorization: Bearer <token>`` with the token from ``LAKEBED_LINEAGE_API_TOKEN``;
-    without a token it only listens on a loopback address."""
+    Requests need ``Authorization: Bearer <token>``: a token of the project's access.yaml whose role may
+    read_lineage (details of tables it may not read_table are masked), or ``LAKEBED_LINEAGE_API_TOKEN``;
+    without any token it only listens on a loopback address. Every request is kept in access_log."""
     from lakebed.lineage.api import serve as run_server
+    from lakebed.lineage.api.app import resolve_token
+    from lakebed.lineage.api.guard import REALM
+    from lakebed.pipelines.access_log import dataset_tables, server_gate
 
+    store = _store()
+    gate = server_gate(store.config, realm=REALM, token=resolve_token(store, None))
     click.echo(f"lineage API on http://{host}:{port}/api/v1  (OpenAPI: /openapi.json); Ctrl-C stops it")
-    run_server(_store(), host=host, port=port)
+    run_server(store, host=host, port=port, gate=gate, tables=dataset_tables(store.config))
 
 
 def _emit_graph(graph: Graph, fmt: GraphFormat, output: Path | None) -> None:

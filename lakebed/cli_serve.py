@@ -21,14 +21,15 @@ def serve() -> None:
     help="Server processes on the port.",
 )
 @click.option(
-    "--access-log/--no-access-log", default=False, show_default=True, help="A log line per request."
+    "--request-log/--no-request-log", default=False, show_default=True, help="uvicorn's log line per request."
 )
-def features(host: str, port: int, workers: int, access_log: bool) -> None:
+def features(host: str, port: int, workers: int, request_log: bool) -> None:
     """Serve online features over HTTP (Feast's /get-online-features, /feature-views, /health; OpenAPI at
     /openapi.json).
 
-    Requests need ``Authorization: Bearer <token>`` with the token from ``LAKEBED_FEATURE_SERVER_TOKEN``;
-    without a token it only listens on a loopback address."""
+    Requests need ``Authorization: Bearer <token>``: a token of the project's access.yaml (its role
+    decides what it may read), or ``LAKEBED_FEATURE_SERVER_TOKEN``; without any token it only listens on
+    a loopback address. Every request is kept in the access_log table."""
     from lakebed.config import get_config
     from lakebed.serving.app import serve as run_server
 
@@ -37,4 +38,4 @@ def features(host: str, port: int, workers: int, access_log: bool) -> None:
     click.echo(
         f"feature server on http://{shown}:{port}  (OpenAPI: /openapi.json; home {config.home}); Ctrl-C stops it"
     )
-    run_server(config, host=host, port=port, workers=workers, access_log=access_log)
+    run_server(config, host=host, port=port, workers=workers, request_log=request_log)

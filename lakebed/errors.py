@@ -161,6 +161,10 @@ class EntityRowsError(FeatureRetrievalError):
     """The entity rows lack a key or timestamp column, or a column has an unusable type."""
 
 
+class AccessDeniedError(LakebedError):
+    """The request's role may not do this action on this resource (names both; an HTTP server answers 403)."""
+
+
 class FeatureServerError(LakebedError):
     """The feature server refused a request or could not be reached (names the status and its message)."""
 

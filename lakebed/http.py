@@ -1,7 +1,6 @@
-"""What every lakebed HTTP server shares: the bearer-token check, the binding rule, the error body and the
-way uvicorn is started.
+"""What every lakebed HTTP server shares: the binding rule, the error body and the way uvicorn is started
+(who a request is and what it may do is :mod:`lakebed.access`'s).
 
-* A token is compared in constant time (:func:`secrets.compare_digest`) and never logged.
 * Without a token a server binds a loopback address only (with a warning); another address is refused.
 * Errors are JSON ``{"error": message, "status": status}`` (plus ``detail`` for request validation).
 * uvicorn's access log, when on, shows the method, path and status of each request, never its headers.
@@ -11,13 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.responses import JSONResponse
-from starlette.types import Scope
 
 from lakebed.errors import ConfigError
 
@@ -83,42 +80,6 @@ def secret_value(token: str | SecretStr | None) -> str | None:
     return value.strip() or None
 
 
-class BearerCheck:
-    """``Authorization: Bearer <token>`` against one token (constant time), or anything when unset."""
-
-    def __init__(self, token: str | SecretStr | None, *, realm: str) -> None:
-        secret = secret_value(token)
-        self._token = secret.encode("utf-8") if secret else None
-        self._header = b"Bearer " + self._token if self._token else b""
-        self.realm = realm
-
-    @property
-    def required(self) -> bool:
-        return self._token is not None
-
-    def refusal(self, scope: Scope) -> JSONResponse | None:
-        """None when the request may go on, else its ``401`` answer (with ``WWW-Authenticate``)."""
-        if self._token is None:
-            return None
-        sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if secrets.compare_digest(sent, self._header):
-            return None  # the usual form, exactly: no parsing needed
-        scheme, _, credentials = sent.decode("latin-1").strip().partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            if secrets.compare_digest(credentials.strip().encode("utf-8"), self._token):
-                return None
-            problem, message = "invalid", "the bearer token is not valid"
-            challenge = f'Bearer realm="{self.realm}", error="invalid_token"'
-        else:
-            problem, message = "missing", "a bearer token is required: send 'Authorization: Bearer <token>'"
-            challenge = f'Bearer realm="{self.realm}"'
-        client = scope.get("client") or ("?", 0)
-        log.warning(
-            "%s: %s token from %s for %s %s", self.realm, problem, client[0], scope["method"], scope["path"]
-        )
-        return error_response(401, message, {"WWW-Authenticate": challenge})
-
-
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
     name = host.strip().strip("[]")
@@ -130,17 +91,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_binding(host: str, token: str | None, *, service: str, variable: str) -> None:
-    """Without a token only a loopback ``host`` may be served (with a warning); another is refused.
+def check_binding(host: str, tokens: bool, *, service: str, variable: str) -> None:
+    """Without tokens only a loopback ``host`` may be served (with a warning); another is refused.
 
     ``service`` names what would be exposed ("the lineage API"), ``variable`` the setting of its token."""
-    if token is not None:
+    if tokens:
         return
     if not is_loopback(host):
         raise ConfigError(
             f"refusing to serve {service} on {host!r} without a token: anyone who can reach it could read "
-            f"what it serves. Set {variable} (or pass token=), or bind a loopback address (127.0.0.1, ::1 "
-            "or localhost)."
+            f"what it serves. Give the project's access.yaml tokens, or set {variable}, or bind a loopback "
+            "address (127.0.0.1, ::1 or localhost)."
         )
     log.warning(
         "%s on %s has no token: anyone on this machine can read it (set %s to require one)",
@@ -173,7 +134,6 @@ def server_options(host: str, port: int, *, access_log: bool = True) -> dict[str
 
 
 __all__ = [
-    "BearerCheck",
     "Error",
     "ParameterProblem",
     "check_binding",

@@ -110,7 +110,8 @@ class Schemas:
 class ServerProcess:
     """``python -m lakebed.cli <args> --host HOST --port PORT`` over ``home``, its output in ``log_path``.
 
-    ``token_variable`` is the environment variable that carries ``token`` to the server."""
+    ``token_variable`` is the environment variable that carries ``token`` to the server; requests send
+    ``request_token`` (default: ``token``)."""
 
     args: tuple[str, ...] = ()
     token_variable = ""
@@ -125,8 +126,10 @@ class ServerProcess:
         host: str = "127.0.0.1",
         extra_args: tuple[str, ...] = (),
         environment: dict[str, str] | None = None,
+        request_token: str | None = None,
     ) -> None:
         self.home, self.log_path, self.token, self.host = home, log_path, token, host
+        self.request_token = request_token or token  # what requests send by default
         self.extra_args = extra_args
         self.extra_environment = environment or {}
         self.process: subprocess.Popen[bytes] | None = None
@@ -191,7 +194,9 @@ class ServerProcess:
         body: bytes | None = None,
     ) -> Reply:
         """One request, with this server's token unless ``token`` is given; JSON answers are validated."""
-        reply = send(self.url + path, token=token or self.token, method=method, headers=headers, body=body)
+        reply = send(
+            self.url + path, token=token or self.request_token, method=method, headers=headers, body=body
+        )
         if self.schemas is not None:
             self.schemas.check(reply, path, method)
         return reply

@@ -36,8 +36,10 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from lakebed.access import Gate, Principal, flushing, forbidden_message
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import (
+    AccessDeniedError,
     EntityRowsError,
     FeatureViewNotFoundError,
     QueryDimensionError,
@@ -48,7 +50,6 @@ from lakebed.errors import (
 )
 from lakebed.feature_store import FeatureStore
 from lakebed.http import (
-    BearerCheck,
     Error,
     check_binding,
     error_body,
@@ -57,8 +58,9 @@ from lakebed.http import (
     server_options,
     validation_response,
 )
+from lakebed.schemas.access import Action
 from lakebed.serving import models as m
-from lakebed.serving.wire import feast_references, online_response
+from lakebed.serving.wire import feast_references, online_response, views_of
 from lakebed.version import __version__
 
 log = logging.getLogger("lakebed.serving")
@@ -68,47 +70,72 @@ DEFAULT_PORT = 6566  # Feast's feature server's default port
 REALM = "lakebed-features"
 TOKEN_VARIABLE = "LAKEBED_FEATURE_SERVER_TOKEN"
 ONLINE_PATH = "/get-online-features"
+ONLINE: Action = "read_features_online"
 MAX_BODY = 16 * 1024 * 1024
 """Bytes of the largest online request body (a larger one is answered ``413``)."""
 BEARER = {"type": "http", "scheme": "bearer", "description": f"{TOKEN_VARIABLE}; required when configured."}
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "No or a wrong bearer token."},
+    403: {"model": Error, "description": "The token's role may not do this (names the action)."},
     404: {"model": Error, "description": "An unknown feature or feature view (named)."},
     422: {"model": Error, "description": "A malformed body; `detail` lists each problem."},
 }
 
 
 class FeatureServer(FastAPI):
-    """The app. Every request meets the bearer check first (``/openapi.json`` included); then a valid
-    ``POST /get-online-features`` is answered directly, without FastAPI's routing, middleware and
-    dependency machinery (which cost several times the read itself). The route declared on the app gives
-    the same answers and the OpenAPI document; a body that does not validate is handed on to it, which
-    answers ``422`` with FastAPI's account of each problem."""
+    """The app. Every request meets the gate first (``/openapi.json`` included): who it is (``401``
+    without a valid token) and, per route, whether its role may (``403`` naming the action otherwise);
+    every answered request goes to the access log. Then a valid ``POST /get-online-features`` is answered
+    directly, without FastAPI's routing, middleware and dependency machinery (which cost several times
+    the read itself). The route declared on the app gives the same answers and the OpenAPI document; a
+    body that does not validate is handed on to it, which answers ``422`` with FastAPI's account of each
+    problem."""
 
     store: FeatureStore
-    bearer: BearerCheck
+    gate: Gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            refusal = self.bearer.refusal(scope)
-            if refusal is not None:
-                await refusal(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        who = self.gate.identify(scope)
+        if not isinstance(who, Principal):
+            self.gate.record(scope, None, None, None, allowed=False, status=401)
+            await who(scope, receive, send)
+            return
+        if scope["path"] == ONLINE_PATH and scope["method"] == "POST":
+            body = await _read_body(receive)
+            if body is None:
+                self.gate.record(scope, who, ONLINE, None, allowed=True, status=413)
+                await _send_answer(send, 413, error_body(413, f"the body is larger than {MAX_BODY} bytes"))
                 return
-            if scope["path"] == ONLINE_PATH and scope["method"] == "POST":
-                body = await _read_body(receive)
-                if body is None:
-                    await _send_answer(
-                        send, 413, error_body(413, f"the body is larger than {MAX_BODY} bytes")
-                    )
-                    return
-                try:
-                    request = m.OnlineFeaturesRequest.model_validate_json(body)
-                except ValidationError:
-                    receive = _replay(body)
-                else:
-                    await _send_answer(send, *_answer(self.store, request))
-                    return
-        await super().__call__(scope, receive, send)
+            try:
+                request = m.OnlineFeaturesRequest.model_validate_json(body)
+            except ValidationError:
+                receive = _replay(body)
+            else:
+                status, payload, views = _answer(self.store, request, self.gate, who)
+                self.gate.record(scope, who, ONLINE, views, allowed=status != 403, status=status)
+                await _send_answer(send, status, payload)
+                return
+        # Other routes decide on their action themselves (:func:`_authorise`) and note it in the state.
+        decision: dict[str, Any] = {}
+        scope["state"] = {**scope.get("state", {}), "principal": who, "access": decision}
+        status = 500
+
+        async def noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, noted)
+        finally:
+            allowed = decision.get("allowed", True)
+            self.gate.record(
+                scope, who, decision.get("action"), decision.get("resource"), allowed=allowed, status=status
+            )
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
@@ -160,23 +187,42 @@ async def _send_answer(send: Send, status: int, payload: bytes) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _answer(store: FeatureStore, body: m.OnlineFeaturesRequest) -> tuple[int, bytes]:
-    """The status and JSON bytes of the answer to a valid online request (a failure nobody foresaw is
-    logged with its traceback and answered ``500``, never shown)."""
+def _answer(
+    store: FeatureStore, body: m.OnlineFeaturesRequest, gate: Gate, who: Principal
+) -> tuple[int, bytes, str | None]:
+    """The status and JSON bytes of the answer to a valid online request, and the view versions it
+    names (``403`` when the role may not read one of them online; a failure nobody foresaw is logged
+    with its traceback and answered ``500``, never shown)."""
+    views: str | None = None
     try:
         if body.feature_service is not None:
             raise EntityRowsError(
                 f"feature services are not supported (got {body.feature_service!r}): list the features"
             )
         references = feast_references(tuple(body.features))
+        named = views_of(tuple(references))
+        views = ",".join(named)
+        for key in named:
+            if not gate.allows(who, ONLINE, key, key.partition(":")[0]):
+                return 403, error_body(403, forbidden_message(who, ONLINE, key)), views
         vectors = store.get_online_vectors(references, body.entities)
-        return 200, online_response(vectors, body.entities, full_names=body.full_feature_names)
+        return 200, online_response(vectors, body.entities, full_names=body.full_feature_names), views
     except (EntityRowsError, UnknownFeatureError, FeatureViewNotFoundError) as exc:
         status = 422 if isinstance(exc, EntityRowsError) else 404
-        return status, error_body(status, str(exc))
+        return status, error_body(status, str(exc)), views
     except Exception:
         log.exception("feature server: POST %s failed", ONLINE_PATH)
-        return 500, error_body(500, "internal error; the server log has the details")
+        return 500, error_body(500, "internal error; the server log has the details"), views
+
+
+def _authorise(request: Request, action: Action, resource: str, *aliases: str) -> None:
+    """Raise :class:`AccessDeniedError` (``403``) unless the request's role may do ``action`` on
+    ``resource``; the decision goes to the access log."""
+    who: Principal = request.state.principal
+    allowed = request.app.gate.allows(who, action, resource, *aliases)
+    request.state.access.update(action=action, resource=resource, allowed=allowed)
+    if not allowed:
+        raise AccessDeniedError(forbidden_message(who, action, resource))
 
 
 def create_app(
@@ -184,9 +230,13 @@ def create_app(
     *,
     token: str | SecretStr | None = None,
     store: FeatureStore | None = None,
+    gate: Gate | None = None,
 ) -> FeatureServer:
-    """The feature server over ``store`` (default: a :class:`FeatureStore` of ``config``); ``token``
-    defaults to the config's ``feature_server_token``. Binding is :func:`serve`'s business."""
+    """The feature server over ``store`` (default: a :class:`FeatureStore` of ``config``).
+
+    ``gate`` identifies requests and decides what their roles may do (:mod:`lakebed.access`); by default
+    one of the single ``token`` (default: the config's ``feature_server_token``), acting as an engineer.
+    Binding is :func:`serve`'s business."""
     config = config or (store.config if store is not None else get_config())
     app = FeatureServer(
         title="lakebed feature server",
@@ -206,8 +256,9 @@ def create_app(
         tags=["Features"],
         summary="The latest feature values of some entities (Feast's request and response).",
     )
-    async def get_online_features(body: m.OnlineFeaturesRequest) -> Response:
-        status, payload = _answer(app.store, body)
+    async def get_online_features(request: Request, body: m.OnlineFeaturesRequest) -> Response:
+        status, payload, views = _answer(app.store, body, app.gate, request.state.principal)
+        request.state.access.update(action=ONLINE, resource=views, allowed=status != 403)
         return Response(payload, status_code=status, media_type="application/json")
 
     @app.post(
@@ -223,9 +274,11 @@ def create_app(
             **ERRORS,
         },
     )
-    def search(body: m.SearchRequest) -> Response:
+    def search(request: Request, body: m.SearchRequest) -> Response:
         # A plain function: FastAPI runs it on a worker thread, since an exact search over a large table,
         # or the first load of a version and its index, takes longer than the event loop should wait.
+        base = body.table.removesuffix("__chunks")
+        _authorise(request, "search", body.table, base if base != body.table else f"{base}__chunks")
         found = app.store.search(
             body.table,
             body.query,
@@ -248,10 +301,12 @@ def create_app(
         )
 
     @app.get("/feature-views", response_model=m.FeatureViews, tags=["Features"], responses={401: ERRORS[401]})
-    def feature_views() -> m.FeatureViews:
-        return m.FeatureViews(
-            feature_views=[_view_info(app.store, v) for v in app.store.list_feature_views()]
-        )
+    def feature_views(request: Request) -> m.FeatureViews:
+        """The view versions the role may read online."""
+        who: Principal = request.state.principal
+        request.state.access.update(action=ONLINE, resource="*")
+        readable = [v for v in app.store.list_feature_views() if app.gate.allows(who, ONLINE, v.key, v.name)]
+        return m.FeatureViews(feature_views=[_view_info(app.store, v) for v in readable])
 
     @app.get("/health", response_model=m.Health, tags=["Meta"], responses={401: ERRORS[401]})
     async def health() -> m.Health:
@@ -261,9 +316,10 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(FeatureViewNotFoundError, _not_found)
     app.add_exception_handler(TableNotFoundError, _not_found)
+    app.add_exception_handler(AccessDeniedError, _forbidden)
     app.add_exception_handler(SearchError, _search_refused)
     app.add_exception_handler(Exception, _internal_error)
-    app.bearer = BearerCheck(resolve_token(config, token), realm=REALM)
+    app.gate = gate or Gate(realm=REALM, token=resolve_token(config, token))
     return app
 
 
@@ -278,7 +334,8 @@ async def _warm(app: FastAPI) -> AsyncIterator[None]:
         server.store.warm()
     gc.collect()
     gc.freeze()
-    yield
+    async with flushing(server.gate.access_log if server is not None else None):
+        yield
 
 
 def _view_info(store: FeatureStore, view: Any) -> m.FeatureViewInfo:
@@ -342,6 +399,10 @@ async def _search_refused(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422 if isinstance(exc, SearchQueryError) else 404, str(exc))
 
 
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(403, str(exc))
+
+
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, str(exc))
 
@@ -352,8 +413,11 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def app_from_environment() -> FeatureServer:
-    """The app of the process's config: what each uvicorn worker process builds."""
-    return create_app(get_config())
+    """The app of the process's config and project: what each uvicorn worker process builds."""
+    from lakebed.pipelines.access_log import server_gate
+
+    config = get_config()
+    return create_app(config, gate=server_gate(config, realm=REALM, token=resolve_token(config, None)))
 
 
 def serve(
@@ -363,25 +427,32 @@ def serve(
     port: int = DEFAULT_PORT,
     workers: int = 1,
     token: str | SecretStr | None = None,
-    access_log: bool = False,
+    request_log: bool = False,
 ) -> None:
     """Serve the feature server with uvicorn until interrupted (Ctrl-C or SIGTERM); ``workers`` > 1 runs
-    that many processes on the one port, each with its own connection to the online store.
-    ``access_log`` logs a line per request (off by default: at thousands of requests a second the log
-    would cost more than the reads)."""
+    that many processes on the one port, each with its own connection to the online store and its own
+    access log writer. Who may do what comes from the project's ``access.yaml`` (and the single
+    ``token``, default ``LAKEBED_FEATURE_SERVER_TOKEN``). ``request_log`` is uvicorn's log line per
+    request (off by default: at thousands of requests a second it would cost more than the reads; the
+    access log keeps every request anyway)."""
     import uvicorn
+
+    from lakebed.pipelines.access_log import server_gate
 
     config = config or get_config()
     secret = resolve_token(config, token)
-    check_binding(host, secret, service="the feature server", variable=TOKEN_VARIABLE)
-    options = server_options(host, port, access_log=access_log)
+    options = server_options(host, port, access_log=request_log)
     if workers > 1:
-        # Workers are fresh processes: they find the config (and the token) in the environment.
+        # Workers are fresh processes: they find the config, the project and the token in the environment.
+        gate = server_gate(config, realm=REALM, token=secret, log=False)
+        check_binding(host, gate.required, service="the feature server", variable=TOKEN_VARIABLE)
         if secret is not None:
             os.environ[TOKEN_VARIABLE] = secret
         uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
     else:
-        uvicorn.run(create_app(config, token=secret), **options)
+        gate = server_gate(config, realm=REALM, token=secret)
+        check_binding(host, gate.required, service="the feature server", variable=TOKEN_VARIABLE)
+        uvicorn.run(create_app(config, gate=gate), **options)
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "FeatureServer", "create_app", "serve"]

@@ -33,6 +33,19 @@ def feast_references(references: tuple[str, ...]) -> list[str]:
     return [feast_reference(r) for r in references]
 
 
+@functools.lru_cache(maxsize=1024)
+def views_of(references: tuple[str, ...]) -> tuple[str, ...]:
+    """The view versions (``view:vN``) ``view:vN:feature`` references name, in first-use order; a
+    reference of another form names none (reading it fails with a clear error anyway)."""
+    found = []
+    for reference in references:
+        view, _, rest = reference.partition(":")
+        version = rest.partition(":")[0]
+        if view and version:
+            found.append(f"{view}:{version}")
+    return tuple(dict.fromkeys(found))
+
+
 def feast_reference(reference: str) -> str:
     """``view@vN:feature`` (Feast's versioned reference) → ``view:vN:feature``; anything else unchanged."""
     match = _FEAST_VERSIONED.match(reference)
@@ -107,4 +120,4 @@ def online_response(
     return orjson.dumps(body, default=_json_value, option=_OPTIONS)
 
 
-__all__ = ["feast_reference", "feast_references", "online_response", "rfc3339"]
+__all__ = ["feast_reference", "feast_references", "online_response", "rfc3339", "views_of"]

@@ -9,7 +9,9 @@ no integer, a time that is no ISO-8601 instant, an unknown format; ``detail`` li
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from lakebed.access import Gate, Principal, flushing
 from lakebed.errors import LineageNotFoundError
 from lakebed.http import (
     check_binding,
@@ -26,7 +29,8 @@ from lakebed.http import (
     server_options,
     validation_response,
 )
-from lakebed.lineage.api.guard import RequestGuard
+from lakebed.lineage.api.guard import REALM, RequestGuard
+from lakebed.lineage.api.masking import Masking
 from lakebed.lineage.api.routes import ROUTERS
 from lakebed.lineage.api.state import LineageState
 from lakebed.version import __version__
@@ -77,10 +81,21 @@ class LineageApp(FastAPI):
         return self.openapi_schema
 
 
-def create_app(store: LineageStore, *, token: str | SecretStr | None = None) -> LineageApp:
-    """The lineage API over ``store``; ``token`` defaults to the store config's ``lineage_api_token``.
+def create_app(
+    store: LineageStore,
+    *,
+    token: str | SecretStr | None = None,
+    gate: Gate | None = None,
+    tables: Callable[[str, str], str | None] | None = None,
+) -> LineageApp:
+    """The lineage API over ``store``.
 
-    Binding is :func:`serve`'s business: it refuses a non-loopback address without a token."""
+    ``gate`` identifies requests and decides what their roles may do (:mod:`lakebed.access`); by default
+    one of the single ``token`` (default: the store config's ``lineage_api_token``), acting as an engineer.
+    ``tables(namespace, name)`` names the lakebed table of a dataset (None: not a table), so that the
+    details of tables a role may not read are masked; without it only datasets whose answers name their
+    table can be masked. Binding is :func:`serve`'s business: it refuses a non-loopback address without a
+    token."""
     app = LineageApp(
         title=TITLE,
         version=__version__,
@@ -90,6 +105,7 @@ def create_app(store: LineageStore, *, token: str | SecretStr | None = None) -> 
         docs_url=None,
         redoc_url=None,
         redirect_slashes=False,
+        lifespan=_lifespan,
     )
     app.state.lineage = LineageState(store)
     for router in ROUTERS:
@@ -98,8 +114,40 @@ def create_app(store: LineageStore, *, token: str | SecretStr | None = None) -> 
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(LineageNotFoundError, _not_found)
     app.add_exception_handler(Exception, _internal_error)
-    app.add_middleware(RequestGuard, token=resolve_token(store, token))
+    gate = gate or Gate(realm=REALM, token=resolve_token(store, token))
+    app.add_middleware(RequestGuard, gate=gate, masking=_masking(gate, tables or _no_table))
+    app.state.gate = gate
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While serving, the access log is appended every second (and once more at the end)."""
+    async with flushing(app.state.gate.access_log):
+        yield
+
+
+def _no_table(namespace: str, name: str) -> str | None:
+    return None
+
+
+def _masking(gate: Gate, tables: Callable[[str, str], str | None]) -> Callable[[Principal], Masking | None]:
+    """The masking of a principal's answers: None for a role that may read every table."""
+
+    def masking(who: Principal) -> Masking | None:
+        if gate.everywhere(who, "read_table"):
+            return None
+
+        def readable_table(table: str) -> bool:
+            return gate.allows(who, "read_table", table)
+
+        def readable(namespace: str, name: str) -> bool:
+            table = tables(namespace, name)
+            return table is None or readable_table(table)
+
+        return Masking(readable=readable, readable_table=readable_table)
+
+    return masking
 
 
 def resolve_token(store: LineageStore, token: str | SecretStr | None) -> str | None:
@@ -133,15 +181,18 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     token: str | SecretStr | None = None,
+    gate: Gate | None = None,
+    tables: Callable[[str, str], str | None] | None = None,
 ) -> None:
     """Serve the lineage API with uvicorn until interrupted (Ctrl-C or SIGTERM).
 
     Uvicorn's access log shows the method, path and status of each request, never its headers."""
     import uvicorn
 
-    secret = resolve_token(store, token)
-    check_binding(host, secret, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
-    uvicorn.run(create_app(store, token=secret), **server_options(host, port))
+    gate = gate or Gate(realm=REALM, token=resolve_token(store, token))
+    check_binding(host, gate.required, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
+    app = create_app(store, gate=gate, tables=tables)
+    uvicorn.run(app, **server_options(host, port))
 
 
 __all__ = [

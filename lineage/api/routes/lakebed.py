@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from lakebed.lineage.api import marquez
 from lakebed.lineage.api import models as m
+from lakebed.lineage.api.masking import MASKING_STATE, Masking
 from lakebed.lineage.api.params import (
     DEFAULT_LIMIT,
     LINEAGE_DEPTH,
@@ -64,7 +65,9 @@ class Drawing(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from lakebed.lineage.render import render
 
-        self.body = await run_in_threadpool(render, self.graph, self.fmt, title=self.title)
+        masking: Masking | None = scope.get("state", {}).get(MASKING_STATE)
+        graph = self.graph if masking is None else masking.graph(self.graph)
+        self.body = await run_in_threadpool(render, graph, self.fmt, title=self.title)
         self.init_headers()
         await super().__call__(scope, receive, send)
 
