@@ -7,6 +7,7 @@ handed to the Dagster containers is one lakebed actually understands.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tomllib
@@ -263,6 +264,25 @@ def test_minio_init_creates_the_cold_bucket(services, lakebed_env):
         == minio_env["MINIO_ROOT_PASSWORD"]
         == lakebed_env["AWS_SECRET_ACCESS_KEY"]
     )
+
+
+ROLE_PREFIXES = {"engineer": "lakebed/*", "model": "lakebed/cold/fv_*", "auditor": "lakebed/lineage/*"}
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_PREFIXES))
+def test_minio_has_a_user_and_policy_per_role(services, role):
+    init = services["minio-init"]
+    text = run_text(init)
+    assert f"mc admin user add local lakebed-{role}" in text
+    assert "/policies/${role}.json" in text.replace("$$", "$") and "mc admin policy attach" in text
+    assert any(v.endswith(":/policies:ro") and v.startswith("./deploy/minio") for v in init["volumes"])
+    raw = service_env(init, raw=True)
+    assert raw[f"MINIO_{role.upper()}_PASSWORD"].startswith(f"${{MINIO_{role.upper()}_PASSWORD"), "from .env"
+    policy = json.loads((REPO / "deploy" / "minio" / f"{role}.json").read_text())
+    objects = [s for s in policy["Statement"] if any(r.endswith("*") for r in s["Resource"])]
+    assert [r.removeprefix("arn:aws:s3:::") for s in objects for r in s["Resource"]] == [ROLE_PREFIXES[role]]
+    writes = {"s3:PutObject", "s3:DeleteObject"} & {a for s in policy["Statement"] for a in s["Action"]}
+    assert bool(writes) == (role == "engineer"), "only engineers write"
 
 
 def test_postgres_has_volume_and_matches_dagster_credentials(services, lakebed_env):
