@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lakebed.config import PROJECT_FILE, read_project_file
 from lakebed.errors import ContractError, ProjectError
+from lakebed.schemas.access import find_access, load_access
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.cron import check_cron
 from lakebed.schemas.features import FeatureView
@@ -168,6 +169,9 @@ def load_project(root: str | Path) -> Project:
     models = _models(root / paths.models)
     loaded = Project(root, project.name, project.description, paths, sources, by_table, views, origins)
     _check(loaded, contracts, models)
+    access = find_access(root)
+    if access is not None:
+        load_access(access)  # a broken policy is the project's error too (`lakebed plan` names it)
     return dataclasses.replace(loaded, models=_check_models(loaded, models, contracts))
 
 
