@@ -60,6 +60,27 @@ def commits_with(uri: str, after_version: int, marker: str) -> list[int]:
     return [version for version, data in _commits_after(uri, after_version) if needle in data]
 
 
+def appended_files(uri: str, after_version: int, up_to: int) -> set[str] | None:
+    """The names of the data files the commits of a local table after ``after_version`` up to ``up_to``
+    added, when those commits only added files (an append); None when one removed a file (a delete,
+    merge, overwrite or compaction), when a commit file is missing (log cleaned up) or the table is not
+    local: the caller then compares the two versions' file lists."""
+    if not is_local(uri):
+        return None
+    added: set[str] = set()
+    last = after_version
+    for version, data in _commits_after(uri, after_version):
+        if version > up_to:
+            break
+        last = version
+        if b'"remove"' in data:
+            return None
+        for line in data.splitlines():
+            if line.startswith(b'{"add"'):
+                added.add(str(json.loads(line)["add"]["path"]).rsplit("/", 1)[-1])
+    return added if last == up_to else None
+
+
 def added_bytes(uri: str, version: int | None) -> int | None:
     """Bytes of the data files commit ``version`` of a local table added (None when unknown)."""
     if version is None or not is_local(uri):

@@ -28,8 +28,9 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, WriteMode, commit, open_delta
+from lakebed.pipelines.deltalog import appended_files
 from lakebed.pipelines.models.columns import ColumnSources, column_lineage
-from lakebed.pipelines.read import file_path, local_files, register, register_files, tiers
+from lakebed.pipelines.read import local_files, register, register_files, tiers
 from lakebed.pipelines.tiering import Tiers, view_schema
 from lakebed.schemas.contract import TableContract
 from lakebed.schemas.models import Model, SqlModel
@@ -102,9 +103,9 @@ def run_model(
             return ModelResult(
                 name, "up_to_date", version=existing.version() if existing else None, inputs=versions
             )
-        incremental, reason, before = _plan(model, existing, recorded, consumed, found, full_refresh)
+        incremental, reason, new = _plan(model, existing, recorded, consumed, found, full_refresh)
         with contextlib.ExitStack() as stack:
-            reader, columns = _compute(model, found, incremental, before, config, stack)
+            reader, columns = _compute(model, found, incremental, new, config, stack)
             for column, sources in columns.items():
                 lineage.add_column_lineage(
                     name, column, [(_ref(t, found[t]), c, how) for t, c, how in sources]
@@ -142,12 +143,12 @@ def _compute(
     model: Model,
     found: dict[str, Tiers],
     incremental: str | None,
-    before: set[str],
+    new: set[str],
     config: LakebedConfig,
     stack: contextlib.ExitStack,
 ) -> tuple[pa.RecordBatchReader, ColumnSources]:
     """The model's rows as a stream (read by the write path) and its column lineage; the incremental
-    input is only the files added since the files ``before``."""
+    input is only its files named ``new`` (those added since the last run)."""
     if isinstance(model, SqlModel):
         connection = stack.enter_context(_connection(config))
         for table, tiered in found.items():
@@ -155,19 +156,18 @@ def _compute(
                 register(connection, table, tiered)
                 continue
             files = local_files(tiered)
-            old = {file_path(uri) for uri in before}
-            new = [f for f in files or () if f not in old]
-            if files is None or not new:
-                connection.register(table, _added(tiered, before))
+            added = [f for f in files or () if f.rsplit("/", 1)[-1] in new]
+            if files is None or not added:
+                connection.register(table, _added(tiered, new))
             else:
-                register_files(connection, table, new)
+                register_files(connection, table, added)
         columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
         return connection.sql(model.sql).to_arrow_reader(config.batch_rows), columns
     assert isinstance(model, PythonModel)
     import polars as pl
 
     frames = {
-        t: pl.scan_pyarrow_dataset(_added(f, before) if t == incremental else f.dataset(view_schema(f.hot)))
+        t: pl.scan_pyarrow_dataset(_added(f, new) if t == incremental else f.dataset(view_schema(f.hot)))
         for t, f in found.items()
     }
     output = model.function(**frames)
@@ -238,7 +238,7 @@ def _plan(
     full_refresh: bool,
 ) -> tuple[str | None, str | None, set[str]]:
     """The input read incrementally (None: a full rebuild), for a rebuild of an incremental model why, and
-    the files that input had at the version the last run consumed."""
+    the names of the files that input added since the version the last run consumed."""
     table = model.incremental_input
     if table is None:
         return None, None, set()
@@ -250,20 +250,27 @@ def _plan(
         return None, "the model's code or options changed", set()
     if found[table].tiered:
         return None, f"input {table!r} is tiered: its rows move between tiers", set()
-    before = set(DeltaTable(found[table].hot.table_uri, version=consumed[table]).file_uris())
-    if not before <= set(found[table].hot.file_uris()):
+    hot = found[table].hot
+    added = appended_files(hot.table_uri, consumed[table], hot.version())
+    if added is not None:
+        return table, None, added
+    # A remote table, a cleaned-up log or a commit that removed files: compare the versions' file lists.
+    before = {
+        uri.rsplit("/", 1)[-1] for uri in DeltaTable(hot.table_uri, version=consumed[table]).file_uris()
+    }
+    now = {uri.rsplit("/", 1)[-1] for uri in hot.file_uris()}
+    if not before <= now:
         reason = f"input {table!r} had a commit other than an append since version {consumed[table]}"
         return None, reason, set()
-    return table, None, before
+    return table, None, now - before
 
 
-def _added(found: Tiers, old: set[str]) -> ds.Dataset:
-    """The rows of the files ``found``'s hot table has beyond the files ``old`` (appends only)."""
+def _added(found: Tiers, new: set[str]) -> ds.Dataset:
+    """The rows of the files named ``new`` of ``found``'s hot table (those added since the last run)."""
     hot = found.hot
     everything = arrow_dataset(hot, view_schema(hot))
     assert isinstance(everything, ds.FileSystemDataset)
-    keep = {uri.rsplit("/", 1)[-1] for uri in hot.file_uris() if uri not in old}
-    fragments = [f for f in everything.get_fragments() if f.path.rsplit("/", 1)[-1] in keep]
+    fragments = [f for f in everything.get_fragments() if f.path.rsplit("/", 1)[-1] in new]
     return ds.FileSystemDataset(fragments, everything.schema, everything.format, everything.filesystem)
 
 
