@@ -63,6 +63,7 @@ class Searcher:
     _index: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     index_rebuilt: bool = False
+    _returns: tuple[pa.Table, dict[str, pa.Schema]] | None = field(default=None, repr=False)
 
     @property
     def dimension(self) -> int:
@@ -123,8 +124,10 @@ class Searcher:
 
     def _approximate(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index = self.index()
-        index.expansion_search = max(hnsw.EXPANSION_SEARCH, k)
-        matches = index.search(vector, k)
+        expansion = max(hnsw.EXPANSION_SEARCH, k)
+        if index.expansion_search != expansion:
+            index.expansion_search = expansion
+        matches = index.search(vector, k, threads=1)
         positions = np.asarray(matches.keys, dtype=np.int64)
         return positions, (1.0 - np.asarray(matches.distances, dtype=np.float32)).astype(np.float32)
 
@@ -145,19 +148,30 @@ class Searcher:
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False) == True)  # noqa: E712 - nulls are False
 
     def _result(self, positions: np.ndarray, scores: np.ndarray, mode: str) -> pa.Table:
-        wanted = [*self.spec.keys, *([self.spec.text_column] if self.spec.text_column else [])]
-        picked = self.rows.select(wanted).take(pa.array(positions, pa.int64()))
+        returned, schemas = self._returned()
+        picked = returned.take(pa.array(positions, pa.int64()))
         scores32 = scores.astype(np.float32, copy=False)
-        result = picked.append_column("score", pa.array(scores32, pa.float32()))
-        result = result.append_column("distance", pa.array(np.float32(1.0) - scores32, pa.float32()))
-        return result.replace_schema_metadata(
-            {
+        columns = [*picked.columns, pa.array(scores32), pa.array(np.float32(1.0) - scores32)]
+        return pa.Table.from_arrays(columns, schema=schemas[mode])
+
+    def _returned(self) -> tuple[pa.Table, dict[str, pa.Schema]]:
+        """The columns a search returns (one contiguous chunk each, so ``take`` is one pass) and the
+        result schema, made once per searcher: building them per query would cost a third of a search."""
+        if self._returns is None:
+            wanted = [*self.spec.keys, *([self.spec.text_column] if self.spec.text_column else [])]
+            returned = self.rows.select(wanted).combine_chunks()
+            fields = [*returned.schema, pa.field("score", pa.float32()), pa.field("distance", pa.float32())]
+            metadata = {
                 "lakebed.table": self.table,
                 "lakebed.version": str(self.version),
-                "lakebed.search": mode,
                 "lakebed.embedder": self.spec.embedder.to_json(),
             }
-        )
+            schemas = {
+                mode: pa.schema(fields, metadata={**metadata, "lakebed.search": mode})
+                for mode in ("exact", "approximate")
+            }
+            self._returns = (returned, schemas)
+        return self._returns
 
 
 def check_k(k: int) -> None:
