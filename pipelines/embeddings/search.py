@@ -277,6 +277,14 @@ class SearcherCache:
         return loaded
 
 
+def build_index(table: str, *, config: LakebedConfig | None = None) -> Searcher:
+    """Load ``table``'s latest version and its HNSW index (built now unless a valid one is cached): what a
+    write calls so the first search does not pay for the build."""
+    searcher = open_searcher(table, config=config)
+    searcher.index()
+    return searcher
+
+
 def search(
     table: str,
     query: Query,
@@ -295,4 +303,4 @@ def search(
     )
 
 
-__all__ = ["MAX_K", "Searcher", "SearcherCache", "exact_top_k", "open_searcher", "search"]
+__all__ = ["MAX_K", "Searcher", "SearcherCache", "build_index", "exact_top_k", "open_searcher", "search"]

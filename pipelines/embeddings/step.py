@@ -40,6 +40,7 @@ from lakebed.pipelines.embeddings.embedder import (
 )
 from lakebed.pipelines.embeddings.spec import METADATA_KEY, EmbeddingSpec, read_spec
 from lakebed.schemas.contract import TableContract
+from lakebed.schemas.project import UnstructuredSource
 from lakebed.storage import arrow_dataset
 
 if TYPE_CHECKING:
@@ -201,6 +202,23 @@ def embed_documents(
     )
 
 
+def embed_source(
+    source: UnstructuredSource, *, run: RunContext | None = None, config: LakebedConfig | None = None
+) -> EmbedResult:
+    """The embed step a project's unstructured source asks for with ``embed:``."""
+    spec = source.embed
+    if spec is None:
+        raise ValueError(f"source {source.table!r} asks for no embeddings")
+    return embed_documents(
+        source.table,
+        table=source.embedding_table,
+        embedder=spec.embedder,
+        chunking=ChunkSettings(size=spec.chunk_size, overlap=spec.overlap),
+        run=run,
+        config=config,
+    )
+
+
 def _known_documents(existing: Any) -> dict[str, tuple[str, str, list[str]]]:
     """``source_path`` → (document sha256, chunking fingerprint, chunk ids) of what the chunks table holds."""
     if existing is None:
@@ -317,4 +335,11 @@ def _vector_column(rows: int, positions: list[int], vectors: np.ndarray) -> pa.A
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()), mask=mask)
 
 
-__all__ = ["CHUNKS_SCHEMA", "EMBEDDING_COLUMN", "EmbedResult", "chunks_table", "embed_documents"]
+__all__ = [
+    "CHUNKS_SCHEMA",
+    "EMBEDDING_COLUMN",
+    "EmbedResult",
+    "chunks_table",
+    "embed_documents",
+    "embed_source",
+]
