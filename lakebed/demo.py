@@ -225,7 +225,7 @@ def _search_summary(console: Console) -> None:
         text = " ".join(row["text"].split())
         out.add_row(
             str(rank),
-            Path(row["source_path"]).name,
+            row["source_path"].rpartition("/data/media/")[2],
             f"{row['score']:.3f}",
             text[:160] + ("…" if len(text) > 160 else ""),
         )
