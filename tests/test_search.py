@@ -5,17 +5,21 @@ Real documents embedded by the real WordLlama embedder into real Delta tables.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from deltalake import DeltaTable
 
 from lakebed import FeatureStore
 from lakebed.cli import main as cli
 from lakebed.errors import QueryDimensionError, SearchError, SearchQueryError, TableNotFoundError
+from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.embeddings.embedder import get_embedder
 from lakebed.pipelines.embeddings.search import MAX_K, open_searcher
@@ -95,11 +99,22 @@ def test_a_pinned_version_answers_the_same_after_new_rows_arrive(docs: Path) -> 
     for fresh in (store, FeatureStore()):  # cached and freshly loaded
         again = fresh.search("documents", QUESTION, 3, version=0, exact=True)
         assert again.equals(before)
+        committed = DeltaTable(Catalog().get("documents__chunks").uri).history()[-1]["timestamp"]
+        as_of = dt.datetime.fromtimestamp(committed / 1000, dt.UTC).isoformat()
+        assert fresh.search("documents", QUESTION, 3, as_of=as_of, exact=True).equals(before)
         assert (
             fresh.search("documents", QUESTION, 3, version=0)
             .column("chunk_id")
             .equals(before.column("chunk_id"))
         )
+
+
+def test_concurrent_searches_of_one_store_agree(docs: Path) -> None:
+    store = FeatureStore()
+    expected = store.search("documents", QUESTION, 4, exact=True).column("chunk_id").to_pylist()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: store.search("documents", QUESTION, 4), range(32)))
+    assert all(a.column("chunk_id").to_pylist() == expected for a in answers)
 
 
 def test_a_corrupt_or_missing_index_is_rebuilt_and_the_answer_stays_right(docs: Path) -> None:

@@ -123,11 +123,9 @@ class Searcher:
         return exact_top_k(self.vectors if subset is None else self.vectors[subset], vector, k, subset)
 
     def _approximate(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = self.index()
-        expansion = max(hnsw.EXPANSION_SEARCH, k)
-        if index.expansion_search != expansion:
-            index.expansion_search = expansion
-        matches = index.search(vector, k, threads=1)
+        # usearch searches with max(expansion_search, k) candidates itself: the shared index is never
+        # reconfigured per query, so concurrent searches (the HTTP server's threads) stay safe.
+        matches = self.index().search(vector, k, threads=1)
         positions = np.asarray(matches.keys, dtype=np.int64)
         return positions, (1.0 - np.asarray(matches.distances, dtype=np.float32)).astype(np.float32)
 
