@@ -90,6 +90,7 @@ def test_approximate_search_agrees_with_exact_and_filters_search_exactly(docs: P
 def test_a_pinned_version_answers_the_same_after_new_rows_arrive(docs: Path) -> None:
     store = FeatureStore()
     before = store.search("documents", QUESTION, 3, version=0, exact=True)
+    assert store.search("documents", QUESTION, 3).schema.metadata[b"lakebed.version"] == b"0"
     (docs / "refunds.txt").write_text("Refunds for returned shoes reach your card within five days.")
     ingest_unstructured(docs)
     assert embed_documents("documents").version == 1

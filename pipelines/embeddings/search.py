@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from lakebed.pipelines.embeddings import index as hnsw
 from lakebed.pipelines.embeddings.embedder import EmbedderInfo, get_embedder
 from lakebed.pipelines.embeddings.spec import EmbeddingSpec, read_spec
 from lakebed.pipelines.read import AsOf, open_table
-from lakebed.storage import arrow_dataset
+from lakebed.storage import arrow_dataset, is_local, local_path
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -246,33 +247,65 @@ def load_searcher(name: str, delta: DeltaTable, *, config: LakebedConfig) -> Sea
 
 
 class SearcherCache:
-    """Loaded searchers by (table, version), the few most recently used; a table's latest version is
-    looked up per call (a pinned ``version=`` skips even that)."""
+    """Loaded searchers by (table, version), the few most recently used.
+
+    A pinned ``version=`` is answered from memory. For the latest version of a local table the cache
+    remembers the version it last saw and looks for the next commit file in the Delta log: one ``stat``
+    per search while nothing new was committed, instead of a catalog lookup and a Delta table load (tens
+    of milliseconds). Anything unexpected (a remote table, a log without the remembered commit, a name not
+    seen yet) takes the full lookup.
+    """
 
     def __init__(self, config: LakebedConfig, *, size: int = 8) -> None:
         self.config, self.size = config, size
         self._searchers: OrderedDict[tuple[str, int], Searcher] = OrderedDict()
+        self._latest_seen: dict[str, tuple[str, Path, int]] = {}  # asked name → (table, Delta log, version)
         self._lock = threading.Lock()
 
     def get(self, table: str, *, version: int | None = None, as_of: AsOf | None = None) -> Searcher:
-        if version is not None and as_of is None:
-            for name in (table, f"{table}__chunks"):
-                found = self._searchers.get((name, version))
+        if as_of is None:
+            keys = (
+                [(table, version), (f"{table}__chunks", version)]
+                if version is not None
+                else [self._latest(table)]
+            )
+            for key in keys:
+                found = self._hit(key) if key is not None else None
                 if found is not None:
                     return found
         name, delta = resolve(table, version=version, as_of=as_of, config=self.config)
-        key = (name, delta.version())
+        if version is None and as_of is None and is_local(delta.table_uri):
+            self._latest_seen[table] = (name, local_path(delta.table_uri) / "_delta_log", delta.version())
+        found = self._hit((name, delta.version()))
+        if found is not None:
+            return found
+        loaded = load_searcher(name, delta, config=self.config)
+        with self._lock:
+            self._searchers[(name, delta.version())] = loaded
+            while len(self._searchers) > self.size:
+                self._searchers.popitem(last=False)
+        return loaded
+
+    def _hit(self, key: tuple[str, int]) -> Searcher | None:
         with self._lock:
             found = self._searchers.get(key)
             if found is not None:
                 self._searchers.move_to_end(key)
-                return found
-        loaded = load_searcher(name, delta, config=self.config)
-        with self._lock:
-            self._searchers[key] = loaded
-            while len(self._searchers) > self.size:
-                self._searchers.popitem(last=False)
-        return loaded
+            return found
+
+    def _latest(self, table: str) -> tuple[str, int] | None:
+        """The table meant by ``table`` and its latest version, from the Delta log of a local table seen
+        before (None when it must be looked up)."""
+        seen = self._latest_seen.get(table)
+        if seen is None:
+            return None
+        name, log, version = seen
+        if not (log / f"{version:020d}.json").exists():
+            return None  # dropped and re-created, or the log was cleaned up: look it up again
+        while (log / f"{version + 1:020d}.json").exists():
+            version += 1
+        self._latest_seen[table] = (name, log, version)
+        return name, version
 
 
 def build_index(table: str, *, config: LakebedConfig | None = None) -> Searcher:
