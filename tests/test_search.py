@@ -85,6 +85,10 @@ def test_approximate_search_agrees_with_exact_and_filters_search_exactly(docs: P
     wanted = [str(docs / "stores.txt"), str(docs / "sizes.txt")]
     filtered = store.search("documents", QUESTION, 5, filter={"source_path": wanted})
     assert sorted(filtered.column("source_path").to_pylist()) == sorted(wanted)
+    (one,) = store.search(
+        "documents", QUESTION, 5, filter={"source_path": wanted[0], "chunk_index": "0"}
+    ).to_pylist()
+    assert one["source_path"] == wanted[0] and one["chunk_index"] == 0  # text casts to the column's type
 
 
 def test_a_pinned_version_answers_the_same_after_new_rows_arrive(docs: Path) -> None:
@@ -158,6 +162,8 @@ def test_bad_requests_raise_errors_an_http_layer_can_map(docs: Path) -> None:
         store.search("documents", [float("nan")] * 256, 3)
     with pytest.raises(SearchQueryError, match="'nope' is not a column"):
         store.search("documents", QUESTION, 3, filter={"nope": 1})
+    with pytest.raises(SearchQueryError, match="filter chunk_index='first'"):
+        store.search("documents", QUESTION, 3, filter={"chunk_index": "first"})
     with pytest.raises(TableNotFoundError, match="'missing'"):
         store.search("missing", QUESTION, 3)
     commit("plain", pa.table({"id": [1, 2]}))

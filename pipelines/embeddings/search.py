@@ -138,10 +138,14 @@ class Searcher:
                     f"filter column {column!r} is not a column of {self.table!r} (it has {self.rows.column_names})"
                 )
             values = self.rows.column(column)
-            if isinstance(wanted, list | tuple | set | frozenset):
-                match = pc.is_in(values, value_set=pa.array(list(wanted), values.type))
-            else:
-                match = pc.equal(values, pa.scalar(wanted, values.type))
+            listed = isinstance(wanted, list | tuple | set | frozenset)
+            try:  # values of the column's type, or text that casts to it (``--filter chunk_index=0``)
+                allowed = pa.array(list(wanted) if listed else [wanted]).cast(values.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise SearchQueryError(
+                    f"filter {column}={wanted!r}: not a value of the column's type {values.type} ({exc})"
+                ) from exc
+            match = pc.is_in(values, value_set=allowed)
             mask = match if mask is None else pc.and_(mask, match)
         assert mask is not None
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False) == True)  # noqa: E712 - nulls are False
