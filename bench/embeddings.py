@@ -7,12 +7,14 @@ table (read the documents from Delta, tokenize, chunk, embed, write the vectors 
 with lineage). Each pair's ratio is chunks/s(lakebed) / chunks/s(bare embedder); target: median ≥ 0.8.
 
 ``vector_search``: 100,000 random 256-dimensional vectors (``--quick``: 5,000) written as an embedding
-table, searched for 10 neighbours by 200 random queries. The vectors and queries are drawn from one random
+table, searched for 10 neighbours by 1,000 random queries. The vectors and queries are drawn from one random
 mixture of 1,000 Gaussian clusters (centres N(0, 1), spread 0.5 per dimension), the shape real embeddings
 have. (Independent Gaussian vectors are no test of an index: in 256 dimensions all their neighbours are
 nearly equidistant, and HNSW at M=16, ef=128 finds only ~20% of the true top 10 there; measured on this
-machine.) Checked: the exact search (``exact=True``) returns the same ids as brute-force numpy for every
-query; approximate recall@10 against exact must be ≥ 0.95. Timed in alternating rounds: the 200 queries
+machine.) Checked: the exact search (``exact=True``) returns the same ids as brute-force numpy, in the same
+order, for every query, except where two scores are equal to within 1e-6 (the two matrix-vector products
+may round the last bit differently, and lakebed breaks ties by row order): such queries are counted and
+printed, any other difference is an error; approximate recall@10 against exact must be ≥ 0.95. Timed in alternating rounds: the 1,000 queries
 one at a time through brute-force numpy (``argpartition`` over ``vectors @ q``) and through
 ``FeatureStore.search`` at the pinned version (the HNSW index, built once beforehand: its build time is
 printed). Each pair's ratio is queries/s(lakebed approximate) / queries/s(numpy); target: median ≥ 20.
@@ -28,6 +30,7 @@ from bench.common import BenchOptions, RoundTimes, fresh_dir, lakebed_home, log,
 
 if TYPE_CHECKING:
     import numpy as np
+    import pyarrow as pa
 
 DOCUMENTS = 300
 WORDS_PER_DOCUMENT = 1500
@@ -36,10 +39,11 @@ VECTORS = 100_000
 DIMENSION = 256
 CLUSTERS = 1_000
 SPREAD = 0.5
-QUERIES = 200
+QUERIES = 1000
 K = 10
 RECALL_TARGET = 0.95
 QPS_TARGET = 20.0
+TIE = 1e-6
 _WORDS = [
     "the",
     "order",
@@ -154,6 +158,31 @@ def _mixture(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.nd
     return (picked + SPREAD * rng.standard_normal(picked.shape, dtype=np.float32)).astype(np.float32)
 
 
+def _compare_exact(
+    exact_hits: list[pa.Table],
+    reference: list[np.ndarray],
+    normalised: np.ndarray,
+    queries: np.ndarray,
+    ids: list[str],
+) -> tuple[int, int]:
+    """How many exact answers equal numpy's ids exactly, and how many differ only among scores equal to
+    within ``TIE`` (a different BLAS blocking rounds the last bit differently); anything else raises."""
+    import numpy as np
+
+    identical = tied = 0
+    for hits, found, query in zip(exact_hits, reference, queries, strict=True):
+        ours, theirs = hits.column("id").to_pylist(), [ids[i] for i in found]
+        if ours == theirs:
+            identical += 1
+            continue
+        q = query / np.linalg.norm(query)
+        expected = (normalised[found] @ q).astype(np.float32)
+        if not np.allclose(hits.column("score").to_numpy(), expected, rtol=0, atol=TIE):
+            raise RuntimeError(f"exact search differs from numpy: {ours} vs {theirs}")
+        tied += 1
+    return identical, tied
+
+
 def run_vector_search(opts: BenchOptions) -> str:
     import numpy as np
     import pyarrow as pa
@@ -202,20 +231,16 @@ def run_vector_search(opts: BenchOptions) -> str:
         def approximate() -> list[list[str]]:
             return [store.search("vectors", q, K, version=version).column("id").to_pylist() for q in queries]
 
-        reference = brute_force()
-        exact = [
-            store.search("vectors", q, K, version=version, exact=True).column("id").to_pylist()
-            for q in queries
-        ]
-        numpy_ids = [[ids[i] for i in found] for found in reference]
-        mismatched = sum(a != b for a, b in zip(exact, numpy_ids, strict=True))
-        if mismatched:
-            raise RuntimeError(f"exact search differs from numpy for {mismatched} of {QUERIES} queries")
+        exact_hits = [store.search("vectors", q, K, version=version, exact=True) for q in queries]
+        exact = [hits.column("id").to_pylist() for hits in exact_hits]
+        identical, tied = _compare_exact(exact_hits, brute_force(), normalised, queries, ids)
+        log(
+            f"  exact search vs numpy: {identical} of {QUERIES} queries identical, {tied} differ only in the "
+            f"order of scores equal to within {TIE:g} (float32 rounding of one BLAS product vs another)"
+        )
         found = approximate()
         recall = float(np.mean([len(set(a) & set(e)) / K for a, e in zip(found, exact, strict=True)]))
-        log(
-            f"  exact search identical to numpy for all {QUERIES} queries; approximate recall@{K} {recall:.4f}"
-        )
+        log(f"  approximate recall@{K} against exact: {recall:.4f}")
         times = RoundTimes("vector_search", "queries/s", "brute-force numpy", QPS_TARGET, opts.quick)
         for round_no in range(1, opts.rounds + 1):
             seconds, _ = timed(brute_force)

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from lakebed.assets.embeddings import embedding_assets
 from lakebed.assets.features import feature_assets
 from lakebed.assets.ingest import (
     landing_ingest_job,
@@ -49,6 +50,7 @@ def project_assets(project: Project) -> list[dg.AssetsDefinition]:
     feature table and a feature view a model's table, so the order follows the assets' dependencies)."""
     assets = [
         *source_assets(project),
+        *embedding_assets(project),
         *stream_assets(project),
         *model_assets(project),
         *feature_assets(project),
@@ -74,7 +76,7 @@ def definitions(
     """
     loaded = load_project(project_dir(project))
     sources, streams, features = source_assets(loaded), stream_assets(loaded), feature_assets(loaded)
-    models = model_assets(loaded)
+    models, embeddings = model_assets(loaded), embedding_assets(loaded)
     source_jobs, source_schedules = source_jobs_and_schedules(loaded)
     maintenance_job, maintenance_schedule = stream_maintenance(loaded)
     jobs: list[dg.JobDefinition | UnresolvedAssetJobDefinition] = [
@@ -96,7 +98,7 @@ def definitions(
             )
         )
     return dg.Definitions(
-        assets=[*sources, *streams, *models, *features],
+        assets=[*sources, *embeddings, *streams, *models, *features],
         asset_checks=project_checks(loaded),
         jobs=jobs,
         sensors=sensors,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 DEMO_TOPIC = "shop_events"
+DEMO_QUESTION = "How long are old versions of a table kept?"
 DEMO_FEATURES = [
     "customer_activity:v1:events_1h",
     "customer_activity:v1:spend_1d",
@@ -84,7 +85,8 @@ def run_demo(*, directory: Path, fresh: bool = False, console: Console) -> None:
             {"lakebed": defs.resources["lakebed"]},
             project_checks(shop),
         )
-        sources = [a for a in assets if a.group_names_by_key[a.key] == "sources"]
+        # Sources, then the embeddings of their documents (once: they do not change with the stream).
+        sources = [a for a in assets if a.group_names_by_key[a.key] in ("sources", "embeddings")]
         progress.update(task, total=len(sources), completed=0)
         runner.each(sources)
         progress.update(task, description="sources materialised")
@@ -94,6 +96,7 @@ def run_demo(*, directory: Path, fresh: bool = False, console: Console) -> None:
     _tiering_summary(console)
     _quality_summary(console)
     _features_summary(console)
+    _search_summary(console)
     _lineage_summary(console)
     _where_to_look(console, root, time.monotonic() - started)
 
@@ -209,6 +212,24 @@ def _features_summary(console: Console) -> None:
     _print_table(console, historical, "Point-in-time features (FeatureStore.get_historical_features)")
     online = _short_names(store.get_online_features(DEMO_FEATURES, {"customer_id": [7, 42, 99]}, now=end))
     _print_table(console, online, f"Online features as of the stream's end {end:%Y-%m-%d %H:%M} UTC")
+
+
+def _search_summary(console: Console) -> None:
+    from lakebed.feature_store import FeatureStore
+
+    hits = FeatureStore(get_config()).search("documents", DEMO_QUESTION, 3)
+    out = _table(
+        "rank", "file", "score", "text", title=f"Top 3 chunks for {DEMO_QUESTION!r} (FeatureStore.search)"
+    )
+    for rank, row in enumerate(hits.to_pylist(), start=1):
+        text = " ".join(row["text"].split())
+        out.add_row(
+            str(rank),
+            row["source_path"].rpartition("/data/media/")[2],
+            f"{row['score']:.3f}",
+            text[:160] + ("…" if len(text) > 160 else ""),
+        )
+    console.print(out)
 
 
 def _short_names(data: Any) -> Any:

@@ -91,11 +91,45 @@ class FilesSource(_Source):
     encoding: str | None = None
 
 
+EmbedderName = Literal["wordllama", "all-minilm-l6-v2"]
+"""The embedders lakebed can load by name (``lakebed.pipelines.embeddings.embedder.EMBEDDERS``)."""
+
+
+class EmbedSpec(_Strict):
+    """An unstructured source's ``embed:``: its text chunked and embedded into ``table`` (default
+    ``<source table>__chunks``). ``chunk_size`` and ``overlap`` count the embedder's tokens; a chunk size
+    above the embedder's limit is refused when the embedding runs."""
+
+    embedder: EmbedderName = "wordllama"
+    chunk_size: int = Field(default=256, ge=1)
+    overlap: int = Field(default=32, ge=0)
+    table: str | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        return table_name_validator(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> EmbedSpec:
+        if self.overlap >= self.chunk_size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        return self
+
+
 class UnstructuredSource(_Source):
-    """Documents, images and audio: folders and zip archives."""
+    """Documents, images and audio: folders and zip archives; ``embed`` also chunks and embeds their text."""
 
     kind: Literal["unstructured"]
     paths: tuple[str, ...] = Field(min_length=1)
+    embed: EmbedSpec | None = None
+
+    @property
+    def embedding_table(self) -> str | None:
+        """The table this source's embeddings go to, when it asks for them."""
+        if self.embed is None:
+            return None
+        return self.embed.table or f"{self.table}__chunks"
 
     @model_validator(mode="after")
     def _no_sensor(self) -> UnstructuredSource:

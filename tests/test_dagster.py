@@ -32,6 +32,7 @@ def test_definitions_hold_every_asset_sensor_and_job() -> None:
         "products",
         "web_events",
         "documents",  # the shop's files and unstructured sources
+        "documents__chunks",  # the documents' text, embedded
         "shop_events",  # raw events from Kafka
         "fv_customer_activity_v1",
         "online_customer_activity_v1",  # feature views, offline and online

@@ -46,6 +46,9 @@ def test_demo_runs_the_shop_example_project_and_prints_where_to_look(
     assert lakebed.read_table("shop_events").num_rows == 6_000
     assert lakebed.read_table("shop_events__dead_letter").num_rows == 2
     assert "Point-in-time features" in result.output and "Online features" in result.output
+    # The documents' embeddings and a top-3 search for a question about them.
+    assert "Top 3 chunks for 'How long are old versions of a table kept?'" in result.output
+    assert lakebed.read_table("documents__chunks").num_rows > 0
     # The runs are in the demo's Dagster instance, so the UI shows them.
     runs = list((lakebed_home / "dagster").rglob("*"))
     assert runs, "the demo's Dagster runs were not persisted under DAGSTER_HOME"

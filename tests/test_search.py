@@ -5,17 +5,21 @@ Real documents embedded by the real WordLlama embedder into real Delta tables.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from deltalake import DeltaTable
 
 from lakebed import FeatureStore
 from lakebed.cli import main as cli
 from lakebed.errors import QueryDimensionError, SearchError, SearchQueryError, TableNotFoundError
+from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import commit
 from lakebed.pipelines.embeddings.embedder import get_embedder
 from lakebed.pipelines.embeddings.search import MAX_K, open_searcher
@@ -81,11 +85,16 @@ def test_approximate_search_agrees_with_exact_and_filters_search_exactly(docs: P
     wanted = [str(docs / "stores.txt"), str(docs / "sizes.txt")]
     filtered = store.search("documents", QUESTION, 5, filter={"source_path": wanted})
     assert sorted(filtered.column("source_path").to_pylist()) == sorted(wanted)
+    (one,) = store.search(
+        "documents", QUESTION, 5, filter={"source_path": wanted[0], "chunk_index": "0"}
+    ).to_pylist()
+    assert one["source_path"] == wanted[0] and one["chunk_index"] == 0  # text casts to the column's type
 
 
 def test_a_pinned_version_answers_the_same_after_new_rows_arrive(docs: Path) -> None:
     store = FeatureStore()
     before = store.search("documents", QUESTION, 3, version=0, exact=True)
+    assert store.search("documents", QUESTION, 3).schema.metadata[b"lakebed.version"] == b"0"
     (docs / "refunds.txt").write_text("Refunds for returned shoes reach your card within five days.")
     ingest_unstructured(docs)
     assert embed_documents("documents").version == 1
@@ -95,11 +104,22 @@ def test_a_pinned_version_answers_the_same_after_new_rows_arrive(docs: Path) -> 
     for fresh in (store, FeatureStore()):  # cached and freshly loaded
         again = fresh.search("documents", QUESTION, 3, version=0, exact=True)
         assert again.equals(before)
+        committed = DeltaTable(Catalog().get("documents__chunks").uri).history()[-1]["timestamp"]
+        as_of = dt.datetime.fromtimestamp(committed / 1000, dt.UTC).isoformat()
+        assert fresh.search("documents", QUESTION, 3, as_of=as_of, exact=True).equals(before)
         assert (
             fresh.search("documents", QUESTION, 3, version=0)
             .column("chunk_id")
             .equals(before.column("chunk_id"))
         )
+
+
+def test_concurrent_searches_of_one_store_agree(docs: Path) -> None:
+    store = FeatureStore()
+    expected = store.search("documents", QUESTION, 4, exact=True).column("chunk_id").to_pylist()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: store.search("documents", QUESTION, 4), range(32)))
+    assert all(a.column("chunk_id").to_pylist() == expected for a in answers)
 
 
 def test_a_corrupt_or_missing_index_is_rebuilt_and_the_answer_stays_right(docs: Path) -> None:
@@ -142,6 +162,8 @@ def test_bad_requests_raise_errors_an_http_layer_can_map(docs: Path) -> None:
         store.search("documents", [float("nan")] * 256, 3)
     with pytest.raises(SearchQueryError, match="'nope' is not a column"):
         store.search("documents", QUESTION, 3, filter={"nope": 1})
+    with pytest.raises(SearchQueryError, match="filter chunk_index='first'"):
+        store.search("documents", QUESTION, 3, filter={"chunk_index": "first"})
     with pytest.raises(TableNotFoundError, match="'missing'"):
         store.search("missing", QUESTION, 3)
     commit("plain", pa.table({"id": [1, 2]}))

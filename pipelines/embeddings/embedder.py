@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lakebed.errors import EmbedderNotFoundError
+from lakebed.schemas.project import EmbedderName
 
 if TYPE_CHECKING:
     import numpy as np
@@ -117,15 +118,15 @@ def _minilm() -> Embedder:
     return SentenceTransformerEmbedder()
 
 
-EMBEDDERS: dict[str, Callable[[], Embedder]] = {"wordllama": _wordllama, "all-minilm-l6-v2": _minilm}
+EMBEDDERS: dict[EmbedderName, Callable[[], Embedder]] = {"wordllama": _wordllama, "all-minilm-l6-v2": _minilm}
 """The embedders lakebed can load by name (a project's ``embed.embedder``); the default is ``wordllama``."""
-DEFAULT_EMBEDDER = "wordllama"
+DEFAULT_EMBEDDER: EmbedderName = "wordllama"
 
 
 @functools.cache
 def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
     """The embedder called ``name``, loaded once per process (loading reads its weights)."""
-    make = EMBEDDERS.get(name)
+    make = EMBEDDERS.get(name)  # type: ignore[call-overload]
     if make is None:
         raise EmbedderNotFoundError(f"unknown embedder {name!r}; lakebed has {sorted(EMBEDDERS)}")
     return make()

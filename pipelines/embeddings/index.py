@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 KEEP_VERSIONS = 3
 CONNECTIVITY = 16  # HNSW graph degree (usearch's M)
 EXPANSION_ADD = 64  # candidates kept while inserting (efConstruction)
-EXPANSION_SEARCH = 64  # candidates kept while searching (ef); raised to k when k is larger
+EXPANSION_SEARCH = 40  # candidates kept while searching (ef); usearch takes k when k is larger
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _new_index(dimension: int) -> Any:
 
     return Index(
         ndim=dimension,
-        metric="cos",
+        metric="ip",  # the vectors are L2-normalised, so inner product is cosine, without the norms
         dtype="f32",
         connectivity=CONNECTIVITY,
         expansion_add=EXPANSION_ADD,

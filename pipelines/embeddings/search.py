@@ -21,6 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from lakebed.pipelines.embeddings import index as hnsw
 from lakebed.pipelines.embeddings.embedder import EmbedderInfo, get_embedder
 from lakebed.pipelines.embeddings.spec import EmbeddingSpec, read_spec
 from lakebed.pipelines.read import AsOf, open_table
-from lakebed.storage import arrow_dataset
+from lakebed.storage import arrow_dataset, is_local, local_path
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -63,6 +64,7 @@ class Searcher:
     _index: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     index_rebuilt: bool = False
+    _returns: tuple[pa.Table, dict[str, pa.Schema]] | None = field(default=None, repr=False)
 
     @property
     def dimension(self) -> int:
@@ -122,9 +124,9 @@ class Searcher:
         return exact_top_k(self.vectors if subset is None else self.vectors[subset], vector, k, subset)
 
     def _approximate(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = self.index()
-        index.expansion_search = max(hnsw.EXPANSION_SEARCH, k)
-        matches = index.search(vector, k)
+        # usearch searches with max(expansion_search, k) candidates itself: the shared index is never
+        # reconfigured per query, so concurrent searches (the HTTP server's threads) stay safe.
+        matches = self.index().search(vector, k, threads=1)
         positions = np.asarray(matches.keys, dtype=np.int64)
         return positions, (1.0 - np.asarray(matches.distances, dtype=np.float32)).astype(np.float32)
 
@@ -136,28 +138,43 @@ class Searcher:
                     f"filter column {column!r} is not a column of {self.table!r} (it has {self.rows.column_names})"
                 )
             values = self.rows.column(column)
-            if isinstance(wanted, list | tuple | set | frozenset):
-                match = pc.is_in(values, value_set=pa.array(list(wanted), values.type))
-            else:
-                match = pc.equal(values, pa.scalar(wanted, values.type))
+            listed = isinstance(wanted, list | tuple | set | frozenset)
+            try:  # values of the column's type, or text that casts to it (``--filter chunk_index=0``)
+                allowed = pa.array(list(wanted) if listed else [wanted]).cast(values.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+                raise SearchQueryError(
+                    f"filter {column}={wanted!r}: not a value of the column's type {values.type} ({exc})"
+                ) from exc
+            match = pc.is_in(values, value_set=allowed)
             mask = match if mask is None else pc.and_(mask, match)
         assert mask is not None
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False) == True)  # noqa: E712 - nulls are False
 
     def _result(self, positions: np.ndarray, scores: np.ndarray, mode: str) -> pa.Table:
-        wanted = [*self.spec.keys, *([self.spec.text_column] if self.spec.text_column else [])]
-        picked = self.rows.select(wanted).take(pa.array(positions, pa.int64()))
+        returned, schemas = self._returned()
+        picked = returned.take(pa.array(positions, pa.int64()))
         scores32 = scores.astype(np.float32, copy=False)
-        result = picked.append_column("score", pa.array(scores32, pa.float32()))
-        result = result.append_column("distance", pa.array(np.float32(1.0) - scores32, pa.float32()))
-        return result.replace_schema_metadata(
-            {
+        columns = [*picked.columns, pa.array(scores32), pa.array(np.float32(1.0) - scores32)]
+        return pa.Table.from_arrays(columns, schema=schemas[mode])
+
+    def _returned(self) -> tuple[pa.Table, dict[str, pa.Schema]]:
+        """The columns a search returns (one contiguous chunk each, so ``take`` is one pass) and the
+        result schema, made once per searcher: building them per query would cost a third of a search."""
+        if self._returns is None:
+            wanted = [*self.spec.keys, *([self.spec.text_column] if self.spec.text_column else [])]
+            returned = self.rows.select(wanted).combine_chunks()
+            fields = [*returned.schema, pa.field("score", pa.float32()), pa.field("distance", pa.float32())]
+            metadata = {
                 "lakebed.table": self.table,
                 "lakebed.version": str(self.version),
-                "lakebed.search": mode,
                 "lakebed.embedder": self.spec.embedder.to_json(),
             }
-        )
+            schemas = {
+                mode: pa.schema(fields, metadata={**metadata, "lakebed.search": mode})
+                for mode in ("exact", "approximate")
+            }
+            self._returns = (returned, schemas)
+        return self._returns
 
 
 def check_k(k: int) -> None:
@@ -234,33 +251,73 @@ def load_searcher(name: str, delta: DeltaTable, *, config: LakebedConfig) -> Sea
 
 
 class SearcherCache:
-    """Loaded searchers by (table, version), the few most recently used; a table's latest version is
-    looked up per call (a pinned ``version=`` skips even that)."""
+    """Loaded searchers by (table, version), the few most recently used.
+
+    A pinned ``version=`` is answered from memory. For the latest version of a local table the cache
+    remembers the version it last saw and looks for the next commit file in the Delta log: one ``stat``
+    per search while nothing new was committed, instead of a catalog lookup and a Delta table load (tens
+    of milliseconds). Anything unexpected (a remote table, a log without the remembered commit, a name not
+    seen yet) takes the full lookup.
+    """
 
     def __init__(self, config: LakebedConfig, *, size: int = 8) -> None:
         self.config, self.size = config, size
         self._searchers: OrderedDict[tuple[str, int], Searcher] = OrderedDict()
+        self._latest_seen: dict[str, tuple[str, Path, int]] = {}  # asked name → (table, Delta log, version)
         self._lock = threading.Lock()
 
     def get(self, table: str, *, version: int | None = None, as_of: AsOf | None = None) -> Searcher:
-        if version is not None and as_of is None:
-            for name in (table, f"{table}__chunks"):
-                found = self._searchers.get((name, version))
+        if as_of is None:
+            keys = (
+                [(table, version), (f"{table}__chunks", version)]
+                if version is not None
+                else [self._latest(table)]
+            )
+            for key in keys:
+                found = self._hit(key) if key is not None else None
                 if found is not None:
                     return found
         name, delta = resolve(table, version=version, as_of=as_of, config=self.config)
-        key = (name, delta.version())
+        if version is None and as_of is None and is_local(delta.table_uri):
+            self._latest_seen[table] = (name, local_path(delta.table_uri) / "_delta_log", delta.version())
+        found = self._hit((name, delta.version()))
+        if found is not None:
+            return found
+        loaded = load_searcher(name, delta, config=self.config)
+        with self._lock:
+            self._searchers[(name, delta.version())] = loaded
+            while len(self._searchers) > self.size:
+                self._searchers.popitem(last=False)
+        return loaded
+
+    def _hit(self, key: tuple[str, int]) -> Searcher | None:
         with self._lock:
             found = self._searchers.get(key)
             if found is not None:
                 self._searchers.move_to_end(key)
-                return found
-        loaded = load_searcher(name, delta, config=self.config)
-        with self._lock:
-            self._searchers[key] = loaded
-            while len(self._searchers) > self.size:
-                self._searchers.popitem(last=False)
-        return loaded
+            return found
+
+    def _latest(self, table: str) -> tuple[str, int] | None:
+        """The table meant by ``table`` and its latest version, from the Delta log of a local table seen
+        before (None when it must be looked up)."""
+        seen = self._latest_seen.get(table)
+        if seen is None:
+            return None
+        name, log, version = seen
+        if not (log / f"{version:020d}.json").exists():
+            return None  # dropped and re-created, or the log was cleaned up: look it up again
+        while (log / f"{version + 1:020d}.json").exists():
+            version += 1
+        self._latest_seen[table] = (name, log, version)
+        return name, version
+
+
+def build_index(table: str, *, config: LakebedConfig | None = None) -> Searcher:
+    """Load ``table``'s latest version and its HNSW index (built now unless a valid one is cached): what a
+    write calls so the first search does not pay for the build."""
+    searcher = open_searcher(table, config=config)
+    searcher.index()
+    return searcher
 
 
 def search(
@@ -281,4 +338,4 @@ def search(
     )
 
 
-__all__ = ["MAX_K", "Searcher", "SearcherCache", "exact_top_k", "open_searcher", "search"]
+__all__ = ["MAX_K", "Searcher", "SearcherCache", "build_index", "exact_top_k", "open_searcher", "search"]

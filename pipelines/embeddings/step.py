@@ -13,7 +13,7 @@ document's ``sha256`` and the chunking settings with what the chunks table holds
 Every commit records the :class:`~.spec.EmbeddingSpec` (embedder name, dimension, weights digest, chunking)
 in ``lakebed.embedding`` commit metadata, and the run's lineage names the source table at the version read
 and the embedder on the ``embedding`` column's lineage. A table whose recorded embedder differs (dimension,
-name or weights) is refused before anything is embedded.
+name or weights) is refused before anything is embedded. One writer per chunks table at a time.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit, open_delta
-from lakebed.pipelines.embeddings.chunking import CHUNK_UNIT, ChunkSettings, chunk_id, chunk_tokens
+from lakebed.pipelines.embeddings.chunking import CHUNK_UNIT, Chunk, ChunkSettings, chunk_id, chunk_tokens
 from lakebed.pipelines.embeddings.embedder import (
     Embedder,
     EmbedderInfo,
@@ -40,6 +40,7 @@ from lakebed.pipelines.embeddings.embedder import (
 )
 from lakebed.pipelines.embeddings.spec import METADATA_KEY, EmbeddingSpec, read_spec
 from lakebed.schemas.contract import TableContract
+from lakebed.schemas.project import UnstructuredSource
 from lakebed.storage import arrow_dataset
 
 if TYPE_CHECKING:
@@ -135,56 +136,29 @@ def embed_documents(
     source_ref = table_dataset(source, source_entry.uri, source_version)
     documents = arrow_dataset(source_table).to_table(columns=["source_path", "sha256", "text"])
     paths = documents.column("source_path").to_pylist()
-    shas = documents.column("sha256").to_pylist()
-    changed = [
-        i
-        for i, (path, sha) in enumerate(zip(paths, shas, strict=True))
-        if path not in known or known[path][:2] != (sha, fingerprint)
-    ]
-    replaced = pa.array(
-        [cid for i in changed if paths[i] in known for cid in known[paths[i]][2]], pa.string()
-    )
+    changed, replaced = _changes(paths, documents.column("sha256").to_pylist(), known, fingerprint)
     step = _Step(model, chunking, fingerprint, run)
     with lineage_run(run, config=config, inputs=[source_ref]) as lineage:
         version = None
         if changed:
-            description = f"DIRECT:TRANSFORMATION:embedded by {info.name} ({info.dimension} dims, {info.weights_digest})"
-            lineage.add_column_lineage(target, EMBEDDING_COLUMN, [(source_ref, "text", description)])
+            how = f"DIRECT:TRANSFORMATION:embedded by {info.name} ({info.dimension} dims, {info.weights_digest})"
+            lineage.add_column_lineage(target, EMBEDDING_COLUMN, [(source_ref, "text", how)])
             lineage.add_column_lineage(
                 target, "text", [(source_ref, "text", "DIRECT:TRANSFORMATION:chunked")]
             )
-            picked = documents.take(pa.array(changed, pa.int64()))
-            batches = step.batches(picked)
-            contract = (
-                TableContract.from_arrow(target, CHUNKS_SCHEMA, keys=("chunk_id",))
-                if target_entry is None
-                else None
+            version = _commit_chunks(
+                target,
+                step.batches(documents.take(pa.array(changed, pa.int64()))),
+                replaced,
+                creates=target_entry is None,
+                metadata={
+                    METADATA_KEY: spec.to_json(),
+                    "lakebed.embedding.source_version": str(source_version),
+                },
+                run=run,
+                catalog=catalog,
+                config=config,
             )
-            metadata = {METADATA_KEY: spec.to_json(), "lakebed.embedding.source_version": str(source_version)}
-            if len(replaced):
-                result = commit(
-                    target,
-                    pa.Table.from_batches(list(batches), schema=CHUNKS_SCHEMA),
-                    mode="merge",
-                    keys=["chunk_id"],
-                    delete=pa.table({"chunk_id": replaced}),
-                    contract=contract,
-                    run=run,
-                    metadata=metadata,
-                    catalog=catalog,
-                    config=config,
-                )
-            else:
-                result = commit(
-                    target,
-                    pa.RecordBatchReader.from_batches(CHUNKS_SCHEMA, batches),
-                    contract=contract,
-                    run=run,
-                    metadata=metadata,
-                    catalog=catalog,
-                    config=config,
-                )
-            version = result.version
     return EmbedResult(
         table=target,
         source=source,
@@ -199,6 +173,73 @@ def embed_documents(
         embedder=info,
         run_id=run.run_id,
     )
+
+
+def embed_source(
+    source: UnstructuredSource, *, run: RunContext | None = None, config: LakebedConfig | None = None
+) -> EmbedResult:
+    """The embed step a project's unstructured source asks for with ``embed:``."""
+    spec = source.embed
+    if spec is None:
+        raise ValueError(f"source {source.table!r} asks for no embeddings")
+    return embed_documents(
+        source.table,
+        table=source.embedding_table,
+        embedder=spec.embedder,
+        chunking=ChunkSettings(size=spec.chunk_size, overlap=spec.overlap),
+        run=run,
+        config=config,
+    )
+
+
+def _changes(
+    paths: list[str], shas: list[str], known: dict[str, tuple[str, str, list[str]]], fingerprint: str
+) -> tuple[list[int], pa.Array]:
+    """The positions of documents to embed (new, changed, or chunked with other settings) and the chunk
+    ids their new chunks replace."""
+    changed = [
+        i
+        for i, (path, sha) in enumerate(zip(paths, shas, strict=True))
+        if path not in known or known[path][:2] != (sha, fingerprint)
+    ]
+    replaced = [cid for i in changed if paths[i] in known for cid in known[paths[i]][2]]
+    return changed, pa.array(replaced, pa.string())
+
+
+def _commit_chunks(
+    target: str,
+    batches: Iterator[pa.RecordBatch],
+    replaced: pa.Array,
+    *,
+    creates: bool,
+    metadata: dict[str, str],
+    run: RunContext,
+    catalog: Catalog,
+    config: LakebedConfig,
+) -> int | None:
+    """One commit: new documents' chunks streamed in as an append; when chunks are replaced, a merge by
+    ``chunk_id`` that also deletes the replaced ids (a merge holds its rows in memory)."""
+    data: pa.Table | pa.RecordBatchReader
+    if len(replaced):
+        data, delete = (
+            pa.Table.from_batches(list(batches), schema=CHUNKS_SCHEMA),
+            pa.table({"chunk_id": replaced}),
+        )
+    else:
+        data, delete = pa.RecordBatchReader.from_batches(CHUNKS_SCHEMA, batches), None
+    return commit(
+        target,
+        data,
+        mode="merge" if delete is not None else "append",
+        keys=["chunk_id"],
+        delete=delete,
+        # Register the contract only when this step creates the table: never overwrite someone else's.
+        contract=TableContract.from_arrow(target, CHUNKS_SCHEMA, keys=("chunk_id",)) if creates else None,
+        run=run,
+        metadata=metadata,
+        catalog=catalog,
+        config=config,
+    ).version
 
 
 def _known_documents(existing: Any) -> dict[str, tuple[str, str, list[str]]]:
@@ -280,7 +321,7 @@ class _Step:
         path: str,
         sha: str,
         index: int,
-        window: Any,
+        window: Chunk | None,
         *,
         skipped: str | None = None,
     ) -> None:
@@ -317,4 +358,11 @@ def _vector_column(rows: int, positions: list[int], vectors: np.ndarray) -> pa.A
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float32()), mask=mask)
 
 
-__all__ = ["CHUNKS_SCHEMA", "EMBEDDING_COLUMN", "EmbedResult", "chunks_table", "embed_documents"]
+__all__ = [
+    "CHUNKS_SCHEMA",
+    "EMBEDDING_COLUMN",
+    "EmbedResult",
+    "chunks_table",
+    "embed_documents",
+    "embed_source",
+]
