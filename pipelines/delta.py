@@ -299,9 +299,11 @@ def _write(
             partitions = list(partition_by) if partition_by and existing is None else None
             schema_mode: Literal["merge"] | None = "merge" if plan.added and existing is not None else None
             name = table if existing is None else None
+            # The table opened above, not its URI: write_deltalake would load the log once more.
+            target: str | DeltaTable = existing if existing is not None else uri
             if mode == "overwrite":
                 write_deltalake(
-                    uri,
+                    target,
                     aligned,
                     mode="overwrite",
                     predicate=overwrite_predicate,
@@ -313,7 +315,7 @@ def _write(
                 )
             else:
                 write_deltalake(
-                    uri,
+                    target,
                     aligned,
                     mode="append",
                     partition_by=partitions,
