@@ -162,7 +162,7 @@ def _compute(
             else:
                 register_files(connection, table, added)
         columns = column_lineage(model, {t: f.hot.schema().to_arrow() for t, f in found.items()})
-        return connection.sql(model.sql).to_arrow_reader(config.batch_rows), columns
+        return connection.sql(model.sql).to_arrow_reader(_DUCKDB_BATCH_ROWS), columns
     assert isinstance(model, PythonModel)
     import polars as pl
 
@@ -308,6 +308,9 @@ def _connection(config: LakebedConfig) -> duckdb.DuckDBPyConnection:
         return database.cursor()
 
 
+_DUCKDB_BATCH_ROWS = 16_384
+"""Rows per batch DuckDB hands the write path: DuckDB computes ahead of its reader, and smaller batches
+keep what waits small (a 3.3M-row model output peaked ~50 MiB lower than with 131,072-row batches)."""
 _DATABASES: dict[Path, duckdb.DuckDBPyConnection] = {}
 _DATABASES_LOCK = threading.Lock()
 
