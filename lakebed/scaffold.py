@@ -93,6 +93,21 @@ aggregations:
 """
 
 
+_ACCESS = """\
+# Who may do what on this project's servers (`lakebed serve features`, `lakebed lineage serve`); see
+# lakebed's docs/access.md. Roles engineer, model and auditor exist by default; deny by default.
+# `lakebed access token create NAME --role ROLE` prints a token once and the line to add below.
+#
+# roles:
+#   model:
+#     allow:
+#       - actions: [read_features_online, search]
+#         resources: ["customer_*"]          # table or view name patterns, or tag:NAME
+# tokens:
+#   - {name: churn-model, role: model, sha256: <the line `lakebed access token create` prints>}
+"""
+
+
 def init_project(root: Path, example: str | None = None) -> int:
     """Make ``root`` a lakebed project (or a copy of ``example``); returns how many files were written.
     Refuses a non-empty folder that is not already that project; a project's own files are never
@@ -128,6 +143,7 @@ def _scaffold(root: Path) -> int:
         "contracts/README.md": _CONTRACTS,
         "models/README.md": _MODELS,
         "feature_views/README.md": _FEATURE_VIEWS,
+        "access.yaml": _ACCESS,
     }
     return sum(_write_new(root / name, text) for name, text in files.items())
 
