@@ -80,6 +80,28 @@ def secret_value(token: str | SecretStr | None) -> str | None:
     return value.strip() or None
 
 
+def bearer_openapi(app: Any, token_description: str) -> dict[str, Any]:
+    """``app``'s OpenAPI document (a FastAPI app's, built once and kept), which also says that every
+    request needs a bearer token (``token_description`` says which)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        scheme = {"type": "http", "scheme": "bearer", "description": token_description}
+        document.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = scheme
+        document["security"] = [{"bearerAuth": []}]
+        app.openapi_schema = document
+    built: dict[str, Any] = app.openapi_schema
+    return built
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
     name = host.strip().strip("[]")
@@ -136,6 +158,7 @@ def server_options(host: str, port: int, *, access_log: bool = True) -> dict[str
 __all__ = [
     "Error",
     "ParameterProblem",
+    "bearer_openapi",
     "check_binding",
     "error_body",
     "error_response",

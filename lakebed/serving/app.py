@@ -30,7 +30,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from pydantic import SecretStr, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
@@ -51,6 +50,7 @@ from lakebed.errors import (
 from lakebed.feature_store import FeatureStore
 from lakebed.http import (
     Error,
+    bearer_openapi,
     check_binding,
     error_body,
     error_response,
@@ -73,7 +73,7 @@ ONLINE_PATH = "/get-online-features"
 ONLINE: Action = "read_features_online"
 MAX_BODY = 16 * 1024 * 1024
 """Bytes of the largest online request body (a larger one is answered ``413``)."""
-BEARER = {"type": "http", "scheme": "bearer", "description": f"{TOKEN_VARIABLE}; required when configured."}
+BEARER_DESCRIPTION = f"A token of the project's access.yaml, or {TOKEN_VARIABLE}; required when configured."
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Error, "description": "No or a wrong bearer token."},
     403: {"model": Error, "description": "The token's role may not do this (names the action)."},
@@ -138,18 +138,7 @@ class FeatureServer(FastAPI):
             )
 
     def openapi(self) -> dict[str, Any]:
-        if self.openapi_schema is None:
-            document = get_openapi(
-                title=self.title,
-                version=self.version,
-                summary=self.summary,
-                description=self.description,
-                routes=self.routes,
-            )
-            document.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = BEARER
-            document["security"] = [{"bearerAuth": []}]
-            self.openapi_schema = document
-        return self.openapi_schema
+        return bearer_openapi(self, BEARER_DESCRIPTION)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

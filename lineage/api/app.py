@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from lakebed.access import Gate, Principal, flushing
 from lakebed.errors import LineageNotFoundError
 from lakebed.http import (
+    bearer_openapi,
     check_binding,
     error_response,
     secret_value,
@@ -55,30 +55,16 @@ TAGS = [
     {"name": "Lineage"},
     {"name": "lakebed", "description": "lakebed's additions to the Marquez API."},
 ]
-BEARER = {
-    "type": "http",
-    "scheme": "bearer",
-    "description": "LAKEBED_LINEAGE_API_TOKEN; required on every request when configured.",
-}
+BEARER_DESCRIPTION = (
+    "A token of the project's access.yaml, or LAKEBED_LINEAGE_API_TOKEN; required when configured."
+)
 
 
 class LineageApp(FastAPI):
     """The app, whose OpenAPI document also names the bearer token every request needs."""
 
     def openapi(self) -> dict[str, Any]:
-        if self.openapi_schema is None:
-            document = get_openapi(
-                title=self.title,
-                version=self.version,
-                summary=self.summary,
-                description=self.description,
-                routes=self.routes,
-                tags=self.openapi_tags,
-            )
-            document.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = BEARER
-            document["security"] = [{"bearerAuth": []}]
-            self.openapi_schema = document
-        return self.openapi_schema
+        return bearer_openapi(self, BEARER_DESCRIPTION)
 
 
 def create_app(
