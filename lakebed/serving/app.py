@@ -4,7 +4,8 @@
 * ``POST /search``: the ``k`` rows of an embedding table nearest a text or vector, at a pinned version
   or the latest (``FeatureStore.search``).
 * ``GET /feature-views``: every registered view version, its features and how fresh its online rows are.
-* ``GET /health``: alive.
+* ``GET /health``: alive; ``GET /ready``: the lake home, broker and object store reachable (else ``503``);
+  ``GET /metrics``: Prometheus metrics (:mod:`lakebed.probes`).
 
 Every request needs ``Authorization: Bearer <token>`` when ``LAKEBED_FEATURE_SERVER_TOKEN`` is set
 (compared in constant time); without a token the server binds a loopback address only. Errors are JSON
@@ -24,6 +25,7 @@ import datetime as dt
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +59,8 @@ from lakebed.http import (
     server_options,
     validation_response,
 )
+from lakebed.metrics import prepare_multiprocess
+from lakebed.probes import RouteTimer, instrument
 from lakebed.serving import models as m
 from lakebed.serving.wire import feast_references, online_response
 from lakebed.version import __version__
@@ -87,9 +91,11 @@ class FeatureServer(FastAPI):
 
     store: FeatureStore
     bearer: BearerCheck
+    timer = RouteTimer("features", ONLINE_PATH, "POST")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            started = time.perf_counter()
             refusal = self.bearer.refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -106,7 +112,9 @@ class FeatureServer(FastAPI):
                 except ValidationError:
                     receive = _replay(body)
                 else:
-                    await _send_answer(send, *_answer(self.store, request))
+                    status, payload = _answer(self.store, request)
+                    await _send_answer(send, status, payload)
+                    self.timer.observe(status, started)
                     return
         await super().__call__(scope, receive, send)
 
@@ -257,6 +265,7 @@ def create_app(
     async def health() -> m.Health:
         return m.Health(version=__version__)
 
+    instrument(app, server="features", config=lambda: app.store.config)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(FeatureViewNotFoundError, _not_found)
@@ -376,6 +385,7 @@ def serve(
     check_binding(host, secret, service="the feature server", variable=TOKEN_VARIABLE)
     options = server_options(host, port, access_log=access_log)
     if workers > 1:
+        prepare_multiprocess(config)  # before the workers start: each writes its metrics there
         # Workers are fresh processes: they find the config (and the token) in the environment.
         if secret is not None:
             os.environ[TOKEN_VARIABLE] = secret

@@ -29,6 +29,7 @@ from lakebed.http import (
 from lakebed.lineage.api.guard import RequestGuard
 from lakebed.lineage.api.routes import ROUTERS
 from lakebed.lineage.api.state import LineageState
+from lakebed.probes import instrument
 from lakebed.version import __version__
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ def create_app(store: LineageStore, *, token: str | SecretStr | None = None) -> 
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(LineageNotFoundError, _not_found)
     app.add_exception_handler(Exception, _internal_error)
+    instrument(app, server="lineage", config=lambda: store.config, health=True)
     app.add_middleware(RequestGuard, token=resolve_token(store, token))
     return app
 
