@@ -14,6 +14,7 @@ import click
 from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
 from lakebed.cli_models import register as register_model_commands
+from lakebed.cli_ops import register as register_ops_commands
 from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
 from lakebed.cli_project import register as register_project_commands
 from lakebed.cli_quality import quality
@@ -332,6 +333,7 @@ main.add_command(lineage)
 main.add_command(tier)
 main.add_command(serve)
 register_stream_commands(main)
+register_ops_commands(main)
 register_project_commands(main)
 register_model_commands(main)
 register_search_commands(main)

@@ -174,13 +174,13 @@ def instrument(
     *,
     server: str,
     config: Callable[[], LakebedConfig],
-    collectors: Callable[[], CollectorRegistry | None] = lambda: None,
+    collectors: CollectorRegistry | None = None,
     health: bool = False,
 ) -> None:
     """Add ``/ready`` and ``/metrics`` (and ``/health`` with ``health``) to ``app`` and time its requests.
 
-    ``config`` gives the config the readiness checks read; ``collectors`` a registry of the server's own
-    scrape-time collectors, exposed after lakebed's metrics."""
+    ``config`` gives the config the readiness checks read; ``collectors`` is a registry of the server's
+    own scrape-time collectors, exposed after lakebed's metrics."""
 
     @app.get(
         "/ready",
@@ -201,7 +201,7 @@ def instrument(
         responses={200: {"content": {"text/plain": {}}, "description": "The text exposition format."}},
     )
     def prometheus() -> Response:
-        return Response(metrics.exposition(collectors()), media_type=metrics.CONTENT_TYPE)
+        return Response(metrics.exposition(collectors), media_type=metrics.CONTENT_TYPE)
 
     if health:
 

@@ -365,6 +365,14 @@ def test_metrics_show_request_latency_and_ready_checks(served: Served) -> None:
     lookups = ("lakebed_online_lookup_duration_seconds_count", ())
     assert after[lookups] - before.get(lookups, 0.0) == 3
     assert not any(TOKEN in str(labels) for _, labels in after)
+    # Freshness, computed at the scrape: now minus the newest feature_ts of the online rows.
+    latest = dt.datetime.fromisoformat(
+        served.server.request("/feature-views").json()["feature_views"][0]["latest_feature_ts"]
+    )
+    fresh = samples(served.server)[
+        ("lakebed_feature_freshness_seconds", (("version", "1"), ("view", "orders")))
+    ]
+    assert abs(fresh - (dt.datetime.now(dt.UTC) - latest).total_seconds()) < 1.0
     ready = served.server.request("/ready")
     assert ready.status == 200, ready.body
     assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {

@@ -60,6 +60,7 @@ from lakebed.http import (
     validation_response,
 )
 from lakebed.metrics import prepare_multiprocess
+from lakebed.pipelines.table_metrics import table_registry
 from lakebed.probes import RouteTimer, instrument
 from lakebed.serving import models as m
 from lakebed.serving.wire import feast_references, online_response
@@ -265,7 +266,12 @@ def create_app(
     async def health() -> m.Health:
         return m.Health(version=__version__)
 
-    instrument(app, server="features", config=lambda: app.store.config)
+    instrument(
+        app,
+        server="features",
+        config=lambda: app.store.config,
+        collectors=table_registry(lambda: app.store.config, ("freshness",)),
+    )
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(FeatureViewNotFoundError, _not_found)
