@@ -4,7 +4,7 @@ The metrics are recorded where the code already tracks the facts (the stream wor
 path's commits, the materialiser's runs, the servers' requests), never in a second bookkeeping. Gauges that
 describe tables rather than a process (feature freshness, tier sizes, quality outcomes, unsent lineage)
 are computed at scrape time from the tables by a collector (:mod:`lakebed.pipelines.table_metrics`);
-their names are declared here too (:data:`TABLE_GAUGES`), so one module lists every name lakebed exports.
+their names are declared here too (:data:`TABLE_GAUGES`), so one module lists every name lakebed exports (:func:`exported_series`).
 
 Labels name tables, topics, partitions, views, routes and rules: a bounded set, never a request's values
 and never a secret.
@@ -139,9 +139,11 @@ TABLE_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def metric_names() -> set[str]:
-    """Every metric name lakebed exports (histograms and counters with their sample suffixes)."""
-    names = set(TABLE_GAUGES)
+def exported_series() -> dict[str, tuple[str, ...]]:
+    """Every metric lakebed exports: its family name → the series names a query can use (a counter's
+    ``_total``; a histogram's ``_bucket``, ``_sum`` and ``_count``; a gauge's own name)."""
+    series: dict[str, tuple[str, ...]] = {name: (name,) for name in TABLE_GAUGES}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     for metric in (
         STREAM_RECORDS,
         STREAM_DEAD_LETTERS,
@@ -157,13 +159,8 @@ def metric_names() -> set[str]:
         HTTP_DURATION,
     ):
         for family in metric.describe():
-            names.add(family.name)
-            kind = family.type
-            if kind == "counter":
-                names.add(family.name + "_total")
-            elif kind == "histogram":
-                names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
-    return names
+            series[family.name] = tuple(family.name + suffix for suffix in suffixes[family.type])
+    return series
 
 
 def multiprocess_dir(config: LakebedConfig) -> Path:
@@ -196,8 +193,8 @@ def exposition(registry: CollectorRegistry | None = None) -> bytes:
 __all__ = [
     "CONTENT_TYPE",
     "TABLE_GAUGES",
+    "exported_series",
     "exposition",
-    "metric_names",
     "multiprocess_dir",
     "prepare_multiprocess",
 ]
