@@ -92,7 +92,7 @@ def project_status(config: LakebedConfig) -> dict[str, Any]:
 def _last_runs(config: LakebedConfig) -> list[dict[str, Any]]:
     from lakebed.lineage.store import LineageStore
 
-    if not config.lineage_enabled:
+    if not config.lineage_enabled or not config.home.is_dir():
         return []
     return LineageStore(config).last_runs()
 

@@ -77,6 +77,8 @@ def broker_address(config: LakebedConfig) -> str | None:
 
 
 def _home(home: Path) -> Check:
+    if not home.is_dir():
+        return Check(name="home", ok=False, detail=f"lake home {home} does not exist")
     try:
         with tempfile.TemporaryFile(dir=home):
             pass

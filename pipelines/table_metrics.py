@@ -36,6 +36,8 @@ def freshness(config: LakebedConfig, now: dt.datetime | None = None) -> list[tup
     from lakebed.pipelines.features.online import default_online_store
     from lakebed.pipelines.features.registry import list_views
 
+    if not config.home.is_dir():
+        return []  # no lake yet (opening the online store would create one)
     store = default_online_store(config)
     held = set(store.views())
     now = now or dt.datetime.now(dt.UTC)

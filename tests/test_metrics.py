@@ -249,3 +249,15 @@ def test_status_json_reports_readiness_streams_views_and_runs(
     failed = CliRunner().invoke(cli, ["status", "--format", "json"])
     assert failed.exit_code == 1
     assert [c["name"] for c in json.loads(failed.output)["checks"] if not c["ok"]] == ["broker"]
+
+
+def test_readiness_names_a_missing_home_and_status_creates_nothing(tmp_path: Path) -> None:
+    from lakebed.cli_ops import project_status
+    from lakebed.config import LakebedConfig
+
+    missing = tmp_path / "no-lake"
+    answer = project_status(LakebedConfig(home=missing))
+    assert answer["ready"] is False
+    home = next(c for c in answer["checks"] if c["name"] == "home")
+    assert not home["ok"] and "does not exist" in home["detail"]
+    assert not missing.exists()
