@@ -150,7 +150,9 @@ class RequestTimer:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = getattr(
+                scope.get("route"), "path_format", "unmatched"
+            )  # the template, convertors dropped
             metrics.HTTP_DURATION.labels(self.server, route, scope["method"], str(status)).observe(
                 time.perf_counter() - started
             )

@@ -638,3 +638,26 @@ def test_the_store_is_refreshed_per_request(server_at: Any, lakebed_home: Path) 
     commit("second", pa.table({"id": [1]}), run=RunContext(job="second_job"))
     after = server.request("/api/v1/namespaces/lakebed/jobs").json()["jobs"]
     assert [j["name"] for j in after] == ["first_job", "second_job"]
+
+
+def test_metrics_count_requests_by_route_template_never_by_path(lake: Lake) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def count(route: str, status: str) -> float:
+        text = lake.get("/metrics").body.decode()
+        assert TOKEN not in text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "lakebed_http_request_duration_seconds_count"
+            and s.labels == {"server": "lineage", "route": route, "method": "GET", "status": status}
+        )
+
+    route = "/api/v1/namespaces/{namespace}"
+    before = count(route, "200"), count(route, "404")
+    assert lake.get("/api/v1/namespaces/file").status == 200
+    assert lake.get("/api/v1/namespaces/file").status == 200
+    assert lake.get("/api/v1/namespaces/nowhere").status == 404
+    assert (count(route, "200") - before[0], count(route, "404") - before[1]) == (2, 1)
+    assert lake.get("/ready").json()["ready"] is True
