@@ -211,13 +211,13 @@ def _serve_metrics(host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
     try:
-        start_http_server(port, addr=host)
+        server, _ = start_http_server(port, addr=host)
     except OSError as exc:
         raise click.ClickException(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (is the port already in use? "
             "choose another --metrics-port)"
         ) from None
-    click.echo(f"metrics on http://{host}:{port}/metrics")
+    click.echo(f"metrics on http://{host}:{server.server_port}/metrics")
 
 
 def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
