@@ -15,6 +15,7 @@ from lakebed.cli_access import access
 from lakebed.cli_features import features
 from lakebed.cli_lineage import lineage
 from lakebed.cli_models import register as register_model_commands
+from lakebed.cli_ops import register as register_ops_commands
 from lakebed.cli_output import OUTPUT_EPILOG, OutputFormat, emit, emit_arrow, format_option, stderr_console
 from lakebed.cli_project import register as register_project_commands
 from lakebed.cli_quality import quality
@@ -334,6 +335,7 @@ main.add_command(tier)
 main.add_command(serve)
 main.add_command(access)
 register_stream_commands(main)
+register_ops_commands(main)
 register_project_commands(main)
 register_model_commands(main)
 register_search_commands(main)

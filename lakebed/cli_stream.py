@@ -134,6 +134,14 @@ def stream() -> None:
 @click.option(
     "--contract", type=click.Path(exists=True, dir_okay=False), help="YAML contract with column types."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics (/metrics) on this port (lag, records, dead letters).",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address of the metrics endpoint."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No line per batch.")
 def stream_run(
     topic: str,
@@ -145,11 +153,16 @@ def stream_run(
     max_bytes: int,
     max_batches: int | None,
     contract: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
     quiet: bool,
 ) -> None:
     """Ingest TOPIC into TABLE until stopped (Ctrl-C / SIGTERM finish the current batch first)."""
     from lakebed.pipelines.stream.ingest import StreamIngestor
     from lakebed.schemas.contract import TableContract
+
+    if metrics_port is not None:
+        _serve_metrics(metrics_host, metrics_port)  # before anything is consumed: a busy port stops here
 
     stop = threading.Event()
 
@@ -190,6 +203,21 @@ def stream_run(
         f"{result.rounds:,} batch(es), {result.retries} retried, {result.seconds:.1f} s"
         + (" — caught up" if result.caught_up else f" — stopped ({result.stopped_by})")
     )
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """Serve this process's metrics on ``host:port`` from a daemon thread; a port in use is an error
+    naming it."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (is the port already in use? "
+            "choose another --metrics-port)"
+        ) from None
+    click.echo(f"metrics on http://{host}:{server.server_port}/metrics")
 
 
 def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:

@@ -21,11 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from lakebed.config import LakebedConfig, get_config
+from lakebed.metrics import ONLINE_LOOKUP
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -98,7 +100,8 @@ class FeatureStore:
     ) -> pa.Table:
         """The latest values of ``features`` for ``entity_rows`` (a table, DataFrame, ``{"key": [...]}``
         or a single ``{"key": value}``), in input order; values older than the view's ttl are null."""
-        return self._online_read().get_online_features(
+        started = time.perf_counter()
+        table = self._online_read().get_online_features(
             features,
             entity_rows,
             store=self.online_store,
@@ -106,6 +109,8 @@ class FeatureStore:
             now=now,
             plans=self._online_plan(features),
         )
+        ONLINE_LOOKUP.observe(time.perf_counter() - started)
+        return table
 
     def get_online_feature_dict(
         self, features: Sequence[str], entity: Mapping[str, Any], *, now: dt.datetime | None = None
@@ -115,7 +120,8 @@ class FeatureStore:
         no row or the row is older than the view's ttl at ``now``. The same values as
         ``get_online_features(features, entity).to_pylist()[0]``, without building Arrow data: the
         lowest-latency read for serving a single prediction."""
-        return self._online_read().get_online_feature_dict(
+        started = time.perf_counter()
+        row = self._online_read().get_online_feature_dict(
             features,
             entity,
             store=self.online_store,
@@ -123,6 +129,8 @@ class FeatureStore:
             now=now,
             plans=self._online_plan(features),
         )
+        ONLINE_LOOKUP.observe(time.perf_counter() - started)
+        return row
 
     def get_online_vectors(
         self,
@@ -135,9 +143,12 @@ class FeatureStore:
         feature with a status (``PRESENT``, ``NULL_VALUE``, ``NOT_FOUND``, ``OUTSIDE_MAX_AGE``) and the
         stored ``feature_ts`` of each value: what the feature server answers. The same values as
         :meth:`get_online_features`."""
-        return self._online_read().read_online_vectors(
+        started = time.perf_counter()
+        vectors = self._online_read().read_online_vectors(
             self._online_plan(features), entities, store=self.online_store, now=now
         )
+        ONLINE_LOOKUP.observe(time.perf_counter() - started)
+        return vectors
 
     def warm(self) -> None:
         """Load the online read path and open the online store now, so that the first read is as fast as

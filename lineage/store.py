@@ -281,6 +281,15 @@ class LineageStore:
             params,
         )
 
+    def last_runs(self) -> list[dict[str, Any]]:
+        """The newest run of each job (each asset, each stream worker, each command), by job name."""
+        return self._query(
+            "SELECT job_name AS job, run_id, state, started_at, ended_at, error FROM runs "
+            "QUALIFY row_number() OVER (PARTITION BY job_name ORDER BY coalesce(started_at, first_seen) DESC) = 1 "
+            "ORDER BY job_name",
+            [],
+        )
+
     def upstream(
         self, table: str, version: int | str | None = None, *, depth: int = 5, column: str | None = None
     ) -> Graph:

@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import CommitError, SchemaDriftError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run, record_output
+from lakebed.metrics import COMMIT_CONFLICTS, COMMIT_DURATION
 from lakebed.pipelines.arrays import last_per_key
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.deltalog import added_bytes, find_commit
@@ -163,25 +165,32 @@ def commit(
     run = run or RunContext()
     # A commit is part of the run recording it, or a run of its own (START, then COMPLETE or FAIL).
     catalog = catalog or Catalog(config)
-    with lineage_run(run, config=config), _first_commit_lock(table, kind, catalog):
-        return _write(
-            table,
-            data,
-            mode=mode,
-            keys=keys,
-            partition_by=partition_by,
-            drift=drift,
-            contract=contract,
-            run=run,
-            kind=kind,
-            metadata=metadata,
-            app_transactions=app_transactions,
-            overwrite_predicate=overwrite_predicate,
-            quarantine_key=quarantine_key,
-            delete=delete,
-            catalog=catalog,
-            config=config,
-        )
+    started = time.perf_counter()
+    try:
+        with lineage_run(run, config=config), _first_commit_lock(table, kind, catalog):
+            return _write(
+                table,
+                data,
+                mode=mode,
+                keys=keys,
+                partition_by=partition_by,
+                drift=drift,
+                contract=contract,
+                run=run,
+                kind=kind,
+                metadata=metadata,
+                app_transactions=app_transactions,
+                overwrite_predicate=overwrite_predicate,
+                quarantine_key=quarantine_key,
+                delete=delete,
+                catalog=catalog,
+                config=config,
+            )
+    except CommitFailedError:
+        COMMIT_CONFLICTS.labels(table).inc()
+        raise
+    finally:
+        COMMIT_DURATION.labels(table).observe(time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -455,6 +464,7 @@ def _merge(
     for attempt in retrying:
         with attempt:
             if attempt.retry_state.attempt_number > 1:
+                COMMIT_CONFLICTS.labels(table_name).inc()  # the previous attempt met a concurrent commit
                 target.update_incremental()
             merger = target.merge(
                 table,

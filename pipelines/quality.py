@@ -37,6 +37,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import ContractError, QualityError, TableNotFoundError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
+from lakebed.metrics import QUALITY_RESULTS, QUARANTINED_ROWS
 from lakebed.pipelines.catalog import Catalog
 from lakebed.quality.results import RAW_COLUMN, REASON_COLUMN, RULES_COLUMN, CheckRun, RuleResult
 from lakebed.quality.rules import RuleSet, compile_rules
@@ -244,6 +245,7 @@ class WriteCheck:
             if not rows.num_rows:
                 return
         rows = _stamp(rows, self.run.run_id, self.rules.fingerprint)
+        QUARANTINED_ROWS.labels(self.table).inc(rows.num_rows)
         commit(
             name,
             rows,
@@ -341,6 +343,8 @@ def write_results(
         for r in run.results
     ]
     table = pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
+    for r in run.results:
+        QUALITY_RESULTS.labels(run.table, r.rule.name, _outcome(r)).inc()
     return commit(
         RESULTS_TABLE,
         table,
@@ -350,6 +354,13 @@ def write_results(
         config=config,
         catalog=catalog,
     ).version
+
+
+def _outcome(result: RuleResult) -> str:
+    """``passed``, ``warned`` (a failed ``warn`` rule) or ``failed``."""
+    if result.passed:
+        return "passed"
+    return "failed" if result.rule.severity == "error" else "warned"
 
 
 # --- checking a table -----------------------------------------------------------------------------

@@ -98,7 +98,10 @@ class Schemas:
             content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
         media_type = reply.headers["Content-Type"].split(";")[0].strip()
         assert media_type in content, (path, reply.status, media_type)
-        if method == "HEAD" or media_type != "application/json":
+        if method == "HEAD":
+            return
+        if media_type != "application/json":
+            self.checked.add((template or "", reply.status))
             return
         schema = {**content[media_type]["schema"], "components": self.doc["components"]}
         validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)

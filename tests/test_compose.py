@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DAGSTER_YAML = REPO / "deploy" / "dagster.yaml"
 WORKSPACE_YAML = REPO / "deploy" / "workspace.yaml"
+PROMETHEUS_YML = REPO / "deploy" / "prometheus.yml"
+GRAFANA = REPO / "deploy" / "grafana"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
@@ -38,6 +40,9 @@ EXPECTED_SERVICES = {
     "marquez",
     "marquez-web",
     "features",
+    "metrics",
+    "prometheus",
+    "grafana",
 }
 
 
@@ -221,6 +226,8 @@ def test_kafka_host_listener_is_published(services):
         ("marquez", 5000, 5000),
         ("marquez-web", 3001, 3000),
         ("features", 6566, 6566),
+        ("prometheus", 9090, 9090),
+        ("grafana", 3002, 3000),
     ],
 )
 def test_published_ports(services, service, host, container):
@@ -568,3 +575,67 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
     assert any("__pycache__" in line for line in lines)
     for needed in ("pyproject.toml", "README.md", "deploy", "lakebed", "assets", "*", "**"):
         assert needed not in lines, f"{needed} is needed in the build context"
+
+
+# --------------------------------------------------------------------------- metrics and dashboard
+
+
+def _scrape_targets() -> dict[str, dict[str, Any]]:
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_prometheus_scrapes_the_lakebed_services(compose, services):
+    prometheus = services["prometheus"]
+    assert volume_mounts(prometheus)["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus.yml"
+    jobs = _scrape_targets()
+    for job, service in (("lakebed-features", "features"), ("lakebed-tables", "metrics")):
+        (target,) = jobs[job]["static_configs"][0]["targets"]
+        host, port = host_port(target)
+        assert host == service and host in services, job
+        assert f"--port {port}" in run_text(services[service]) or str(port) in services[service]["command"]
+    # The feature server needs its token: a compose secret from the environment, read from a file.
+    auth = jobs["lakebed-features"]["authorization"]
+    assert auth["type"] == "Bearer" and "credentials" not in auth
+    secret = auth["credentials_file"].removeprefix("/run/secrets/")
+    assert secret in prometheus["secrets"]
+    assert compose["secrets"][secret] == {"environment": "LAKEBED_FEATURE_SERVER_TOKEN"}
+    assert "--host 0.0.0.0" in run_text(services["metrics"])
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(services):
+    grafana = services["grafana"]
+    mounts = volume_mounts(grafana)
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    dashboard_path = next(c for c, h in mounts.items() if h == "./deploy/grafana/lakebed.json")
+    provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "lakebed.yaml").read_text())
+    assert dashboard_path.startswith(provider["providers"][0]["options"]["path"] + "/")
+    (source,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert urlparse(source["url"]).hostname == "prometheus" and source["type"] == "prometheus"
+    dashboard = json.loads((GRAFANA / "lakebed.json").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {source["uid"]}
+    assert not str(service_env(grafana)["GF_SECURITY_ADMIN_PASSWORD"]).startswith("admin")
+    assert str(grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]).startswith("${")
+
+
+def test_every_dashboard_query_names_metrics_lakebed_exports():
+    from lakebed.metrics import exported_series
+
+    families = exported_series()
+    exported = {name for series in families.values() for name in series}
+    dashboard = json.loads((GRAFANA / "lakebed.json").read_text())
+    queried: set[str] = set()
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\blakebed_[a-z_]+", target["expr"]))
+            assert names, (panel["title"], target["expr"])
+            assert names <= exported, (panel["title"], sorted(names - exported))
+            queried |= names
+    # ... and every metric is on the dashboard.
+    assert not [family for family, series in families.items() if not queried & set(series)]

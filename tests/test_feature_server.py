@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from server_process import Reply, ServerProcess, free_port, send
 
 from lakebed.config import reset_config
@@ -323,6 +324,79 @@ def test_the_client_mirrors_the_feature_store(served: Served) -> None:
     assert "wrong" not in repr(FeatureClient(served.server.url, token="wrong"))
 
 
+def samples(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's /metrics: (name, sorted labels) → value."""
+    reply = server.request("/metrics")
+    assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(reply.body.decode())
+        for s in family.samples
+    }
+
+
+def requests_seen(
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float], route: str, status: str
+) -> float:
+    labels = (("method", "POST" if route == "/get-online-features" else "GET"), ("route", route))
+    key = (*labels, ("server", "features"), ("status", status))
+    return found.get(("lakebed_http_request_duration_seconds_count", key), 0.0)
+
+
+def test_metrics_show_request_latency_and_ready_checks(served: Served) -> None:
+    before = samples(served.server)
+    for customer in (7, 8, 404):
+        assert served.post({"features": FEATURES, "entities": {"customer_id": [customer]}}).status == 200
+    assert served.post({"features": ["orders:v1:nope"], "entities": {"customer_id": [7]}}).status == 404
+    assert served.server.request("/feature-views").status == 200
+    after = samples(served.server)
+    # The fast path and the routed requests alike, by route template and status.
+    assert (
+        requests_seen(after, "/get-online-features", "200")
+        - requests_seen(before, "/get-online-features", "200")
+        == 3
+    )
+    assert (
+        requests_seen(after, "/get-online-features", "404")
+        - requests_seen(before, "/get-online-features", "404")
+        == 1
+    )
+    assert requests_seen(after, "/feature-views", "200") - requests_seen(before, "/feature-views", "200") == 1
+    lookups = ("lakebed_online_lookup_duration_seconds_count", ())
+    assert after[lookups] - before.get(lookups, 0.0) == 3
+    assert not any(TOKEN in str(labels) for _, labels in after)
+    # Freshness, computed at the scrape: now minus the newest feature_ts of the online rows.
+    latest = dt.datetime.fromisoformat(
+        served.server.request("/feature-views").json()["feature_views"][0]["latest_feature_ts"]
+    )
+    fresh = samples(served.server)[
+        ("lakebed_feature_freshness_seconds", (("version", "1"), ("view", "orders")))
+    ]
+    assert abs(fresh - (dt.datetime.now(dt.UTC) - latest).total_seconds()) < 1.0
+    ready = served.server.request("/ready")
+    assert ready.status == 200, ready.body
+    assert {c["name"]: c["ok"] for c in ready.json()["checks"]} == {
+        "home": True,
+        "broker": True,
+        "object_store": True,
+    }
+    assert {"/ready", "/metrics"} <= set(served.server.request("/openapi.json").json()["paths"])
+
+
+def test_ready_is_503_naming_an_unreachable_broker(served: Served, tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    server = FeatureServer(
+        served.home, tmp_path / "dead.log", token=TOKEN, environment={"LAKEBED_KAFKA_BOOTSTRAP": dead}
+    )
+    server.start()
+    try:
+        reply = server.request("/ready")
+        assert reply.status == 503 and reply.json()["failing"] == ["broker"]
+        assert dead in next(c["detail"] for c in reply.json()["checks"] if c["name"] == "broker")
+    finally:
+        server.stop()
+
+
 def test_several_workers_serve_one_port(served: Served, tmp_path: Path) -> None:
     server = FeatureServer(served.home, tmp_path / "workers.log", token=TOKEN, extra_args=("--workers", "2"))
     server.start()
@@ -332,6 +406,9 @@ def test_several_workers_serve_one_port(served: Served, tmp_path: Path) -> None:
                 pool.map(lambda i: client.get_online_feature_dict(FEATURES, {"customer_id": 7}), range(200))
             )
         assert {a["orders__n_1d"] for a in answers} == {2}
+        # Multiprocess metrics: /metrics (answered by either worker) counts the requests of both.
+        assert requests_seen(samples(server), "/get-online-features", "200") == 200
+        assert (served.home / "metrics").is_dir()
     finally:
         server.stop()
 

@@ -189,8 +189,8 @@ def test_head_answers_headers_only(lake: Lake) -> None:
 def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "192.168.10.20", "lineage.example.com", "", "::"):
         with pytest.raises(ConfigError, match="without a token"):
-            check_binding(host, None, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
-        check_binding(host, TOKEN, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
+            check_binding(host, False, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
+        check_binding(host, True, service="the lineage API", variable="LAKEBED_LINEAGE_API_TOKEN")
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "localhost", "LOCALHOST", "[::1]"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "::", "example.com", ""))
 
@@ -603,6 +603,9 @@ def test_every_route_answers_as_its_schema_says(lake: Lake) -> None:
         "/api/v1/lakebed/runs?job=derive&limit=1",
         f"/api/v1/lakebed/events?runId={lake.broken_run}",
         f"/api/v1/namespaces/file/datasets/{derived}/",  # a trailing slash is dropped
+        "/health",
+        "/ready",
+        "/metrics",
     ):
         assert lake.get(path).status == 200, path
     schemas = lake.server.schemas
@@ -635,3 +638,26 @@ def test_the_store_is_refreshed_per_request(server_at: Any, lakebed_home: Path) 
     commit("second", pa.table({"id": [1]}), run=RunContext(job="second_job"))
     after = server.request("/api/v1/namespaces/lakebed/jobs").json()["jobs"]
     assert [j["name"] for j in after] == ["first_job", "second_job"]
+
+
+def test_metrics_count_requests_by_route_template_never_by_path(lake: Lake) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def count(route: str, status: str) -> float:
+        text = lake.get("/metrics").body.decode()
+        assert TOKEN not in text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "lakebed_http_request_duration_seconds_count"
+            and s.labels == {"server": "lineage", "route": route, "method": "GET", "status": status}
+        )
+
+    route = "/api/v1/namespaces/{namespace}"
+    before = count(route, "200"), count(route, "404")
+    assert lake.get("/api/v1/namespaces/file").status == 200
+    assert lake.get("/api/v1/namespaces/file").status == 200
+    assert lake.get("/api/v1/namespaces/nowhere").status == 404
+    assert (count(route, "200") - before[0], count(route, "404") - before[1]) == (2, 1)
+    assert lake.get("/ready").json()["ready"] is True

@@ -4,7 +4,8 @@
 * ``POST /search``: the ``k`` rows of an embedding table nearest a text or vector, at a pinned version
   or the latest (``FeatureStore.search``).
 * ``GET /feature-views``: every registered view version, its features and how fresh its online rows are.
-* ``GET /health``: alive.
+* ``GET /health``: alive; ``GET /ready``: the lake home, broker and object store reachable (else ``503``);
+  ``GET /metrics``: Prometheus metrics (:mod:`lakebed.probes`).
 
 Every request needs ``Authorization: Bearer <token>`` when ``LAKEBED_FEATURE_SERVER_TOKEN`` is set
 (compared in constant time); without a token the server binds a loopback address only. Errors are JSON
@@ -24,6 +25,7 @@ import datetime as dt
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,6 +60,9 @@ from lakebed.http import (
     server_options,
     validation_response,
 )
+from lakebed.metrics import prepare_multiprocess
+from lakebed.pipelines.table_metrics import table_registry
+from lakebed.probes import RouteTimer, instrument
 from lakebed.schemas.access import Action
 from lakebed.serving import models as m
 from lakebed.serving.wire import feast_references, online_response, views_of
@@ -93,11 +98,13 @@ class FeatureServer(FastAPI):
 
     store: FeatureStore
     gate: Gate
+    timer = RouteTimer("features", ONLINE_PATH, "POST")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        started = time.perf_counter()
         who = self.gate.identify(scope)
         if not isinstance(who, Principal):
             self.gate.record(scope, None, None, None, allowed=False, status=401)
@@ -117,6 +124,7 @@ class FeatureServer(FastAPI):
                 status, payload, views = _answer(self.store, request, self.gate, who)
                 self.gate.record(scope, who, ONLINE, views, allowed=status != 403, status=status)
                 await _send_answer(send, status, payload)
+                self.timer.observe(status, started)
                 return
         # Other routes decide on their action themselves (:func:`_authorise`) and note it in the state.
         decision: dict[str, Any] = {}
@@ -301,6 +309,12 @@ def create_app(
     async def health() -> m.Health:
         return m.Health(version=__version__)
 
+    instrument(
+        app,
+        server="features",
+        config=lambda: app.store.config,
+        collectors=table_registry(lambda: app.store.config, ("freshness",)),
+    )
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(FeatureViewNotFoundError, _not_found)
@@ -432,6 +446,7 @@ def serve(
     secret = resolve_token(config, token)
     options = server_options(host, port, access_log=request_log)
     if workers > 1:
+        prepare_multiprocess(config)  # before the workers start: each writes its metrics there
         # Workers are fresh processes: they find the config, the project and the token in the environment.
         gate = server_gate(config, realm=REALM, token=secret, log=False)
         check_binding(host, gate.required, service="the feature server", variable=TOKEN_VARIABLE)

@@ -33,6 +33,7 @@ from lakebed.lineage.api.guard import REALM, RequestGuard
 from lakebed.lineage.api.masking import Masking
 from lakebed.lineage.api.routes import ROUTERS
 from lakebed.lineage.api.state import LineageState
+from lakebed.probes import instrument
 from lakebed.version import __version__
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(LineageNotFoundError, _not_found)
     app.add_exception_handler(Exception, _internal_error)
+    instrument(app, server="lineage", config=lambda: store.config, health=True)
     gate = gate or Gate(realm=REALM, token=resolve_token(store, token))
     app.add_middleware(RequestGuard, gate=gate, masking=_masking(gate, tables or _no_table))
     app.state.gate = gate

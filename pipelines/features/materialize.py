@@ -44,6 +44,7 @@ from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import FeatureSourceError
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import LineageRun, lineage_run
+from lakebed.metrics import MATERIALIZE_DURATION
 from lakebed.pipelines.catalog import Catalog
 from lakebed.pipelines.delta import RunContext, commit
 from lakebed.pipelines.features.changes import compute_segments, iter_segments, segment_schema
@@ -160,7 +161,28 @@ def materialize(
     versions, carrying the state), then the online store updated.
 
     Registers ``view`` first (a changed definition under an old version is refused). ``online`` defaults
-    to the SQLite store under the lakebed home; ``update_online=False`` skips it."""
+    to the SQLite store under the lakebed home; ``update_online=False`` skips it. Its seconds go to
+    ``lakebed_feature_materialization_duration_seconds``."""
+    with MATERIALIZE_DURATION.labels(view.name, str(view.version)).time():
+        return _materialize(
+            view,
+            config=config,
+            run=run,
+            online=online,
+            update_online=update_online,
+            versions_per_commit=versions_per_commit,
+        )
+
+
+def _materialize(
+    view: FeatureView,
+    *,
+    config: LakebedConfig | None,
+    run: RunContext | None,
+    online: OnlineStore | None,
+    update_online: bool,
+    versions_per_commit: int,
+) -> MaterializeResult:
     if versions_per_commit < 1:
         raise ValueError("versions_per_commit must be at least 1")
     config = config or get_config()

@@ -69,13 +69,14 @@ from lakebed.pipelines.stream.dead_letter import (
     dead_letter_table,
 )
 from lakebed.pipelines.stream.decode import JsonDecoder, MiB
+from lakebed.pipelines.stream.gauges import StreamMetrics
 from lakebed.pipelines.stream.kafka import (
     end_offsets,
     kafka_namespace,
     new_consumer,
     partitions_of,
 )
-from lakebed.pipelines.stream.poller import Poller
+from lakebed.pipelines.stream.poller import Poller, highwaters
 from lakebed.pipelines.stream.records import install_lean_records
 from lakebed.schemas.contract import ColumnSpec, DriftPolicy, TableContract
 from lakebed.schemas.types import delta_schema
@@ -198,6 +199,8 @@ class StreamIngestor:
         self._pending: deque[Polled] = deque()  # polled records that did not fit into the batch yet
         self._poller: Poller | None = None  # manual assignment only (see pipelines/stream/poller.py)
         self._positions: dict[int, int] = {}  # the poller's last reported consumer positions
+        self._highwater: dict[int, int] = {}  # the end offsets the fetches last saw (for the lag)
+        self._metrics = StreamMetrics(table, topic)
         self._uris: dict[str, str] = {}
         self._epoch = 0
         self._failures = 0
@@ -274,6 +277,7 @@ class StreamIngestor:
 
     def _revoke(self, partitions: set[int]) -> None:
         self._assigned -= partitions
+        self._metrics.forget(partitions)
         self._synced -= partitions
         for p in partitions:
             self._next.pop(p, None)
@@ -326,6 +330,7 @@ class StreamIngestor:
                 self.result.offsets[p] = stored
             self._synced.add(p)
         self._needs_resync = False
+        self._observe()
         log.debug("resynced %s from Delta v%s: %s", self.table, self._data_version, self._stored)
 
     def _stop_poller(self) -> None:
@@ -344,14 +349,16 @@ class StreamIngestor:
             item = self._poller.get(timeout)
             if item is None:
                 return None
-            chunks, positions = item
+            chunks, positions, marks = item
             if positions is not None:
                 self._positions.update(positions)
+            self._highwater.update(marks)
             return chunks
         polled = consumer.poll(
             timeout_ms=int(timeout * 1000),
             max_records=max(1, min(_POLL_RECORDS, self.max_records - len(self._batch))),
         )
+        self._highwater.update(highwaters(consumer))
         return [Polled.of(tp.partition, records) for tp, records in polled.items() if records]
 
     # the loop --------------------------------------------------------------------------------------
@@ -375,6 +382,7 @@ class StreamIngestor:
                 continue
             if polled is not None:
                 self._accept(polled)
+                self._observe()
             del polled
             batch = self._batch
             if len(batch) and (
@@ -429,6 +437,15 @@ class StreamIngestor:
                         special=chunk.values[i] is None or size > self.max_bytes,
                     )
             self._next[p] = chunk.offsets[-1] + 1
+
+    def _observe(self) -> None:
+        """Set the lag gauges from the offsets the worker holds: the next offset after its Delta
+        transactions (data or dead letters, whichever is further), the next offset accepted into the
+        batch and the end offsets (the fetches' high watermarks, else the ones read at start)."""
+        committed = {
+            p: max(_or(self._stored.get(p), -1), _or(self._dead_stored.get(p), -1)) + 1 for p in self._synced
+        }
+        self._metrics.offsets(committed, self._next, {**self._ends, **self._highwater})
 
     def _reached_ends(self) -> bool:
         return bool(self._assigned) and all(
@@ -504,6 +521,7 @@ class StreamIngestor:
             return False
         self._failures = 0
         info.seconds = time.perf_counter() - started
+        self._observe()
         self.result.rounds += 1
         if self.progress is not None:
             self.progress(info)
@@ -541,17 +559,20 @@ class StreamIngestor:
             if batch.offsets[index] > _or(self._dead_stored.get(batch.partitions[index]), -1)
         ]
         data = None
+        rows: Sequence[int] | None = None
         if decoded.table is not None and decoded.good:
             rows = None if len(decoded.good) == len(batch) else decoded.good
             data = _with_meta(decoded.table, batch.meta_columns(self.topic, rows))
         del decoded
         if dead_rows:
             self._commit_dead_letters(batch, dead_rows)
+            self._metrics.dead_letters(batch.partitions[i] for i, _ in dead_rows)
         self.result.dead_letters += len(dead_rows)
         version = None
         written = 0
         if data is not None:
             result, version = self._commit_data(data, batch.bounds)
+            self._metrics.committed(batch.partitions, rows)
             written = result.rows
             self.result.records += written
             self.result.quarantined += result.quarantined

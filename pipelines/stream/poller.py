@@ -22,10 +22,11 @@ from kafka import KafkaConsumer
 
 from lakebed.pipelines.stream.batch import Polled
 
-# One item of the queue: the records of one poll and, after a poll that returned nothing (when asked
-# for), the consumer's position of each assigned partition (offsets may have gaps, e.g. transaction
-# markers, so the position tells whether a partition reached its end).
-Item = tuple[list[Polled], dict[int, int] | None]
+# One item of the queue: the records of one poll; after a poll that returned nothing (when asked for),
+# the consumer's position of each assigned partition (offsets may have gaps, e.g. transaction markers, so
+# the position tells whether a partition reached its end); and the high watermark of each partition the
+# fetches have seen (the end offsets the lag metrics measure against).
+Item = tuple[list[Polled], dict[int, int] | None, dict[int, int]]
 _PUT_WAIT = 0.05  # seconds between checks of the stop flag while the queue is full
 
 
@@ -102,9 +103,15 @@ class Poller:
                     positions = {tp.partition: consumer.position(tp) for tp in consumer.assignment()}
                 if not chunks and positions is None:
                     continue
-                _put(out, (chunks, positions), halt)
+                _put(out, (chunks, positions, highwaters(consumer)), halt)
         except BaseException as exc:  # handed to the worker, which raises it
             _put(out, exc, halt)
+
+
+def highwaters(consumer: KafkaConsumer) -> dict[int, int]:
+    """The high watermark (end offset) of each assigned partition the consumer's fetches have seen."""
+    marks = {tp.partition: consumer.highwater(tp) for tp in consumer.assignment()}
+    return {p: int(mark) for p, mark in marks.items() if mark is not None}
 
 
 def _put(out: queue.Queue[Any], item: Any, halt: threading.Event) -> None:
@@ -116,4 +123,4 @@ def _put(out: queue.Queue[Any], item: Any, halt: threading.Event) -> None:
             continue
 
 
-__all__ = ["Item", "Poller"]
+__all__ = ["Item", "Poller", "highwaters"]

@@ -10,6 +10,7 @@ from typing import Any
 from lakebed.config import LakebedConfig, get_config
 from lakebed.lineage.events import table_dataset
 from lakebed.lineage.runs import lineage_run
+from lakebed.metrics import TIER_MOVE_DURATION
 from lakebed.pipelines.delta import RunContext
 from lakebed.pipelines.tiering.move import Mover, MoveResult, Progress
 from lakebed.pipelines.tiering.plan import plan_for
@@ -57,6 +58,7 @@ def move(
                 table_dataset(table, mover.hot_uri, mover.result.hot_version, extra={"tier": "hot"})
             )
     mover.result.seconds = time.perf_counter() - started
+    TIER_MOVE_DURATION.labels(table).observe(mover.result.seconds)
     return mover.result
 
 
