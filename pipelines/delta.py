@@ -132,6 +132,7 @@ def commit(
     overwrite_predicate: str | None = None,
     quarantine_key: Sequence[str] = (),
     delete: pa.Table | None = None,
+    opened: DeltaTable | None = None,
     catalog: Catalog | None = None,
     config: LakebedConfig | None = None,
 ) -> CommitResult:
@@ -160,6 +161,9 @@ def commit(
         record is already quarantined is not quarantined again when a write is retried.
     delete:
         ``merge`` only: key values (a table of the ``keys`` columns) whose rows the same commit deletes.
+    opened:
+        The table as the caller just opened it: used instead of loading its log again when no commit
+        has followed the version it holds (a local table; otherwise it is opened afresh).
     """
     config = config or get_config()
     run = run or RunContext()
@@ -183,6 +187,7 @@ def commit(
                 overwrite_predicate=overwrite_predicate,
                 quarantine_key=quarantine_key,
                 delete=delete,
+                opened=opened,
                 catalog=catalog,
                 config=config,
             )
@@ -229,6 +234,7 @@ def _write(
     overwrite_predicate: str | None,
     quarantine_key: Sequence[str],
     delete: pa.Table | None,
+    opened: DeltaTable | None,
     catalog: Catalog,
     config: LakebedConfig,
 ) -> CommitResult:
@@ -248,7 +254,7 @@ def _write(
     deleting = delete is not None and delete.num_rows > 0
 
     reader = _as_reader(data)
-    existing = open_delta(uri)
+    existing = opened if opened is not None and _is_latest(opened, uri) else open_delta(uri)
     base_version = existing.version() if existing is not None else -1
     check = None
     if contract is not None and checks_writes(contract, kind):
@@ -576,6 +582,14 @@ def _as_reader(data: Any) -> pa.RecordBatchReader:
     if hasattr(data, "__arrow_c_stream__"):
         return pa.RecordBatchReader.from_stream(data)
     raise TypeError(f"cannot write {type(data).__name__}: pass a pyarrow Table or RecordBatchReader")
+
+
+def _is_latest(table: DeltaTable, uri: str) -> bool:
+    """Whether ``table`` (loaded from ``uri``) holds the latest version: a local table whose log has no
+    commit after it (one stat)."""
+    if not is_local(uri) or not is_local(table.table_uri) or local_path(table.table_uri) != local_path(uri):
+        return False
+    return not (local_path(uri) / "_delta_log" / f"{table.version() + 1:020d}.json").exists()
 
 
 def open_delta(uri: str) -> DeltaTable | None:

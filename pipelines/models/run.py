@@ -124,6 +124,7 @@ def run_model(
                     Transaction(app_id=APP_ID.format(model=name, input=t), version=v)
                     for t, v in versions.items()
                 ],
+                opened=existing,
                 config=config,
                 catalog=catalog,
             )
