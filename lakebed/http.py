@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.responses import JSONResponse
+from starlette.types import Message, Send
 
 from lakebed.errors import ConfigError
 
@@ -102,6 +103,20 @@ def bearer_openapi(app: Any, token_description: str) -> dict[str, Any]:
     return built
 
 
+class NotedStatus:
+    """An ASGI ``send`` that passes every message on and notes the status of the answer (500 until one
+    starts): for whatever records requests after they are answered."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
     name = host.strip().strip("[]")
@@ -157,6 +172,7 @@ def server_options(host: str, port: int, *, access_log: bool = True) -> dict[str
 
 __all__ = [
     "Error",
+    "NotedStatus",
     "ParameterProblem",
     "bearer_openapi",
     "check_binding",

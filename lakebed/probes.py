@@ -28,10 +28,11 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lakebed import metrics
 from lakebed.config import LakebedConfig
+from lakebed.http import NotedStatus
 
 BROKER_FILE = "broker.json"  # written by lakebed.broker for the embedded broker of a home
 _TIMEOUT = 1.0  # seconds a readiness check may wait for a connection
@@ -139,21 +140,14 @@ class RequestTimer:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        noted = NotedStatus(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, noted)
         finally:
             route = getattr(
                 scope.get("route"), "path_format", "unmatched"
             )  # the template, convertors dropped
-            metrics.HTTP_DURATION.labels(self.server, route, scope["method"], str(status)).observe(
+            metrics.HTTP_DURATION.labels(self.server, route, scope["method"], str(noted.status)).observe(
                 time.perf_counter() - started
             )
 

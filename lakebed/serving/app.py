@@ -52,6 +52,7 @@ from lakebed.errors import (
 from lakebed.feature_store import FeatureStore
 from lakebed.http import (
     Error,
+    NotedStatus,
     bearer_openapi,
     check_binding,
     error_body,
@@ -129,20 +130,18 @@ class FeatureServer(FastAPI):
         # Other routes decide on their action themselves (:func:`_authorise`) and note it in the state.
         decision: dict[str, Any] = {}
         scope["state"] = {**scope.get("state", {}), "principal": who, "access": decision}
-        status = 500
-
-        async def noted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        noted = NotedStatus(send)
         try:
             await super().__call__(scope, receive, noted)
         finally:
             allowed = decision.get("allowed", True)
             self.gate.record(
-                scope, who, decision.get("action"), decision.get("resource"), allowed=allowed, status=status
+                scope,
+                who,
+                decision.get("action"),
+                decision.get("resource"),
+                allowed=allowed,
+                status=noted.status,
             )
 
     def openapi(self) -> dict[str, Any]:
