@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -326,6 +327,41 @@ class ChildRun:
     @property
     def hwm_text(self) -> str:
         return f"{self.vm_hwm_kib / 1024:.0f} MiB" if self.vm_hwm_kib is not None else "n/a"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (a server started next binds it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> None:
+    """Return once ``process`` (``what``) listens on ``port``; raise if it exits or does not in time."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Terminate ``process``, killing it when it does not exit within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_rss_child(module: str, args: list[str], home: Path, *, what: str, make_home: bool = True) -> ChildRun:

@@ -25,7 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO_ROOT, BenchOptions, isolated_env, lakebed_home, log, report
+from bench.common import (
+    REPO_ROOT,
+    BenchOptions,
+    free_port,
+    isolated_env,
+    lakebed_home,
+    log,
+    report,
+    stop_process,
+    wait_for_port,
+)
 from bench.online_lookup import FEATURES, TABLE, TTL, VERSION, VIEW, online_rows
 from bench.pit_retrieval import register_view
 
@@ -36,39 +46,11 @@ FEAST = {1: "p50 2.1 ms, p99 8.2 ms, 420 req/s", 16: "227 req/s, p99 1.6 s, conn
 BODIES = 500
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _start(command: list[str], env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    import socket
-
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, env=env, cwd=str(REPO_ROOT), stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{command[2:4]} exited: {log_path.read_text(errors='replace')[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{command} did not start")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    wait_for_port(port, process, f"{' '.join(command[2:4])} (log: {log_path})")
+    return process
 
 
 def _load(url: str, concurrency: int, total: int, bodies_path: Path) -> dict[str, Any]:
@@ -114,7 +96,7 @@ def run(opts: BenchOptions) -> str:
         bodies_path = opts.workdir / "feature_server_bodies.json"
         bodies_path.write_text(json.dumps(bodies))
         env = {**isolated_env(home.resolve()), "LAKEBED_FEATURE_SERVER_TOKEN": TOKEN}
-        port = _free_port()
+        port = free_port()
         server = _start(
             [sys.executable, "-m", "lakebed.cli", "serve", "features", "--port", str(port)],
             env,
@@ -137,7 +119,7 @@ def run(opts: BenchOptions) -> str:
             client.close()
             floor_body = opts.workdir / "feature_server_floor.json"
             floor_body.write_text(sample)
-            floor_port = _free_port()
+            floor_port = free_port()
             floor = _start(
                 [sys.executable, "-m", "bench._floor_server", str(floor_port), str(floor_body)],
                 env,
@@ -166,9 +148,9 @@ def run(opts: BenchOptions) -> str:
                         )
                     )
             finally:
-                _stop(floor)
+                stop_process(floor)
         finally:
-            _stop(server)
+            stop_process(server)
         store.close()
 
     def ratios(concurrency: int, metric: str) -> list[float]:

@@ -32,15 +32,12 @@ still succeed, with no request made.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,10 +49,13 @@ from bench.common import (
     BenchOptions,
     RoundTimes,
     fmt_size,
+    free_port,
     lakebed_home,
     log,
     remove,
+    stop_process,
     timed,
+    wait_for_port,
 )
 
 if TYPE_CHECKING:
@@ -196,14 +196,14 @@ class S3Store:
     def __init__(self) -> None:
         import boto3
 
-        port = _free_port()
+        port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self.endpoint = f"http://127.0.0.1:{port}"
-        _wait_for_port(port, self.process)
+        wait_for_port(port, self.process, "the moto S3 server", timeout=30.0)
         self.client = boto3.client("s3", **self.settings(self.endpoint).to_boto3_kwargs())
         self.client.create_bucket(Bucket=BUCKET)
 
@@ -244,30 +244,7 @@ class S3Store:
         return _config(home, self.cold_root(prefix), self.settings(denier.endpoint)), denier
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the moto S3 server exited with status {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the moto S3 server did not listen on port {port} within {timeout:.0f} s")
+        stop_process(self.process, timeout=10)
 
 
 class DenyingServer:

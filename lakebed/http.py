@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Send
 
@@ -62,6 +63,24 @@ def validation_response(errors: Sequence[Any]) -> JSONResponse:
     message = "; ".join(f"{_where(p.loc)}: {p.msg}" for p in problems) or "the request is not valid"
     body = Error(error=message, status=422, detail=problems).model_dump(mode="json")
     return JSONResponse(body, status_code=422)
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """The exception handler of FastAPI's ``RequestValidationError``: :func:`validation_response`."""
+    from fastapi.exceptions import RequestValidationError
+
+    return validation_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
+
+
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    """The handler of lakebed's not-found errors: ``404`` with the error's own message."""
+    return error_response(404, str(exc))
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """The handler of anything unexpected: ``500`` without details (Starlette re-raises the exception
+    after this answer, and the server logs it with its traceback)."""
+    return error_response(500, "internal error; the server log has the details")
 
 
 def _where(loc: list[str | int]) -> str:
@@ -178,6 +197,9 @@ __all__ = [
     "check_binding",
     "error_body",
     "error_response",
+    "internal_error",
+    "invalid_request",
+    "not_found",
     "is_loopback",
     "secret_value",
     "server_options",

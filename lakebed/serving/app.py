@@ -57,9 +57,11 @@ from lakebed.http import (
     check_binding,
     error_body,
     error_response,
+    internal_error,
+    invalid_request,
+    not_found,
     secret_value,
     server_options,
-    validation_response,
 )
 from lakebed.metrics import prepare_multiprocess
 from lakebed.pipelines.table_metrics import table_registry
@@ -315,12 +317,12 @@ def create_app(
         collectors=table_registry(lambda: app.store.config, ("freshness",)),
     )
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(FeatureViewNotFoundError, _not_found)
-    app.add_exception_handler(TableNotFoundError, _not_found)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(FeatureViewNotFoundError, not_found)
+    app.add_exception_handler(TableNotFoundError, not_found)
     app.add_exception_handler(AccessDeniedError, _forbidden)
     app.add_exception_handler(SearchError, _search_refused)
-    app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(Exception, internal_error)
     app.gate = gate or Gate(realm=REALM, token=resolve_token(config, token))
     return app
 
@@ -382,15 +384,11 @@ def resolve_token(config: LakebedConfig, token: str | SecretStr | None) -> str |
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, HTTPException):
-        return await _internal_error(request, exc)
+        return await internal_error(request, exc)
     message = (
         f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404 else exc.detail
     )
     return error_response(exc.status_code, message, exc.headers)
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    return validation_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
 
 
 async def _search_refused(request: Request, exc: Exception) -> JSONResponse:
@@ -403,15 +401,6 @@ async def _search_refused(request: Request, exc: Exception) -> JSONResponse:
 
 async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
     return error_response(403, str(exc))
-
-
-async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, str(exc))
-
-
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("feature server: %s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal error; the server log has the details")
 
 
 def app_from_environment() -> FeatureServer:

@@ -25,9 +25,11 @@ from lakebed.http import (
     bearer_openapi,
     check_binding,
     error_response,
+    internal_error,
+    invalid_request,
+    not_found,
     secret_value,
     server_options,
-    validation_response,
 )
 from lakebed.lineage.api.guard import REALM, RequestGuard
 from lakebed.lineage.api.masking import Masking
@@ -98,9 +100,9 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(LineageNotFoundError, _not_found)
-    app.add_exception_handler(Exception, _internal_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(LineageNotFoundError, not_found)
+    app.add_exception_handler(Exception, internal_error)
     instrument(app, server="lineage", config=lambda: store.config, health=True)
     gate = gate or Gate(realm=REALM, token=resolve_token(store, token))
     app.add_middleware(RequestGuard, gate=gate, masking=_masking(gate, tables or _no_table))
@@ -145,22 +147,9 @@ def resolve_token(store: LineageStore, token: str | SecretStr | None) -> str | N
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, HTTPException):
-        return await _internal_error(request, exc)
+        return await internal_error(request, exc)
     message = f"no such endpoint: {request.url.path}" if exc.status_code == 404 else exc.detail
     return error_response(exc.status_code, message, exc.headers)
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    return validation_response(exc.errors() if isinstance(exc, RequestValidationError) else [])
-
-
-async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, str(exc))
-
-
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    # The server logs the exception with its traceback (Starlette re-raises it after this answer).
-    return error_response(500, "internal error; the server log has the details")
 
 
 def serve(
