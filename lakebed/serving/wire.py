@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from lakebed.errors import EntityRowsError
+from lakebed.errors import EntityRowsError, LakebedError
 from lakebed.pipelines.features.online_read import OnlineVectors
+from lakebed.schemas.features import FeatureRef
 
 _FEAST_VERSIONED = re.compile(r"^(?P<view>[^:@]+)@v(?P<version>\d+):(?P<feature>.+)$")
 _EPOCH_STAMP = "1970-01-01T00:00:00Z"
@@ -39,10 +40,11 @@ def views_of(references: tuple[str, ...]) -> tuple[str, ...]:
     reference of another form names none (reading it fails with a clear error anyway)."""
     found = []
     for reference in references:
-        view, _, rest = reference.partition(":")
-        version = rest.partition(":")[0]
-        if view and version:
-            found.append(f"{view}:{version}")
+        try:
+            parsed = FeatureRef.parse(reference)
+        except LakebedError:
+            continue
+        found.append(f"{parsed.view}:v{parsed.version}")
     return tuple(dict.fromkeys(found))
 
 
