@@ -12,7 +12,7 @@ A server builds one :class:`Gate` from the project's access policy (``access.yam
 * :meth:`Gate.allows` is deny by default: a grant of the role must name the action and match the
   resource (by name pattern or by one of its tags). A denial is ``403`` naming the action and resource.
 * Every answered request (allowed or not, ``401`` included) is kept by the :class:`AccessLog`, which
-  the server appends in batches to the ``access_log`` table (every second, and when it stops).
+  the server appends in batches to the ``access_log`` table (every five seconds, and when it stops).
 
 This guards the HTTP servers. In-process Python (``lakebed.read_table``, ``FeatureStore``) is not a
 security boundary: whoever runs Python with the lake's credentials reads what those credentials reach
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.types import Scope
 
+from lakebed import metrics
 from lakebed.http import error_response, secret_value
 from lakebed.schemas.access import AccessPolicy, Action
 
@@ -147,17 +148,17 @@ class Gate:
     ) -> None:
         """Keep one answered request for the access log (a no-op without one)."""
         if self.access_log is not None:
-            client = scope.get("client") or ("", 0)
+            client = scope.get("client")
             self.access_log.record(
-                principal=principal.name if principal is not None else None,
-                role=principal.role if principal is not None else None,
-                action=action,
-                resource=resource,
-                allowed=allowed,
-                status=status,
-                method=scope.get("method", ""),
-                path=scope.get("path", ""),
-                client=str(client[0]),
+                principal.name if principal is not None else None,
+                principal.role if principal is not None else None,
+                action,
+                resource,
+                allowed,
+                status,
+                scope.get("method", ""),
+                scope.get("path", ""),
+                str(client[0]) if client else "",
             )
 
 
@@ -168,29 +169,71 @@ def forbidden_message(principal: Principal, action: str, resource: str) -> str:
     )
 
 
+FLUSH_SECONDS = 5
+"""Seconds between two appends of a server's access log (a commit a second cost the feature server a
+tenth of its throughput at 14,000 requests a second)."""
+RECORD_FIELDS = (
+    "requested_at",
+    "server",
+    "principal",
+    "role",
+    "action",
+    "resource",
+    "allowed",
+    "status",
+    "method",
+    "path",
+    "client",
+)
+"""The fields of an access record, in the order of its tuple; ``requested_at`` in microseconds since
+the epoch."""
+
+
 class AccessLog:
-    """Answered requests, kept in memory and appended by ``sink`` in batches: :meth:`flush` takes what is
-    kept. A server flushes it every ``interval`` seconds from its event loop (:func:`flushing`) and once
-    more when it stops. A failed append is logged and retried with the next batch (up to ``limit``
-    records are kept; beyond that the oldest are dropped, with an error in the log)."""
+    """Answered requests, kept in memory as tuples (:data:`RECORD_FIELDS`; a request costs an append)
+    and appended by ``sink`` in batches: :meth:`flush` takes what is kept. A server flushes it every
+    five seconds from its event loop (:func:`flushing`) and once more when it stops. A failed
+    append is logged and retried with the next batch (up to ``limit`` records are kept; beyond that the
+    oldest are dropped, with an error in the log)."""
 
     def __init__(
         self,
-        sink: Callable[[list[dict[str, Any]]], None],
+        sink: Callable[[list[tuple[Any, ...]]], None],
         *,
         server: str,
-        interval: float = 1.0,
         limit: int = 1_000_000,
     ) -> None:
         self.sink, self.server = sink, server
-        self.interval, self.limit = interval, limit
-        self._rows: list[dict[str, Any]] = []
+        self.limit = limit
+        self._rows: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self._flushing = threading.Lock()  # one append at a time, in order
 
-    def record(self, **row: Any) -> None:
-        row["requested_at"] = dt.datetime.now(dt.UTC)
-        row["server"] = self.server
+    def record(
+        self,
+        principal: str | None,
+        role: str | None,
+        action: str | None,
+        resource: str | None,
+        allowed: bool,
+        status: int,
+        method: str,
+        path: str,
+        client: str,
+    ) -> None:
+        row = (
+            time.time_ns() // 1_000,
+            self.server,
+            principal,
+            role,
+            action,
+            resource,
+            allowed,
+            status,
+            method,
+            path,
+            client,
+        )
         with self._lock:
             self._rows.append(row)
 
@@ -221,25 +264,38 @@ class AccessLog:
 
 @contextlib.asynccontextmanager
 async def flushing(access_log: AccessLog | None) -> AsyncIterator[None]:
-    """For a server's lifespan: flush ``access_log`` every ``interval`` seconds on a worker thread while
-    the server runs, and what is left when it stops."""
-    if access_log is None:
-        yield
-        return
+    """For a server's lifespan: every second while the server runs, fold the buffered metrics
+    (:func:`lakebed.metrics.fold`: other worker processes' scrapes see them then), and every
+    :data:`FLUSH_SECONDS` flush ``access_log`` on a worker thread; when it stops, flush what is left."""
 
     async def every_interval() -> None:
+        tick = 0
         while True:
-            await asyncio.sleep(access_log.interval)
-            await run_in_threadpool(access_log.flush)
+            await asyncio.sleep(1.0)
+            metrics.fold()
+            tick += 1
+            if access_log is not None and tick % FLUSH_SECONDS == 0:
+                await run_in_threadpool(access_log.flush)
 
-    task = asyncio.create_task(every_interval(), name="lakebed-access-log")
+    task = asyncio.create_task(every_interval(), name="lakebed-housekeeping")
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await run_in_threadpool(access_log.flush)
+        metrics.fold()
+        if access_log is not None:
+            await run_in_threadpool(access_log.flush)
 
 
-__all__ = ["ANONYMOUS", "AccessLog", "Gate", "Principal", "flushing", "forbidden_message", "token_digest"]
+__all__ = [
+    "ANONYMOUS",
+    "RECORD_FIELDS",
+    "AccessLog",
+    "Gate",
+    "Principal",
+    "flushing",
+    "forbidden_message",
+    "token_digest",
+]

@@ -77,6 +77,7 @@ SETTINGS_SECTIONS: dict[str, dict[str, str]] = {
         "landing_dir": "landing_dir",
     },
     "kafka": {"bootstrap": "kafka_bootstrap"},
+    "features": {"online_cache_rows": "online_cache_rows"},
     "lineage": {"namespace": "lineage_namespace", "enabled": "lineage_enabled", "timeout": "lineage_timeout"},
     "ingest": {
         "batch_rows": "batch_rows",
@@ -194,6 +195,11 @@ class LakebedConfig(BaseSettings):
     )
     inline_content_bytes: int = Field(
         default=1024 * 1024, ge=0, description="Unstructured content up to this size is stored inline."
+    )
+    online_cache_rows: int = Field(
+        default=100_000,
+        ge=0,
+        description="Online rows a process keeps in memory for point lookups, exact across processes (0: none).",
     )
     s3: S3Settings = Field(default_factory=S3Settings, exclude=False)
 

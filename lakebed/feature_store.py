@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from lakebed.config import LakebedConfig, get_config
-from lakebed.metrics import ONLINE_LOOKUP
+from lakebed.metrics import ONLINE_LOOKUPS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -109,7 +109,7 @@ class FeatureStore:
             now=now,
             plans=self._online_plan(features),
         )
-        ONLINE_LOOKUP.observe(time.perf_counter() - started)
+        ONLINE_LOOKUPS.observe(time.perf_counter() - started)
         return table
 
     def get_online_feature_dict(
@@ -129,7 +129,7 @@ class FeatureStore:
             now=now,
             plans=self._online_plan(features),
         )
-        ONLINE_LOOKUP.observe(time.perf_counter() - started)
+        ONLINE_LOOKUPS.observe(time.perf_counter() - started)
         return row
 
     def get_online_vectors(
@@ -147,12 +147,15 @@ class FeatureStore:
         vectors = self._online_read().read_online_vectors(
             self._online_plan(features), entities, store=self.online_store, now=now
         )
-        ONLINE_LOOKUP.observe(time.perf_counter() - started)
+        ONLINE_LOOKUPS.observe(time.perf_counter() - started)
         return vectors
 
     def warm(self) -> None:
         """Load the online read path and open the online store now, so that the first read is as fast as
-        the others (a server calls this before it answers)."""
+        the others (a server calls this before it answers): also the registry reads that resolve a
+        request's first feature list (they pull in pyarrow.dataset and pandas, about a second)."""
+        from lakebed.pipelines.features import retrieval  # noqa: F401 - loaded for the first request
+
         self._online_read()
         _ = self.online_store
 

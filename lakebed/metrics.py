@@ -13,13 +13,21 @@ Several processes (``lakebed serve features --workers N``) use prometheus-client
 :func:`prepare_multiprocess` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder under the lakebed home
 before the worker processes start (each then writes its values to files there), and :func:`exposition`
 aggregates the files of every process.
+
+Hot paths (an online lookup, a feature-server request: microseconds each) observe their histograms
+through :class:`Buffered`: an append, folded into the histogram in bulk (:func:`fold`) before every
+exposition, by a server every few seconds, and every few thousand observations.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -163,6 +171,50 @@ def exported_series() -> dict[str, tuple[str, ...]]:
     return series
 
 
+class Buffered:
+    """Observations of one histogram (or labelled child) kept in a queue and folded into it in bulk: an
+    observe is an append (tens of nanoseconds) instead of a lock and a bucket search per value. Folded by
+    :func:`fold` (every exposition calls it), and by the observer itself every :attr:`LIMIT` values."""
+
+    LIMIT = 4_096
+    _all: list[Buffered] = []
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram: Any = histogram  # its bucket values are prometheus-client's own attributes
+        self._bounds = list(self._histogram._upper_bounds)
+        self._pending: collections.deque[float] = collections.deque()
+        self._folding = threading.Lock()
+        Buffered._all.append(self)
+
+    def observe(self, seconds: float) -> None:
+        self._pending.append(seconds)
+        if len(self._pending) >= self.LIMIT:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count the pending values into the histogram, as ``observe`` of each would (a value lands in
+        the first bucket whose upper bound is at least the value)."""
+        with self._folding:
+            pending = self._pending
+            values = [pending.popleft() for _ in range(len(pending))]  # popleft: safe against appends
+        if not values:
+            return
+        buckets = collections.Counter(bisect.bisect_left(self._bounds, v) for v in values)
+        for index, count in buckets.items():
+            self._histogram._buckets[index].inc(count)
+        self._histogram._sum.inc(sum(values))
+
+
+def fold() -> None:
+    """Fold every :class:`Buffered` histogram's pending observations."""
+    for buffered in list(Buffered._all):
+        buffered.fold()
+
+
+ONLINE_LOOKUPS = Buffered(ONLINE_LOOKUP)
+"""How the online reads observe :data:`ONLINE_LOOKUP`."""
+
+
 def multiprocess_dir(config: LakebedConfig) -> Path:
     return config.home / "metrics"
 
@@ -180,6 +232,7 @@ def prepare_multiprocess(config: LakebedConfig) -> Path:
 def exposition(registry: CollectorRegistry | None = None) -> bytes:
     """The text exposition of this process's metrics (of every process in multiprocess mode), plus the
     collectors of ``registry`` when given (e.g. the table-derived gauges)."""
+    fold()
     folder = os.environ.get(MULTIPROC_VARIABLE)
     if folder:
         merged = CollectorRegistry()
@@ -192,9 +245,12 @@ def exposition(registry: CollectorRegistry | None = None) -> bytes:
 
 __all__ = [
     "CONTENT_TYPE",
+    "ONLINE_LOOKUPS",
+    "Buffered",
     "TABLE_GAUGES",
     "exported_series",
     "exposition",
+    "fold",
     "multiprocess_dir",
     "prepare_multiprocess",
 ]

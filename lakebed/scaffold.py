@@ -20,7 +20,7 @@ _LAKEBED_TOML = """\
 # The lakebed project {title}: sources/, contracts/, models/ and feature_views/ hold its definitions,
 # `lakebed plan` shows what they change in the lake, `lakebed apply` registers them, `lakebed run`
 # builds the models.
-# Settings sections: [storage] [kafka] [lineage] [ingest]; state lives in .lakebed/.
+# Settings sections: [storage] [kafka] [lineage] [ingest] [features]; state lives in .lakebed/.
 [project]
 name = {name}
 """

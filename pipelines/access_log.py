@@ -19,7 +19,7 @@ from lakebed.pipelines.delta import RunContext, commit
 
 ACCESS_LOG = "access_log"
 _RELOAD_SECONDS = 5.0
-SCHEMA = pa.schema(
+SCHEMA = pa.schema(  # the fields of lakebed.access.RECORD_FIELDS, in their order
     [
         pa.field("requested_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("server", pa.string(), nullable=False),
@@ -36,12 +36,17 @@ SCHEMA = pa.schema(
 )
 
 
-def access_log_sink(config: LakebedConfig) -> Callable[[list[dict[str, Any]]], None]:
-    """Appends a batch of access records to ``access_log`` in one commit."""
+def access_log_sink(config: LakebedConfig) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Appends a batch of access records (tuples of :data:`lakebed.access.RECORD_FIELDS`) to
+    ``access_log`` in one commit."""
     quiet = config.model_copy(update={"lineage_enabled": False})
 
-    def append(rows: list[dict[str, Any]]) -> None:
-        commit(ACCESS_LOG, pa.Table.from_pylist(rows, SCHEMA), run=RunContext(job="access_log"), config=quiet)
+    def append(rows: list[tuple[Any, ...]]) -> None:
+        columns = [
+            pa.array(values, f.type) for f, values in zip(SCHEMA, zip(*rows, strict=True), strict=True)
+        ]
+        table = pa.Table.from_arrays(columns, schema=SCHEMA)
+        commit(ACCESS_LOG, table, run=RunContext(job="access_log"), config=quiet)
 
     return append
 

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -406,7 +407,14 @@ def test_several_workers_serve_one_port(served: Served, tmp_path: Path) -> None:
                 pool.map(lambda i: client.get_online_feature_dict(FEATURES, {"customer_id": 7}), range(200))
             )
         assert {a["orders__n_1d"] for a in answers} == {2}
-        # Multiprocess metrics: /metrics (answered by either worker) counts the requests of both.
+        # Multiprocess metrics: /metrics (answered by either worker) counts the requests of both, once
+        # each worker has folded its buffered observations (every second).
+        deadline = time.monotonic() + 5.0
+        while (
+            requests_seen(samples(server), "/get-online-features", "200") < 200
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
         assert requests_seen(samples(server), "/get-online-features", "200") == 200
         assert (served.home / "metrics").is_dir()
     finally:

@@ -762,6 +762,38 @@ def other_process(tmp_path: Path) -> Iterator[_OtherProcess]:
     assert other.close() == 0
 
 
+def test_online_row_cache_answers_repeated_reads_and_empties_on_any_commit(
+    tmp_path: Path, other_process: _OtherProcess
+) -> None:
+    """Rows read are kept per store object and given out again only while the database is unchanged:
+    a commit by another process, or by another store object of this one, is seen by the very next read."""
+    path = tmp_path / "online.sqlite"
+    store = SQLiteOnlineStore(path, cache_rows=2)
+    keys = ["customer_id"]
+    store.write("fv_x_v1", _online_rows([(1, "eu", at(1), 1.0)]).select([0, 2, 3]), keys)
+    first = store.read_one("fv_x_v1", (1,), keys, ("spend",))  # loads the view's metadata
+    assert first == ((at(1) - EPOCH) // US, 1.0)
+    assert store.read_one("fv_x_v1", (1,), keys, ("spend",)) == first  # the fast path keeps the row
+    cached = store._cache.rows()  # the cache itself: the next read of the entity is answered from it
+    assert cached is not None and ("fv_x_v1", 1, ("spend",)) in cached
+    assert store.read_one("fv_x_v1", (1,), keys, ("spend",)) == first
+    assert store.read_one("fv_x_v1", (2,), keys, ("spend",)) is None  # a missing row is kept too
+    other_process("write", "3.5", minutes=3)
+    assert store.read_one("fv_x_v1", (1,), keys, ("spend",)) == ((at(3) - EPOCH) // US, 3.5)
+    second = SQLiteOnlineStore(path, cache_rows=0)  # no cache at all: reads always go to SQLite
+    assert second._cache.rows() is None
+    second.write("fv_x_v1", _online_rows([(2, "eu", at(4), 4.0)]).select([0, 2, 3]), keys)
+    assert store.read_one("fv_x_v1", (2,), keys, ("spend",)) == ((at(4) - EPOCH) // US, 4.0)
+    # At most cache_rows rows: the oldest go first.
+    store.read_one("fv_x_v1", (1,), keys, ("spend",))
+    store.read_one("fv_x_v1", (3,), keys, ("spend",))
+    rows = store._cache.rows()
+    assert rows is not None and len(rows) == 2 and ("fv_x_v1", 2, ("spend",)) not in rows
+    second.close()
+    store.close()
+    assert store._cache.rows() is None or store._cache.rows() == {}
+
+
 def test_online_store_cache_never_serves_stale_values(tmp_path: Path, other_process: _OtherProcess) -> None:
     """Only metadata is cached: a write through the same store, another process's write, and another
     process dropping or rebuilding the view (even with other columns) are all seen by the next read."""

@@ -261,3 +261,37 @@ def test_readiness_names_a_missing_home_and_status_creates_nothing(tmp_path: Pat
     home = next(c for c in answer["checks"] if c["name"] == "home")
     assert not home["ok"] and "does not exist" in home["detail"]
     assert not missing.exists()
+
+
+def test_buffered_observations_fold_into_the_buckets_observe_would_fill() -> None:
+    """A hot path's buffered histogram, once folded, holds exactly what observing each value would."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from lakebed.metrics import Buffered
+
+    registry = CollectorRegistry()
+    bounds = (0.001, 0.01, 0.1)
+    direct = Histogram("direct_seconds", "observed one by one", buckets=bounds, registry=registry)
+    folded = Histogram("folded_seconds", "observed through Buffered", buckets=bounds, registry=registry)
+    buffered = Buffered(folded)
+    values = [0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 0.2, 7.0] * 700  # over Buffered.LIMIT: folds itself
+    for value in values:
+        direct.observe(value)
+        buffered.observe(value)
+    assert registry.get_sample_value("folded_seconds_count") < len(values)  # the rest still pending
+    buffered.fold()
+
+    def buckets(name: str) -> list[tuple[str, float]]:
+        return [
+            (s.labels["le"], s.value)
+            for metric in registry.collect()
+            if metric.name == name
+            for s in metric.samples
+            if s.name.endswith("_bucket")
+        ]
+
+    assert buckets("folded_seconds") == buckets("direct_seconds")
+    assert registry.get_sample_value("folded_seconds_count") == len(values)
+    assert registry.get_sample_value("folded_seconds_sum") == pytest.approx(
+        registry.get_sample_value("direct_seconds_sum")
+    )

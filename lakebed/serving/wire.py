@@ -114,10 +114,12 @@ def online_response(
                 "event_timestamps": [_EPOCH_STAMP] * len(values),
             }
         )
+    written: dict[int, list[str]] = {}  # the features of one view share one list of stamps: written once
     for values, statuses, stamps in zip(vectors.values, vectors.statuses, vectors.feature_ts, strict=True):
-        results.append(
-            {"values": values, "statuses": statuses, "event_timestamps": [rfc3339(s) for s in stamps]}
-        )
+        texts = written.get(id(stamps))
+        if texts is None:
+            texts = written[id(stamps)] = [rfc3339(s) for s in stamps]
+        results.append({"values": values, "statuses": statuses, "event_timestamps": texts})
     body = {"metadata": {"feature_names": [*entities, *names]}, "results": results}
     return orjson.dumps(body, default=_json_value, option=_OPTIONS)
 

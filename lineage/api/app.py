@@ -112,7 +112,7 @@ def create_app(
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """While serving, the access log is appended every second (and once more at the end)."""
+    """While serving, the access log is appended every five seconds (and once more at the end)."""
     async with flushing(app.state.gate.access_log):
         yield
 

@@ -11,8 +11,10 @@ at least the stored one's, so replaying a write is harmless and the store always
 row with the greatest ``feature_ts`` ever written. Each write may record the source position it reflects
 (``source_version``: the last raw Delta version processed) in the same SQLite transaction.
 
-Reads are served from stored values, always read fresh; only a view's metadata (keys, schema, the SQL
-built from them) is cached per store object. The cache is dropped when this store writes or drops the
+Reads answer what the database holds at that moment. One-key point lookups may come from the store
+object's cache of rows already read, which is emptied by any commit to the database, from any process
+(:mod:`lakebed.pipelines.features.online_cache`); a view's metadata (keys, schema, the SQL built from
+them) is cached per store object. That metadata is dropped when this store writes or drops the
 view, and every read also fetches the stored metadata in the same SQLite snapshot as the values and
 compares it with the cached bytes, so a view dropped or rebuilt by another process is noticed on the next
 read. Lookups go by primary key: one ``SELECT ... WHERE k = ?`` per entity for a single entity
@@ -37,6 +39,7 @@ import pyarrow.compute as pc
 
 from lakebed.config import LakebedConfig, get_config
 from lakebed.errors import OnlineStoreError
+from lakebed.pipelines.features.online_cache import RowCache
 from lakebed.pipelines.features.online_sql import (
     META_TABLE,
     StoredView,
@@ -59,6 +62,8 @@ _VALUES_LIMIT = 512
 """The same for views keyed by several columns (a ``VALUES`` join)."""
 _ATTEMPTS = 3
 """Reads retried after finding the view's metadata changed underneath (then the error is raised)."""
+DEFAULT_CACHE_ROWS = 100_000
+"""Stored rows a store object keeps in memory for its one-key point lookups (:mod:`.online_cache`)."""
 _CACHED_STATEMENTS = 512
 """Prepared statements kept per connection (sqlite3's default, 128, is too few for many views)."""
 
@@ -92,17 +97,18 @@ class OnlineStore(Protocol):
 def default_online_store(config: LakebedConfig | None = None) -> SQLiteOnlineStore:
     """The embedded store at ``HOME/online/features.sqlite``."""
     config = config or get_config()
-    return SQLiteOnlineStore(config.home / "online" / "features.sqlite")
+    return SQLiteOnlineStore(config.home / "online" / "features.sqlite", cache_rows=config.online_cache_rows)
 
 
 class SQLiteOnlineStore:
     """The embedded online store: SQLite in WAL mode (readers never block the writer), one connection
     per thread, batched ``executemany`` upserts and primary-key reads (see the module docstring)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, cache_rows: int = DEFAULT_CACHE_ROWS) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._cache = RowCache(self.path, cache_rows)
         # view key -> parsed metadata; shared by the threads (each has its own connection)
         self._views: dict[str, StoredView] = {}
         with self._transaction() as connection:
@@ -140,6 +146,7 @@ class SQLiteOnlineStore:
         if connection is not None:
             connection.close()
             self._local.connection = None
+        self._cache.close()
 
     # Metadata ------------------------------------------------------------------------------------
     def _meta(
@@ -284,8 +291,9 @@ class SQLiteOnlineStore:
 
         ``key`` holds the entity's values of ``keys``, converted to the stored key types as :meth:`read`
         converts a one-row table of them (``pa.array([value]).cast(key_type)``; plain ``int``/``str``/
-        ``float`` values of integer/string/float64 keys go without Arrow). Values are always read from
-        the database; only the view's metadata comes from the cache (checked in the same query).
+        ``float`` values of integer/string/float64 keys go without Arrow). Such plain one-key lookups
+        are answered from the process's cache of rows while the database is unchanged since they were
+        read (:mod:`.online_cache`); others, and any lookup after a commit, read the database.
         """
         # Fast path: cached metadata and statement, one key value bound as it is, an open connection.
         view = self._views.get(view_key)
@@ -301,16 +309,24 @@ class SQLiteOnlineStore:
                 and (not fast.bounded or fast.low <= value <= fast.high)
                 and (keys is view.keys or tuple(keys) == view.keys)
             ):
-                try:
-                    row = connection.execute(point.sql, (value, view_key)).fetchone()
-                except sqlite3.OperationalError:
-                    row = None
-                if row is not None and row[0] == view.stored[0] and row[1] == view.stored[1]:
-                    if row[2] is None:
-                        return None
-                    if point.decoders is None:
-                        return row[3:]
-                    return decode_row(row, point.decoders)
+                rows = self._cache.rows()
+                cached = rows.get((view_key, value, columns)) if rows is not None else None
+                if cached is not None:
+                    row = cached
+                else:
+                    try:
+                        row = connection.execute(point.sql, (value, view_key)).fetchone()
+                    except sqlite3.OperationalError:
+                        row = None
+                    if row is None or row[0] != view.stored[0] or row[1] != view.stored[1]:
+                        return self._read_one(view_key, key, keys, columns)
+                    if rows is not None:
+                        self._cache.keep(rows, (view_key, value, columns), row)
+                if row[2] is None:
+                    return None
+                if point.decoders is None:
+                    return row[3:]
+                return decode_row(row, point.decoders)
         return self._read_one(view_key, key, keys, columns)
 
     def _read_one(

@@ -235,7 +235,7 @@ def get_online_feature_dict(
     return table.to_pylist()[0]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one is built per request, and a frozen one costs twice as much
 class OnlineVectors:
     """The online values of several entities, one column per feature (the shape Feast's feature server
     answers in): ``values[i][j]`` is feature ``i`` of entity ``j``; ``statuses`` say why a value is
@@ -271,10 +271,23 @@ def read_online_vectors(
     for view in online.views:
         limit = oldest - view.ttl_us
         width = len(view.features)
+        rows = _stored_rows(view, entities, count, store)
+        if count == 1:  # what a server is asked most: one entity, without the per-entity loops below
+            row = rows[0]
+            if row is not None and row[0] > limit:
+                features = row[1:]
+                values.extend([[value] for value in features])
+                statuses.extend([["NULL_VALUE" if value is None else "PRESENT"] for value in features])
+            else:
+                why = "NOT_FOUND" if row is None else "OUTSIDE_MAX_AGE"
+                values.extend([[None] for _ in range(width)])
+                statuses.extend([[why] for _ in range(width)])
+            stamps.extend([[None if row is None else row[0]]] * width)
+            continue
         columns: list[list[Any]] = [[] for _ in range(width)]
         codes: list[list[str]] = [[] for _ in range(width)]
         view_stamps: list[int | None] = []
-        for row in _stored_rows(view, entities, count, store):
+        for row in rows:
             if row is not None and row[0] > limit:
                 view_stamps.append(row[0])
                 for index in range(width):
@@ -290,13 +303,7 @@ def read_online_vectors(
         values.extend(columns)
         statuses.extend(codes)
         stamps.extend([view_stamps] * width)
-    return OnlineVectors(
-        columns=online.columns,
-        features=online.features,
-        values=values,
-        statuses=statuses,
-        feature_ts=stamps,
-    )
+    return OnlineVectors(online.columns, online.features, values, statuses, stamps)
 
 
 def _stored_rows(
@@ -305,10 +312,12 @@ def _stored_rows(
     """Per entity, its stored row ``(feature_ts_us, *features)`` or None: primary-key lookups through the
     store's ``read_one`` when it has one, else one ``read`` of the key columns."""
     columns = [entities[k] for k in view.keys]
-    if hasattr(store, "read_one"):
-        return [
-            store.read_one(view.table, key, view.keys, view.features) for key in zip(*columns, strict=True)
-        ]
+    read_one = getattr(store, "read_one", None)
+    if read_one is not None:
+        table, keys, features = view.table, view.keys, view.features
+        if len(keys) == 1:
+            return [read_one(table, (value,), keys, features) for value in columns[0]]
+        return [read_one(table, key, keys, features) for key in zip(*columns, strict=True)]
     rows = store.read(
         view.table, as_arrow({k: list(c) for k, c in zip(view.keys, columns, strict=True)}), list(view.keys)
     )
