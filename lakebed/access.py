@@ -172,28 +172,14 @@ def forbidden_message(principal: Principal, action: str, resource: str) -> str:
 FLUSH_SECONDS = 5
 """Seconds between two appends of a server's access log (a commit a second cost the feature server a
 tenth of its throughput at 14,000 requests a second)."""
-RECORD_FIELDS = (
-    "requested_at",
-    "server",
-    "principal",
-    "role",
-    "action",
-    "resource",
-    "allowed",
-    "status",
-    "method",
-    "path",
-    "client",
-)
-"""The fields of an access record, in the order of its tuple; ``requested_at`` in microseconds since
-the epoch."""
 
 
 class AccessLog:
-    """Answered requests, kept in memory as tuples (:data:`RECORD_FIELDS`; a request costs an append)
-    and appended by ``sink`` in batches: :meth:`flush` takes what is kept. A server flushes it every
-    five seconds from its event loop (:func:`flushing`) and once more when it stops. A failed
-    append is logged and retried with the next batch (up to ``limit`` records are kept; beyond that the
+    """Answered requests, kept in memory as tuples in the order of the ``access_log`` table's columns
+    (:data:`lakebed.pipelines.access_log.SCHEMA`; ``requested_at`` in microseconds since the epoch): a
+    request costs an append. ``sink`` appends them in batches: :meth:`flush` takes what is kept. A
+    server flushes it every five seconds from its event loop (:func:`flushing`) and once more when it
+    stops. A failed append is logged and retried with the next batch (up to ``limit`` records are kept; beyond that the
     oldest are dropped, with an error in the log)."""
 
     def __init__(
@@ -291,7 +277,6 @@ async def flushing(access_log: AccessLog | None) -> AsyncIterator[None]:
 
 __all__ = [
     "ANONYMOUS",
-    "RECORD_FIELDS",
     "AccessLog",
     "Gate",
     "Principal",

@@ -19,7 +19,7 @@ from lakebed.pipelines.delta import RunContext, commit
 
 ACCESS_LOG = "access_log"
 _RELOAD_SECONDS = 5.0
-SCHEMA = pa.schema(  # the fields of lakebed.access.RECORD_FIELDS, in their order
+SCHEMA = pa.schema(  # also the order of an access record's tuple (lakebed.access.AccessLog.record)
     [
         pa.field("requested_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("server", pa.string(), nullable=False),
@@ -37,8 +37,8 @@ SCHEMA = pa.schema(  # the fields of lakebed.access.RECORD_FIELDS, in their orde
 
 
 def access_log_sink(config: LakebedConfig) -> Callable[[list[tuple[Any, ...]]], None]:
-    """Appends a batch of access records (tuples of :data:`lakebed.access.RECORD_FIELDS`) to
-    ``access_log`` in one commit."""
+    """Appends a batch of access records (tuples of :data:`SCHEMA`'s fields, in order) to ``access_log``
+    in one commit."""
     quiet = config.model_copy(update={"lineage_enabled": False})
 
     def append(rows: list[tuple[Any, ...]]) -> None:

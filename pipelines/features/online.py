@@ -62,7 +62,7 @@ _VALUES_LIMIT = 512
 """The same for views keyed by several columns (a ``VALUES`` join)."""
 _ATTEMPTS = 3
 """Reads retried after finding the view's metadata changed underneath (then the error is raised)."""
-DEFAULT_CACHE_ROWS = 100_000
+DEFAULT_CACHE_ROWS: int = LakebedConfig.model_fields["online_cache_rows"].default
 """Stored rows a store object keeps in memory for its one-key point lookups (:mod:`.online_cache`)."""
 _CACHED_STATEMENTS = 512
 """Prepared statements kept per connection (sqlite3's default, 128, is too few for many views)."""
